@@ -1,0 +1,160 @@
+"""One typed settings object, built once per instance from the environment.
+
+Plain settings are read and validated here, all at once, so a misconfigured deployment fails on
+its first request with a message naming every problem. Secrets are only named here; their values
+are fetched on first use (see `secrets.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .secrets import Secret, SecretSource
+
+DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_IMAGE_MODEL = "gpt-image-1.5"
+IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+
+SECRET_NAMES = (
+    "QSTASH_TOKEN",
+    "QSTASH_CURRENT_SIGNING_KEY",
+    "QSTASH_NEXT_SIGNING_KEY",
+    "OPENAI_API_KEY",
+    "SUPABASE_SECRET_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "OPERATOR_KEY",
+    "SAFETY_IDENTIFIER_SALT",
+)
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What we ask the image provider for."""
+
+    model: str = DEFAULT_IMAGE_MODEL
+    size: str = "1024x1024"
+    quality: str = "low"
+    compression: int = 80
+
+
+@dataclass(frozen=True)
+class Settings:
+    composite_url: str
+    supabase_url: str
+    twilio_account_sid: str
+    generate_url: str | None = None
+    qstash_url: str = DEFAULT_QSTASH_URL
+    openai_base_url: str = DEFAULT_OPENAI_BASE_URL
+    twilio_api_base_url: str | None = None
+    image: ImageOptions = ImageOptions()
+    generation_retries: int = 2
+    generation_timeout_s: int = 300
+    callback_retries: int = 5
+    bucket: str = "pictures"
+    frame_path: str | None = None
+    brand_name: str = "PICTURE LINE"
+    jpeg_quality: int = 85
+    claim_lease_s: int = 180
+    max_prompt_chars: int = 1000
+    google_cloud_project: str | None = None
+    secrets: SecretSource | None = None
+
+    def secret(self, name: str) -> Secret:
+        if name not in SECRET_NAMES:
+            raise KeyError(name)
+        if self.secrets is None:
+            raise ConfigError("settings were built without a secret source")
+        return Secret(name, self.secrets)
+
+
+class _Reader:
+    """Collects every problem so one error can list them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.environ.get(name, "").strip()
+        if not value:
+            if required:
+                self.problems.append(f"{name} is required")
+            return default
+        return value
+
+    def url(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.text(name, default, required=required)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.problems.append(f"{name} must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if not parts.query else value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default) or default
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build `Settings` from the environment, or raise `ConfigError` listing every problem."""
+    read = _Reader(environ)
+    composite_url = read.url("COMPOSITE_URL", required=True)
+    if composite_url and urlsplit(composite_url).query:
+        read.problems.append("COMPOSITE_URL must not have a query string")
+    project = read.text("GOOGLE_CLOUD_PROJECT")
+    settings = Settings(
+        composite_url=composite_url or "",
+        supabase_url=read.url("SUPABASE_URL", required=True) or "",
+        twilio_account_sid=read.text("TWILIO_ACCOUNT_SID", required=True) or "",
+        generate_url=read.url("GENERATE_URL"),
+        qstash_url=read.url("QSTASH_URL", DEFAULT_QSTASH_URL) or DEFAULT_QSTASH_URL,
+        openai_base_url=read.url("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL)
+        or DEFAULT_OPENAI_BASE_URL,
+        twilio_api_base_url=read.url("TWILIO_API_BASE_URL"),
+        image=ImageOptions(
+            model=read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL,
+            size=read.choice("IMAGE_SIZE", "1024x1024", IMAGE_SIZES),
+            quality=read.choice("IMAGE_QUALITY", "low", IMAGE_QUALITIES),
+            compression=read.integer("IMAGE_COMPRESSION", 80, 10, 100),
+        ),
+        generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 5),
+        generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 30, 900),
+        callback_retries=read.integer("CALLBACK_RETRIES", 5, 0, 20),
+        bucket=read.text("SUPABASE_BUCKET", "pictures") or "pictures",
+        frame_path=read.text("FRAME_PATH"),
+        brand_name=read.text("BRAND_NAME", "PICTURE LINE") or "PICTURE LINE",
+        jpeg_quality=read.integer("JPEG_QUALITY", 85, 50, 95),
+        claim_lease_s=read.integer("CLAIM_LEASE_SECONDS", 180, 30, 3600),
+        max_prompt_chars=read.integer("MAX_PROMPT_CHARS", 1000, 1, 4000),
+        google_cloud_project=project,
+        secrets=SecretSource(
+            environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")
+        ),
+    )
+    sid = settings.twilio_account_sid
+    if sid and not (sid.startswith("AC") and len(sid) == 34):
+        read.problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")
+    if read.problems:
+        raise ConfigError("invalid settings: " + "; ".join(read.problems))
+    return settings
