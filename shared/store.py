@@ -1,0 +1,210 @@
+"""Supabase access: the `requests` table (through PostgREST) and the picture bucket (Storage).
+
+Every supabase/httpx exception is translated into `StoreError` here. Writes that belong to a
+claimed run are conditional on the claim token, so a run that lost its claim cannot overwrite
+the work of the run that holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError
+from storage3.utils import StorageException
+from supabase import Client, ClientOptions, create_client
+
+from .errors import StoreError
+from .records import Channel, FailureReason, RequestRecord, RequestStatus
+
+TABLE = "requests"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    recipient: str
+    sender: str
+    prompt: str
+    channel: Channel
+    model: str
+    size: str
+    quality: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of `claim_request`; `token` is set only when outcome is "claimed"."""
+
+    outcome: str
+    record: RequestRecord | None
+    token: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _guard(action: str, call: Callable[[], T]) -> T:
+    """Run a Supabase call, turning its failures into `StoreError`."""
+    try:
+        return call()
+    except APIError as exc:
+        # PostgREST answered: 5xx or a gateway error may pass, a constraint violation will not.
+        code = str(exc.code or "")
+        retryable = not code[:2].isdigit() or code.startswith(("08", "40", "53", "57"))
+        raise StoreError(
+            f"{action} failed", retryable=retryable, detail=f"{exc.code}: {exc.message}"
+        ) from exc
+    except StorageException as exc:
+        raise StoreError(f"{action} failed", retryable=True, detail=str(exc)[:300]) from exc
+    except httpx.HTTPError as exc:
+        raise StoreError(
+            f"{action} failed: Supabase unreachable", retryable=True, detail=type(exc).__name__
+        ) from exc
+
+
+class RequestStore:
+    """Reads and writes request rows; one per instance."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(cls, url: str, key: str, timeout_s: float = 10.0) -> RequestStore:
+        options = ClientOptions(postgrest_client_timeout=timeout_s, storage_client_timeout=20)
+        return cls(create_client(url, key, options))
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    def create(self, new: NewRequest) -> RequestRecord:
+        row = {
+            "recipient": new.recipient,
+            "sender": new.sender,
+            "prompt": new.prompt,
+            "channel": new.channel.value,
+            "model": new.model,
+            "size": new.size,
+            "quality": new.quality,
+        }
+        response = _guard("recording the request", self._table().insert(row).execute)
+        return RequestRecord.from_row(response.data[0])
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        response = _guard(
+            "reading the request",
+            self._table().select("*").eq("id", request_id).limit(1).execute,
+        )
+        return RequestRecord.from_row(response.data[0]) if response.data else None
+
+    def fail_unpublished(self, request_id: str, detail: str) -> bool:
+        """Mark a request that never reached QStash as failed; False if it had moved on."""
+        fields = {
+            "status": RequestStatus.FAILED.value,
+            "failure_reason": FailureReason.PUBLISH_FAILED.value,
+            "failure_detail": detail[:500],
+            "failed_at": _now(),
+        }
+        query = self._table().update(fields).eq("id", request_id).eq("status", "queued")
+        return bool(_guard("marking the request failed", query.execute).data)
+
+    def claim(self, request_id: str, owner: str, lease_s: int) -> Claim:
+        params = {"p_request_id": request_id, "p_owner": owner, "p_lease_seconds": lease_s}
+        call = self._client.rpc("claim_request", params).execute
+        data: Any = _guard("claiming the request", call).data
+        row = data.get("request") if isinstance(data, dict) else None
+        return Claim(
+            outcome=str(data.get("outcome")) if isinstance(data, dict) else "missing",
+            record=RequestRecord.from_row(row) if row else None,
+            token=data.get("token") if isinstance(data, dict) else None,
+        )
+
+    def release(self, request_id: str, token: str, error: str | None) -> None:
+        params = {"p_request_id": request_id, "p_token": token, "p_error": error}
+        _guard("releasing the claim", self._client.rpc("release_request", params).execute)
+
+    def record_attempt(self, request_id: str, message_id: str | None, error: str) -> int | None:
+        params = {"p_request_id": request_id, "p_message_id": message_id, "p_error": error[:500]}
+        call = self._client.rpc("record_attempt", params).execute
+        data: Any = _guard("recording the attempt", call).data
+        return data if isinstance(data, int) else None
+
+    def update_claimed(self, request_id: str, token: str, fields: dict[str, Any]) -> bool:
+        """Write `fields` only while we still hold the claim; False if we lost it."""
+        query = self._table().update(fields).eq("id", request_id).eq("claim_token", token)
+        return bool(_guard("updating the request", query.execute).data)
+
+    def mark_sending(
+        self, request_id: str, token: str, *, image_path: str | None, extra: dict[str, Any]
+    ) -> bool:
+        fields = {"status": RequestStatus.SENDING.value, "send_started_at": _now(), **extra}
+        if image_path is not None:
+            fields["image_path"] = image_path
+        return self.update_claimed(request_id, token, fields)
+
+    def mark_delivered(
+        self, request_id: str, token: str, message_sid: str, timings: dict[str, int]
+    ) -> bool:
+        fields: dict[str, Any] = {
+            "status": RequestStatus.DELIVERED.value,
+            "message_sid": message_sid,
+            "delivered_at": _now(),
+            "claim_owner": None,
+            "claim_token": None,
+            "claimed_until": None,
+        }
+        if timings:
+            fields["timings"] = timings
+        return self.update_claimed(request_id, token, fields)
+
+    def mark_failed(
+        self,
+        request_id: str,
+        token: str,
+        reason: FailureReason,
+        detail: str,
+        *,
+        notified: bool,
+        message_sid: str | None,
+    ) -> bool:
+        fields: dict[str, Any] = {
+            "status": RequestStatus.FAILED.value,
+            "failure_reason": reason.value,
+            "failure_detail": detail[:500],
+            "failed_at": _now(),
+            "notified": notified,
+            "message_sid": message_sid,
+            "claim_owner": None,
+            "claim_token": None,
+            "claimed_until": None,
+        }
+        return self.update_claimed(request_id, token, fields)
+
+    def _table(self) -> Any:
+        return self._client.table(TABLE)
+
+
+class PictureStore:
+    """Uploads framed pictures to the public bucket and names their public URLs."""
+
+    def __init__(self, client: Client, bucket: str) -> None:
+        self._bucket = client.storage.from_(bucket)
+
+    @staticmethod
+    def path_for(record: RequestRecord) -> str:
+        created = record.created_at or datetime.now(UTC)
+        return f"{created:%Y/%m/%d}/{record.media_token}.jpg"
+
+    def upload(self, path: str, jpeg: bytes) -> str:
+        # file_options values must be lowercase strings; a bool crashes storage3.
+        options = {"content-type": "image/jpeg", "cache-control": "86400", "upsert": "true"}
+        _guard("storing the picture", lambda: self._bucket.upload(path, jpeg, options))  # type: ignore[arg-type]
+        return self.public_url(path)
+
+    def public_url(self, path: str) -> str:
+        return str(self._bucket.get_public_url(path))
