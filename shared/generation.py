@@ -1,0 +1,131 @@
+"""The image provider's request and response (OpenAI Images API, GPT image models).
+
+GPT image models always answer with base64 (`data[0].b64_json`); `response_format` is a legacy
+DALL·E parameter they reject, so it is never sent. All functions here are pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProviderError
+from .records import FailureReason
+from .settings import ImageOptions
+
+
+def safety_identifier(salt: str, recipient: str) -> str:
+    """A stable, salted hash of the recipient: lets the provider track abuse per person
+    without ever seeing a phone number."""
+    digest = hmac.new(salt.encode(), recipient.encode(), hashlib.sha256).hexdigest()
+    return f"pl_{digest[:40]}"
+
+
+def generation_body(options: ImageOptions, prompt: str, safety_id: str) -> dict[str, Any]:
+    """The JSON for `POST /v1/images/generations`."""
+    return {
+        "model": options.model,
+        "prompt": prompt,
+        "n": 1,
+        "size": options.size,
+        "quality": options.quality,
+        # JPEG keeps the callback far below QStash's 1 MB message limit and the MMS small.
+        "output_format": "jpeg",
+        "output_compression": options.compression,
+        "safety_identifier": safety_id,
+    }
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    input_tokens: int | None = None
+    output_image_tokens: int | None = None
+
+
+def read_generated_image(body: bytes) -> GeneratedImage:
+    """Take the picture out of a successful provider response, or raise `ProviderError`."""
+    try:
+        payload = json.loads(body)
+        encoded = payload["data"][0]["b64_json"]
+        if not isinstance(encoded, str) or not encoded:
+            raise TypeError("b64_json is empty")
+        data = base64.b64decode(encoded, validate=True)
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
+        raise ProviderError(
+            "the provider's answer holds no readable picture",
+            retryable=False,
+            detail=f"{type(exc).__name__}; {len(body)} bytes",
+        ) from exc
+    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    details = usage.get("output_tokens_details") if isinstance(usage, dict) else None
+    image_tokens = details.get("image_tokens") if isinstance(details, dict) else None
+    return GeneratedImage(
+        data=data,
+        input_tokens=_int_or_none(usage.get("input_tokens")),
+        output_image_tokens=_int_or_none(
+            image_tokens if image_tokens is not None else usage.get("output_tokens")
+        ),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class ProviderFailure:
+    """What a failed provider attempt means for us."""
+
+    reason: FailureReason
+    retryable: bool
+    detail: str
+
+
+_REFUSAL_CODES = {"moderation_blocked", "content_policy_violation"}
+_MONEY_CODES = {
+    "insufficient_quota",
+    "billing_hard_limit_reached",
+    "credit_balance_exhausted",
+}
+
+
+def classify_provider_failure(status: int | None, body: bytes) -> ProviderFailure:
+    """Decide from the provider's status and error body whether trying again can help.
+
+    `status` is None when the provider never answered (QStash timed out or could not connect).
+    """
+    if status is None:
+        return ProviderFailure(FailureReason.PROVIDER_ERROR, True, "no answer (timeout)")
+    code, message = _error_code(body)
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if code in _REFUSAL_CODES:
+        return ProviderFailure(FailureReason.REFUSED, False, detail)
+    if code in _MONEY_CODES or (code and code.endswith("_spend_limit_exceeded")):
+        return ProviderFailure(FailureReason.PROVIDER_ERROR, False, detail)
+    if status == 429 or status == 503:
+        return ProviderFailure(FailureReason.PROVIDER_BUSY, True, detail)
+    if status in (408, 409) or status >= 500:
+        return ProviderFailure(FailureReason.PROVIDER_ERROR, True, detail)
+    # Invalid requests, bad keys, unknown models: the same request will fail the same way.
+    return ProviderFailure(FailureReason.PROVIDER_ERROR, False, detail)
+
+
+def _error_code(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        error = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None, None
+    if not isinstance(error, dict):
+        return None, None
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (
+        str(code) if code else None,
+        str(message)[:200] if message else None,
+    )

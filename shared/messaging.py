@@ -1,0 +1,123 @@
+"""Sending the picture (MMS) and plain notices (SMS) with the Twilio SDK.
+
+Twilio's errors are translated into `MessagingError` here, with `retryable` saying whether a
+later attempt can succeed: an opted-out or invalid number never will; a 5xx or timeout might.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from .errors import MessagingError
+from .secrets import Secret
+
+OPTED_OUT = 21610
+# Codes that will fail the same way every time for this recipient or request.
+FINAL_CODES = frozenset(
+    {
+        21211,  # invalid To
+        21408,  # region not enabled
+        21602,  # body required
+        21604,  # To required
+        21606,  # From cannot send to this destination
+        21608,  # trial account, unverified To
+        21610,  # opted out (STOP)
+        21612,  # To not reachable by SMS/MMS
+        21614,  # To is not a mobile number
+        21617,  # body too long
+        21620,  # invalid media URL
+        21623,  # too many media
+        30019,  # media too large for the carrier
+        63016,  # WhatsApp: outside the 24-hour session window
+    }
+)
+REQUEST_TIMEOUT_S = 15.0
+
+
+class _RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """Sends every Twilio API call to `base_url` instead of https://*.twilio.com.
+
+    Only used when TWILIO_API_BASE_URL is set (the local stand-in); the SDK still does all the
+    request building, auth and error parsing.
+    """
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._base = urlsplit(base_url)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        parts = urlsplit(url)
+        url = urlunsplit((self._base.scheme, self._base.netloc, parts.path, parts.query, ""))
+        return super().request(method, url, *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    sid: str
+    status: str
+
+
+class Messenger:
+    """Twilio Messages API; the client is built on first use, when the token is needed."""
+
+    def __init__(self, account_sid: str, auth_token: Secret, api_base_url: str | None) -> None:
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._api_base_url = api_base_url
+        self._client: Client | None = None
+
+    def _twilio(self) -> Client:
+        if self._client is None:
+            http: TwilioHttpClient = (
+                _RedirectingHttpClient(self._api_base_url, timeout=REQUEST_TIMEOUT_S)
+                if self._api_base_url
+                else TwilioHttpClient(timeout=REQUEST_TIMEOUT_S)
+            )
+            self._client = Client(self._account_sid, self._auth_token.reveal(), http_client=http)
+        return self._client
+
+    def send(self, *, to: str, from_: str, body: str, media_url: str | None = None) -> SentMessage:
+        try:
+            message = self._twilio().messages.create(
+                to=to, from_=from_, body=body, media_url=[media_url] if media_url else None
+            )
+        except TwilioRestException as exc:
+            code = int(exc.code) if exc.code else None
+            final = code in FINAL_CODES
+            raise MessagingError(
+                "Twilio refused the message",
+                retryable=not final,
+                code=code,
+                detail=f"HTTP {exc.status} code {exc.code}",
+            ) from exc
+        except (TwilioException, OSError) as exc:
+            # Timeouts and connection errors surface as requests/OSError subclasses.
+            raise MessagingError(
+                "Twilio could not be reached", retryable=True, detail=type(exc).__name__
+            ) from exc
+        return SentMessage(sid=str(message.sid), status=str(message.status))
+
+    def find_sent(self, *, to: str, from_: str, marker: str) -> str | None:
+        """The SID of a recent message to `to` whose body contains `marker`, if any.
+
+        Used after a run died between asking Twilio to send and recording the answer: the
+        message may or may not exist, and only Twilio knows.
+        """
+        try:
+            for message in self._twilio().messages.list(to=to, from_=from_, limit=50):
+                if marker in (message.body or ""):
+                    return str(message.sid)
+        except (TwilioException, OSError) as exc:
+            raise MessagingError(
+                "Twilio could not be asked about an earlier send",
+                retryable=True,
+                detail=type(exc).__name__,
+            ) from exc
+        return None

@@ -1,0 +1,102 @@
+"""Handing the image generation to QStash.
+
+QStash calls the provider (it waits the 20-120 s the model takes, which no webhook can), then
+POSTs the provider's answer to `composite`. We publish with plain `requests` and a short timeout
+because `generate` must answer Twilio within a second or two; the request id doubles as the
+deduplication id, so a publish retried after a lost reply cannot start a second generation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .errors import PublishError
+from .secrets import Secret
+
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    request_id: str
+    destination: str  # the provider's generations URL
+    body: dict[str, Any]
+    callback_url: str  # composite URL with ?request=<id>
+    retries: int
+    timeout_s: int
+    callback_retries: int
+
+
+def callback_url(composite_url: str, request_id: str) -> str:
+    return f"{composite_url}?request={request_id}"
+
+
+def publish_headers(job: GenerationJob, qstash_token: str, provider_key: str) -> dict[str, str]:
+    """The QStash publish headers for one generation job (a pure function, for tests)."""
+    return {
+        "Authorization": f"Bearer {qstash_token}",
+        "Content-Type": "application/json",
+        "Upstash-Method": "POST",
+        "Upstash-Forward-Authorization": f"Bearer {provider_key}",
+        "Upstash-Callback": job.callback_url,
+        # Same URL: the body's dlqId tells the failure callback apart.
+        "Upstash-Failure-Callback": job.callback_url,
+        "Upstash-Deduplication-Id": job.request_id,
+        "Upstash-Retries": str(job.retries),
+        "Upstash-Timeout": f"{job.timeout_s}s",
+        "Upstash-Callback-Retries": str(job.callback_retries),
+        "Upstash-Failure-Callback-Retries": str(job.callback_retries),
+        # Keep the provider key out of QStash's console, logs and DLQ views.
+        "Upstash-Redact-Fields": "header[Authorization]",
+        "Upstash-Label": "picture-line",
+    }
+
+
+class QStashPublisher:
+    def __init__(self, base_url: str, token: Secret, session: requests.Session) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._session = session
+
+    def publish(self, job: GenerationJob, provider_key: Secret) -> str:
+        """Publish the job; return QStash's message id or raise `PublishError`."""
+        headers = publish_headers(job, self._token.reveal(), provider_key.reveal())
+        try:
+            response = self._session.post(
+                f"{self._base_url}/v2/publish/{job.destination}",
+                data=json.dumps(job.body, separators=(",", ":")).encode(),
+                headers=headers,
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            )
+        except requests.RequestException as exc:
+            raise PublishError(
+                "QStash could not be reached", retryable=True, detail=type(exc).__name__
+            ) from exc
+        if response.status_code >= 300:
+            retryable = response.status_code == 429 or response.status_code >= 500
+            raise PublishError(
+                "QStash refused the job",
+                retryable=retryable,
+                detail=f"HTTP {response.status_code}: {response.text[:200]}",
+            )
+        try:
+            return str(response.json()["messageId"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PublishError("QStash answered without a message id", retryable=True) from exc
+
+    def cancel(self, message_id: str) -> bool:
+        """Stop QStash from retrying a message that can no longer succeed; best effort."""
+        try:
+            response = self._session.delete(
+                f"{self._base_url}/v2/messages/{message_id}",
+                headers={"Authorization": f"Bearer {self._token.reveal()}"},
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            )
+        except requests.RequestException:
+            return False
+        return response.status_code < 300

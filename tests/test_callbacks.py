@@ -1,0 +1,153 @@
+"""QStash signature checks and callback parsing. Tokens are made here with PyJWT from the
+documented claims, independently of the stand-in's signer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from shared.callbacks import parse_callback, verify_qstash_signature
+from shared.errors import BadRequest, SignatureError
+
+CURRENT = "sig_current_key_for_tests_0000000000"
+NEXT = "sig_next_key_for_tests_000000000000"
+URL = "https://composite.example.run.app?request=5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11"
+BODY = b'{"status":200,"body":"e30="}'
+
+
+def _body_claim(body: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode()
+
+
+def sign(key: str = CURRENT, url: str = URL, signed_body: bytes = BODY, **overrides: Any) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "Upstash",
+        "sub": url,
+        "exp": now + 300,
+        "nbf": 0,
+        "iat": now,
+        "jti": "jwt_test",
+        "body": _body_claim(signed_body),
+    }
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def verify(token: str | None, body: bytes = BODY, url: str = URL) -> dict[str, Any]:
+    return verify_qstash_signature(token, body, url, (CURRENT, NEXT))
+
+
+def test_verify_accepts_the_current_key() -> None:
+    assert verify(sign())["sub"] == URL
+
+
+def test_verify_accepts_the_next_key_during_rotation() -> None:
+    assert verify(sign(key=NEXT))["iss"] == "Upstash"
+
+
+def test_verify_accepts_an_unpadded_body_claim() -> None:
+    assert verify(sign(body=_body_claim(BODY).rstrip("=")))
+
+
+@pytest.mark.parametrize(
+    ("token_maker", "why"),
+    [
+        (lambda: None, "missing"),
+        (lambda: "", "missing"),
+        (lambda: "not-a-jwt", "did not verify"),
+        (lambda: sign(key="sig_someone_else"), "did not verify"),
+        (lambda: sign(url="https://composite.example.run.app?request=other"), "another URL"),
+        (lambda: sign(url=URL.replace("https", "http")), "another URL"),
+        (lambda: sign(signed_body=b'{"status":500}'), "body does not match"),
+        (lambda: sign(iss="Mallory"), "did not verify"),
+        (lambda: sign(iss=None), "did not verify"),
+        (lambda: sign(exp=int(time.time()) - 3600), "did not verify"),
+        (lambda: sign(nbf=int(time.time()) + 3600), "did not verify"),
+        (lambda: sign(body=None), "did not verify"),
+        (
+            lambda: jwt.encode({"iss": "Upstash", "sub": URL}, CURRENT * 2, algorithm="HS512"),
+            "did not verify",
+        ),
+    ],
+)
+def test_verify_refuses(token_maker: Any, why: str) -> None:
+    with pytest.raises(SignatureError, match=why):
+        verify(token_maker())
+
+
+def test_verify_refuses_an_unsigned_token() -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    payload = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {"iss": "Upstash", "sub": URL, "exp": 2**40, "nbf": 0, "body": _body_claim(BODY)}
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    with pytest.raises(SignatureError):
+        verify(f"{header}.{payload}.")
+
+
+def test_verify_tolerates_small_clock_skew() -> None:
+    assert verify(sign(exp=int(time.time()) - 30, nbf=int(time.time()) + 30))
+
+
+def test_parse_callback_reads_a_first_attempt_with_zero_fields_omitted() -> None:
+    raw = json.dumps(
+        {
+            "status": 200,
+            "body": base64.b64encode(b'{"data":[]}').decode(),
+            "sourceMessageId": "msg_1",
+            "maxRetries": 2,
+            "createdAt": 1767225600000,
+        }
+    ).encode()
+    callback = parse_callback(raw)
+    assert callback.succeeded
+    assert callback.retried == 0
+    assert callback.body == b'{"data":[]}'
+    assert callback.source_message_id == "msg_1"
+    assert not callback.is_final  # 0 of 2 retries used; but success needs no retry anyway
+
+
+@pytest.mark.parametrize(
+    ("fields", "final"),
+    [
+        ({"status": 500, "maxRetries": 2}, False),
+        ({"status": 500, "retried": 1, "maxRetries": 2}, False),
+        ({"status": 500, "retried": 2, "maxRetries": 2}, True),
+        ({"status": 500}, True),  # no retries configured: the first failure is the last
+        ({"status": 429, "retried": 0, "maxRetries": 3, "dlqId": "1725323658779-0"}, True),
+        ({"maxRetries": 3}, False),  # timed out: no status at all
+    ],
+)
+def test_parse_callback_knows_when_the_failure_is_final(
+    fields: dict[str, Any], final: bool
+) -> None:
+    callback = parse_callback(json.dumps(fields).encode())
+    assert not callback.succeeded
+    assert callback.is_final is final
+
+
+def test_parse_callback_keeps_going_when_the_body_was_truncated() -> None:
+    callback = parse_callback(
+        json.dumps({"status": 200, "body": "eyJkYXRhIjpbeyJiNjRf"[:-3]}).encode()
+    )
+    assert callback.succeeded
+    assert callback.body == b""
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'{"status": "200"}', b"\xff\xfe"])
+def test_parse_callback_rejects_malformed_bodies(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_callback(raw)
