@@ -1,0 +1,62 @@
+"""`composite`: QStash calls this after every image-generation attempt.
+
+It verifies the QStash signature against the configured public URL before reading anything,
+then lets the pipeline frame, store and send the picture (or record the failed attempt, or tell
+the person it failed). A non-2xx answer makes QStash retry the callback, so we answer 5xx only
+when a retry can help.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import flask
+import functions_framework
+
+from shared import (
+    BadRequest,
+    get_services,
+    handle_callback,
+    parse_callback,
+    verify_qstash_signature,
+)
+from shared.edge import handler, json_response, require_post, signed_url
+from shared.logs import bind
+
+# QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
+MAX_BODY_BYTES = 12 * 1024 * 1024
+
+
+@functions_framework.http
+@handler("composite", MAX_BODY_BYTES)
+def composite(request: flask.Request) -> flask.Response:
+    if (refusal := require_post(request)) is not None:
+        return refusal
+    services = get_services()
+    settings = services.settings
+    raw = request.get_data(cache=True)
+    keys = (
+        settings.secret("QSTASH_CURRENT_SIGNING_KEY").reveal(),
+        settings.secret("QSTASH_NEXT_SIGNING_KEY").reveal(),
+    )
+    verify_qstash_signature(
+        request.headers.get("Upstash-Signature"),
+        raw,
+        signed_url(settings.composite_url, request),
+        keys,
+    )
+    request_id = _request_id(request.args.get("request"))
+    bind(request_id=request_id)
+    callback = parse_callback(raw)
+    owner = request.headers.get("Upstash-Message-Id") or f"anonymous-{uuid.uuid4()}"
+    outcome = handle_callback(request_id, callback, owner, services)
+    if outcome.retry_later:
+        return json_response(503, {"outcome": outcome.value}, **{"Retry-After": "60"})
+    return json_response(200, {"outcome": outcome.value, "request_id": request_id})
+
+
+def _request_id(value: str | None) -> str:
+    try:
+        return str(uuid.UUID(value or ""))
+    except ValueError as exc:
+        raise BadRequest("the callback URL has no valid request id") from exc

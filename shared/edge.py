@@ -1,0 +1,131 @@
+"""Helpers for the two HTTP adapters (`generate/main.py`, `composite/main.py`).
+
+The adapters choose status codes, knowing who calls them: QStash retries any non-2xx, Studio
+takes its `failed` branch on any non-2xx, and a person running `gcloud functions call` reads
+the JSON error. Here live only the pieces both adapters need.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import logs
+from .errors import (
+    AppError,
+    BadRequest,
+    ConfigError,
+    SignatureError,
+    Unauthorized,
+    UpstreamError,
+)
+
+Handler = Callable[[flask.Request], flask.Response]
+
+
+class UnsupportedMediaType(BadRequest):
+    """The body is not in a format this endpoint reads."""
+
+
+def json_response(status: int, body: dict[str, Any], **headers: str) -> flask.Response:
+    response = flask.Response(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json"
+    )
+    response.headers.update(headers)
+    return response
+
+
+def error_response(exc: AppError) -> flask.Response:
+    """The status and JSON body for one of our errors; never includes `detail` or secrets."""
+    if isinstance(exc, UnsupportedMediaType):
+        return json_response(415, {"error": exc.message})
+    if isinstance(exc, BadRequest):
+        return json_response(400, {"error": exc.message})
+    if isinstance(exc, Unauthorized | SignatureError):
+        return json_response(401, {"error": "unauthorized"})
+    if isinstance(exc, ConfigError):
+        return json_response(500, {"error": "the service is misconfigured"})
+    if isinstance(exc, UpstreamError):
+        status = 503 if exc.retryable else 502
+        return json_response(status, {"error": exc.message, "retryable": exc.retryable})
+    return json_response(500, {"error": "internal error"})
+
+
+def handler(function_name: str, max_body_bytes: int) -> Callable[[Handler], Handler]:
+    """Wrap an HTTP entry point: log context, body size limit, one summary log line, and a
+    JSON 500 (never a stack trace) for anything unexpected."""
+
+    def wrap(inner: Handler) -> Handler:
+        @functools.wraps(inner)
+        def wrapped(request: flask.Request) -> flask.Response:
+            started = time.perf_counter()
+            request.max_content_length = max_body_bytes
+            context = {"function": function_name}
+            context.update(
+                logs.trace_field(_project(), request.headers.get("X-Cloud-Trace-Context"))
+            )
+            with logs.log_context(**context):
+                try:
+                    response = inner(request)
+                except RequestEntityTooLarge:
+                    response = json_response(413, {"error": "request body too large"})
+                except AppError as exc:
+                    _log_app_error(exc)
+                    response = error_response(exc)
+                except Exception as exc:
+                    logs.error("unhandled error", error_type=type(exc).__name__)
+                    response = json_response(500, {"error": "internal error"})
+                logs.info(
+                    "request handled",
+                    method=request.method,
+                    status=response.status_code,
+                    latency_ms=round((time.perf_counter() - started) * 1000),
+                )
+                return response
+
+        return wrapped
+
+    return wrap
+
+
+def _log_app_error(exc: AppError) -> None:
+    severity = "ERROR" if isinstance(exc, ConfigError | UpstreamError) else "WARNING"
+    logs.log(severity, exc.message, error_type=type(exc).__name__, detail=exc.detail)
+
+
+def _project() -> str | None:
+    import os
+
+    return os.environ.get("GOOGLE_CLOUD_PROJECT")
+
+
+def require_post(request: flask.Request) -> flask.Response | None:
+    if request.method == "POST":
+        return None
+    return json_response(405, {"error": "use POST"}, Allow="POST")
+
+
+def read_json(request: flask.Request) -> Any:
+    """The JSON body; 415 if it is not declared as JSON, 400 if it does not parse."""
+    if not request.is_json:
+        raise UnsupportedMediaType("send the request as application/json")
+    try:
+        return json.loads(request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON") from exc
+
+
+def signed_url(configured_url: str, request: flask.Request) -> str:
+    """The URL a webhook signer saw: our configured public URL plus the raw query string.
+
+    Cloud Functions end TLS (and may rewrite the path) in front of us, so `request.url` is not
+    what QStash or Twilio signed.
+    """
+    query = request.query_string.decode("latin-1")
+    return f"{configured_url}?{query}" if query else configured_url
