@@ -1,0 +1,1231 @@
+"""Stand-in for OpenAI's Images API (`POST /v1/images/generations`) and `POST /v1/moderations`.
+
+It speaks the wire protocol of the GPT image models closely enough that the official `openai`
+SDK works against it unchanged (`OpenAI(api_key=DEV_API_KEY, base_url=url + "/v1")`):
+bearer auth, the request fields and their validation errors, the `ImagesResponse` JSON with
+base64 images and token usage, OpenAI's error envelope and its rate-limit headers.
+
+Pictures are drawn locally by :func:`draw_picture`: a deterministic landscape seeded by the
+prompt, with grain so that JPEG sizes are realistic, and the prompt printed on it so a human
+looking at the MMS can tell which request produced it.
+
+Dev-only endpoints under `/__dev/` (no auth) inject faults (rate limits, outages, safety
+blocks, slow or malformed answers) and expose a log of the generation requests received.
+This module is named `openai_images` so it never shadows the `openai` package.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import flask
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+
+DEV_API_KEY = "sk-devstack-local-only-0000000000000000"
+
+# --- models (state of the `openai` SDK 3.54.0 `ImageModel` literal) -------------------------
+
+CURRENT_IMAGE_MODELS: frozenset[str] = frozenset(
+    {
+        "gpt-image-1.5",
+        "gpt-image-1-mini",
+        "gpt-image-2",
+        "gpt-image-2-2026-04-21",
+        "gpt-image-2.5-sunburst",
+        "gpt-image-2.5-sunburst-2026-09-08",
+        "gpt-image-2.5-flare",
+        "gpt-image-2.5-flare-2026-09-08",
+        "gpt-image-2.6-sunburst",
+        "gpt-image-2.6-flare",
+        "chatgpt-image-latest",
+    }
+)
+RETIRED_IMAGE_MODELS: Mapping[str, str] = {
+    "dall-e-2": "was retired on 2026-05-12; use a GPT image model instead",
+    "dall-e-3": "was retired on 2026-05-12; use a GPT image model instead",
+    "gpt-image-1": "was shut down on 2026-10-23; use gpt-image-2.5-sunburst or gpt-image-2.5-flare",
+}
+# Only the 2.5 models (and their snapshots) take the two extra quality tiers.
+_EXTRA_QUALITY_MODELS = frozenset(m for m in CURRENT_IMAGE_MODELS if m.startswith("gpt-image-2.5-"))
+
+SIZES: Mapping[str, tuple[int, int]] = {
+    "1024x1024": (1024, 1024),
+    "1536x1024": (1536, 1024),
+    "1024x1536": (1024, 1536),
+    "auto": (1024, 1024),
+}
+QUALITIES = ("low", "medium", "high", "auto")
+EXTRA_QUALITIES = ("xhigh", "max")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+PREVIEW_OUTPUT_FORMATS = ("gif", "svg")
+PROMPT_MAX_CHARS = 32_000
+
+# Output image tokens per picture (square, non-square). low/medium/high follow third-party
+# reports for the GPT image models; xhigh/max are guesses (twice the tier below).
+_OUTPUT_TOKENS: Mapping[str, tuple[int, int]] = {
+    "low": (272, 408),
+    "medium": (1056, 1584),
+    "high": (4160, 6240),
+    "xhigh": (8320, 12480),
+    "max": (16640, 24960),
+}
+
+# Fields the images endpoint knows. Anything else is refused the way OpenAI refuses unknown
+# parameters, which catches typos in our own client code. `response_format` and `style` are
+# legacy DALL-E fields that GPT image models do not support.
+_LEGACY_FIELDS = frozenset({"response_format", "style"})
+_KNOWN_FIELDS = frozenset(
+    {
+        "prompt",
+        "model",
+        "n",
+        "size",
+        "quality",
+        "output_format",
+        "output_compression",
+        "background",
+        "moderation",
+        "safety_identifier",
+        "user",
+        "stream",
+        "partial_images",
+        "complexity",
+        "frame_count",
+        "frame_duration_ms",
+        "svg",
+    }
+)
+
+# --- moderation --------------------------------------------------------------------------------
+
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+# The omni models score images only for these categories; the rest are text-only.
+_IMAGE_CATEGORIES = frozenset(
+    {
+        "self-harm",
+        "self-harm/instructions",
+        "self-harm/intent",
+        "sexual",
+        "violence",
+        "violence/graphic",
+    }
+)
+MODERATION_MODELS: Mapping[str, str] = {  # requested name -> name reported back
+    "omni-moderation-latest": "omni-moderation-2024-09-26",
+    "omni-moderation-2024-09-26": "omni-moderation-2024-09-26",
+    "text-moderation-latest": "text-moderation-007",
+    "text-moderation-stable": "text-moderation-007",
+}
+DEFAULT_FLAGGED_WORDS: Mapping[str, str] = {
+    "behead": "violence/graphic",
+    "gore": "violence/graphic",
+    "massacre": "violence",
+    "murder": "violence",
+    "nude": "sexual",
+    "porn": "sexual",
+    "suicide": "self-harm",
+    "bomb": "illicit/violent",
+}
+_DEFAULT_WORD_CATEGORY = "violence"  # for flagged words given as a plain list
+
+
+@dataclass
+class OpenAIConfig:
+    """Knobs of the stand-in. Fields are read per request, so tests may change them live."""
+
+    api_key: str = DEV_API_KEY
+    latency_s: float = 0.0  # simulated generation time per request
+    # Words that get a prompt flagged, matched case-insensitively at the start of a word (so
+    # "murder" also catches "murderers"). A mapping gives each word its moderation category;
+    # a plain list of words puts them all under "violence".
+    flagged_words: Collection[str] = field(default_factory=lambda: dict(DEFAULT_FLAGGED_WORDS))
+    # The real images endpoint runs its own safety check on the prompt; mirror it by refusing
+    # flagged prompts with `moderation_blocked` (stage "input").
+    block_flagged_prompts: bool = True
+    # Reported in the x-ratelimit-* headers only; nothing is enforced (use the "429" fault).
+    requests_per_minute: int = 50
+
+
+# ================================================================================================
+# Errors
+# ================================================================================================
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's envelope: {"error": {message, type, param, code}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = {
+            "message": message,
+            "type": type_,
+            "param": param,
+            "code": code,
+            **(extra or {}),
+        }
+        self.headers = dict(headers or {})
+
+    def response(self) -> flask.Response:
+        resp = flask.jsonify({"error": self.body})
+        resp.status_code = self.status
+        resp.headers.update(self.headers)
+        return resp
+
+
+def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _bad_type(param: str, expected: str, value: Any) -> ApiError:
+    got = type(value).__name__
+    return ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+# ================================================================================================
+# Request validation
+# ================================================================================================
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A validated generation request, with `auto` values already resolved."""
+
+    prompt: str
+    model: str
+    n: int
+    size: str
+    width: int
+    height: int
+    quality: str
+    output_format: str
+    output_compression: int
+    background: str
+    safety_identifier: str | None
+
+
+def _opt_str(body: Mapping[str, Any], key: str, allowed: Collection[str], default: str) -> str:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _bad_type(key, "a string", value)
+    if value not in allowed:
+        choices = ", ".join(f"'{a}'" for a in allowed)
+        raise _invalid(key, f"Invalid value: '{value}'. Supported values are: {choices}.")
+    return value
+
+
+def _opt_int(body: Mapping[str, Any], key: str, lo: int, hi: int, default: int) -> int:
+    value = body.get(key)
+    if value is None:
+        return default
+    # bool is an int subclass in Python but not an integer in JSON terms.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad_type(key, "an integer", value)
+    if not lo <= value <= hi:
+        raise _invalid(key, f"Invalid '{key}': expected a value from {lo} to {hi}, got {value}.")
+    return value
+
+
+def _check_field_names(body: Mapping[str, Any]) -> None:
+    for key in body:
+        if key in _LEGACY_FIELDS or key not in _KNOWN_FIELDS:
+            raise ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
+
+
+def _check_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'model'. Specify a GPT image model explicitly.",
+            param="model",
+            code="missing_required_parameter",
+        )
+    if not isinstance(model, str):
+        raise _bad_type("model", "a string", model)
+    if model in RETIRED_IMAGE_MODELS:
+        raise ApiError(
+            404,
+            f"The model '{model}' {RETIRED_IMAGE_MODELS[model]}.",
+            param="model",
+            code="model_not_found",
+        )
+    if model not in CURRENT_IMAGE_MODELS:
+        raise ApiError(
+            404,
+            f"The model '{model}' is not available: it does not exist or you have no access.",
+            param="model",
+            code="model_not_found",
+        )
+    return model
+
+
+def _check_prompt(body: Mapping[str, Any]) -> str:
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'prompt'.",
+            param="prompt",
+            code="missing_required_parameter",
+        )
+    if not isinstance(prompt, str):
+        raise _bad_type("prompt", "a string", prompt)
+    if not prompt:
+        raise _invalid("prompt", "Invalid 'prompt': empty string. Expected at least 1 character.")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise _invalid(
+            "prompt",
+            f"Invalid 'prompt': string too long. Expected at most {PROMPT_MAX_CHARS} characters,"
+            f" got {len(prompt)}.",
+            code="string_above_max_length",
+        )
+    return prompt
+
+
+def _check_unsupported_modes(body: Mapping[str, Any]) -> None:
+    """Features of the real API this stand-in does not implement: refuse them loudly."""
+    if body.get("stream"):
+        raise _invalid("stream", "Streaming is not supported by the devstack stand-in.")
+    if body.get("partial_images") is not None:
+        raise _invalid("partial_images", "'partial_images' is only supported with stream=true.")
+    for key in ("frame_count", "frame_duration_ms", "svg"):
+        if body.get(key) is not None:
+            raise _invalid(key, f"'{key}' needs gif or svg output, which needs preview access.")
+    _opt_str(body, "complexity", ("low", "medium", "high"), "medium")
+
+
+def _check_output(body: Mapping[str, Any]) -> tuple[str, int, str]:
+    """Return (output_format, output_compression, effective background)."""
+    fmt = body.get("output_format")
+    if fmt in PREVIEW_OUTPUT_FORMATS:
+        raise _invalid(
+            "output_format",
+            f"Output format '{fmt}' requires access to the preview; this organization has none.",
+        )
+    fmt = _opt_str(body, "output_format", OUTPUT_FORMATS, "png")
+    compression = _opt_int(body, "output_compression", 0, 100, 100)
+    if fmt == "png" and compression != 100:
+        raise _invalid(
+            "output_compression",
+            "'output_compression' is only supported with output_format 'jpeg' or 'webp'.",
+        )
+    background = _opt_str(body, "background", ("transparent", "opaque", "auto"), "auto")
+    if background == "transparent" and fmt == "jpeg":
+        raise _invalid("background", "Transparent background needs output_format 'png' or 'webp'.")
+    return fmt, compression, "transparent" if background == "transparent" else "opaque"
+
+
+def _opt_identifier(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad_type(key, "a string", value)
+    return value or None
+
+
+def parse_image_request(body: Any) -> ImageRequest:
+    """Validate a generation body the way the API does for a GPT image model."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    _check_field_names(body)
+    prompt = _check_prompt(body)
+    model = _check_model(body)
+    n = _opt_int(body, "n", 1, 10, 1)
+    size = _opt_str(body, "size", tuple(SIZES), "auto")
+    qualities = QUALITIES + (EXTRA_QUALITIES if model in _EXTRA_QUALITY_MODELS else ())
+    quality = _opt_str(body, "quality", qualities, "auto")
+    fmt, compression, background = _check_output(body)
+    _opt_str(body, "moderation", ("low", "auto"), "auto")
+    _check_unsupported_modes(body)
+    # `user` is the deprecated spelling; it only counts when safety_identifier is empty.
+    ident = _opt_identifier(body, "safety_identifier") or _opt_identifier(body, "user")
+    width, height = SIZES[size]
+    return ImageRequest(
+        prompt=prompt,
+        model=model,
+        n=n,
+        size=f"{width}x{height}",
+        width=width,
+        height=height,
+        quality="medium" if quality == "auto" else quality,
+        output_format=fmt,
+        output_compression=compression,
+        background=background,
+        safety_identifier=ident,
+    )
+
+
+# ================================================================================================
+# Faults
+# ================================================================================================
+
+FAULT_KINDS = (
+    "429",
+    "insufficient_quota",
+    "500",
+    "503",
+    "moderation_blocked",
+    "billing",
+    "timeout",
+    "garbage",
+    "bad_base64",
+    "not_an_image",
+)
+
+
+@dataclass
+class Fault:
+    """One injected failure. `times` counts down per matching request; -1 never runs out."""
+
+    id: int
+    kind: str
+    times: int = 1
+    prompt_contains: str | None = None
+    delay_s: float = 30.0  # "timeout" only
+    retry_after_s: int = 1  # "429" only
+    moderation_stage: str = "input"  # "moderation_blocked" only
+
+    def matches(self, prompt: str) -> bool:
+        return self.times != 0 and (self.prompt_contains is None or self.prompt_contains in prompt)
+
+
+def _parse_fault(body: Any, fault_id: int) -> Fault:
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    kind = body.get("kind")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+    times = body.get("times", 1)
+    if not isinstance(times, int) or isinstance(times, bool) or times == 0 or times < -1:
+        raise ValueError("times must be a positive integer, or -1 for 'until cleared'")
+    contains = body.get("prompt_contains")
+    if contains is not None and not isinstance(contains, str):
+        raise ValueError("prompt_contains must be a string")
+    delay = body.get("delay_s", 30.0)
+    retry_after = body.get("retry_after_s", 1)
+    if not isinstance(delay, int | float) or delay < 0:
+        raise ValueError("delay_s must be a non-negative number")
+    if not isinstance(retry_after, int) or retry_after < 0:
+        raise ValueError("retry_after_s must be a non-negative integer")
+    stage = body.get("moderation_stage", "input")
+    if stage not in ("input", "output"):
+        raise ValueError("moderation_stage must be 'input' or 'output'")
+    return Fault(fault_id, kind, times, contains, float(delay), retry_after, stage)
+
+
+def _fault_error(fault: Fault, model: str, limit: int) -> ApiError | None:
+    """The error a fault answers with, or None for faults that answer 200 (or sleep first)."""
+    kind = fault.kind
+    if kind == "429":
+        wait = fault.retry_after_s
+        return ApiError(
+            429,
+            f"Rate limit reached for {model} on images per minute (devstack). "
+            f"Please try again in {wait}s.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": str(wait),
+                "x-ratelimit-limit-requests": str(limit),
+                "x-ratelimit-reset-requests": f"{wait}s",
+                "x-ratelimit-remaining-requests": "0",
+            },
+        )
+    if kind == "insufficient_quota":
+        return ApiError(
+            429,
+            "You exceeded your current quota; check your plan and billing details (devstack).",
+            type_="insufficient_quota",
+            code="insufficient_quota",
+        )
+    if kind == "500":
+        return ApiError(
+            500,
+            "The server hit an error while processing your request (devstack). Retry later.",
+            type_="server_error",
+            code="server_error",
+        )
+    if kind == "503":
+        return ApiError(
+            503,
+            "The engine is currently overloaded (devstack). Please try again later.",
+            type_="server_error",
+            code="server_is_overloaded",
+        )
+    if kind == "billing":
+        return ApiError(
+            400,
+            "Billing hard limit reached for this organization (devstack).",
+            type_="image_generation_user_error",
+            code="billing_hard_limit_reached",
+        )
+    if kind == "moderation_blocked":
+        return _moderation_blocked(fault.moderation_stage, ["violence"])
+    return None
+
+
+def _moderation_blocked(stage: str, categories: list[str]) -> ApiError:
+    return ApiError(
+        400,
+        "Your request was rejected by the safety system (devstack). "
+        f"safety_violations=[{', '.join(categories)}]",
+        type_="image_generation_user_error",
+        code="moderation_blocked",
+        extra={"moderation_details": {"moderation_stage": stage, "categories": categories}},
+    )
+
+
+# ================================================================================================
+# Server state
+# ================================================================================================
+
+
+@dataclass
+class _State:
+    config: OpenAIConfig
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: list[Fault] = field(default_factory=list)
+    next_fault_id: int = 1
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    recent: deque[float] = field(default_factory=deque)  # monotonic times, last minute
+
+    def take_fault(self, prompt: str) -> Fault | None:
+        """First matching fault in registration order; consumes one of its `times`."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(prompt):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def rate_headers(self) -> dict[str, str]:
+        """Count this request in a sliding minute and describe it like OpenAI's headers do."""
+        now = time.monotonic()
+        with self.lock:
+            self.recent.append(now)
+            while self.recent and self.recent[0] <= now - 60:
+                self.recent.popleft()
+            used, oldest = len(self.recent), self.recent[0]
+        limit = self.config.requests_per_minute
+        return {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(max(0, limit - used)),
+            "x-ratelimit-reset-requests": _duration(max(0.0, oldest + 60 - now)),
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.faults.clear()
+            self.requests.clear()
+            self.recent.clear()
+
+
+def _duration(seconds: float) -> str:
+    """Format like OpenAI's reset headers: '20ms', '1.5s', '6m0s'."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{int(rest)}s"
+
+
+_LOG_LIMIT = 1000  # newest generation requests kept for /__dev/requests
+
+
+def _request_id() -> str:
+    return "req_" + secrets.token_hex(16)
+
+
+# ================================================================================================
+# Auth and bodies
+# ================================================================================================
+
+
+def _check_auth(config: OpenAIConfig) -> None:
+    header = flask.request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise ApiError(
+            401,
+            "No API key provided. Send it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
+    # compare_digest: no timing hints, and the key itself never appears in the message.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), config.api_key.encode()
+    ):
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+def _json_body() -> Any:
+    try:
+        return json.loads(flask.request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(
+            400,
+            "The body of your request is not valid JSON. Send a JSON object with "
+            "'Content-Type: application/json'.",
+        ) from None
+
+
+def _log_entry() -> dict[str, Any]:
+    """What the request log keeps: never the Authorization header, so never the API key."""
+    headers = {k: v for k, v in flask.request.headers.items() if k.lower() != "authorization"}
+    try:
+        body: Any = json.loads(flask.request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    return {
+        "time": time.time(),
+        "method": flask.request.method,
+        "path": flask.request.path,
+        "headers": headers,
+        "json": body,
+        "status": None,
+        "fault": None,
+    }
+
+
+# ================================================================================================
+# Generation responses
+# ================================================================================================
+
+
+def _usage(req: ImageRequest) -> dict[str, Any]:
+    # About four characters per text token is the usual rule of thumb.
+    text_tokens = max(1, math.ceil(len(req.prompt) / 4))
+    square, other = _OUTPUT_TOKENS[req.quality]
+    image_tokens = (square if req.width == req.height else other) * req.n
+    return {
+        "input_tokens": text_tokens,
+        "output_tokens": image_tokens,
+        "total_tokens": text_tokens + image_tokens,
+        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
+        "output_tokens_details": {"text_tokens": 0, "image_tokens": image_tokens},
+    }
+
+
+def encode_picture(img: Image.Image, fmt: str, compression: int) -> bytes:
+    """Encode like the API: JPEG/WebP quality = output_compression; PNG lossless."""
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.convert("RGB").save(buf, "JPEG", quality=compression)
+    elif fmt == "webp":
+        # method 2 keeps encoding under ~100 ms at 1024x1024 with near-default sizes.
+        img.save(buf, "WEBP", quality=compression, method=2)
+    else:
+        # Level 1: the grain makes zlib slow; level 6 took 3x longer and was no smaller.
+        img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _render(req: ImageRequest, index: int) -> bytes:
+    img, opaque = _draw_scene(req.prompt, req.width, req.height, index)
+    if req.background == "transparent":
+        img.putalpha(opaque)
+    return encode_picture(img, req.output_format, req.output_compression)
+
+
+def _images_payload(req: ImageRequest, datas: list[str]) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "created": int(time.time()),
+        "data": [{"b64_json": d} for d in datas],
+        "background": req.background,
+        "output_format": req.output_format,
+        "quality": req.quality,
+        "size": req.size,
+        "usage": _usage(req),
+    }
+    if req.safety_identifier:
+        payload["safety_identifier"] = req.safety_identifier
+    return payload
+
+
+def _generate(req: ImageRequest, fault: Fault | None) -> flask.Response:
+    """The 200 answer, possibly corrupted by a 'garbage'/'bad_base64'/'not_an_image' fault."""
+    kind = fault.kind if fault else None
+    if kind == "garbage":
+        return flask.Response(
+            "<html><body><h1>200 OK</h1><p>devstack: this is not JSON</p></body></html>",
+            status=200,
+            content_type="text/html; charset=utf-8",
+        )
+    if kind == "bad_base64":
+        # After dropping the non-alphabet characters 15 remain, which no decoder accepts.
+        datas = ["@@ this is not base64 @@"] * req.n
+    elif kind == "not_an_image":
+        junk = b"devstack: these bytes are not an image\n" * 8
+        datas = [base64.b64encode(junk).decode()] * req.n
+    else:
+        datas = [base64.b64encode(_render(req, i)).decode() for i in range(req.n)]
+    return flask.jsonify(_images_payload(req, datas))
+
+
+def _flagged_categories(text: str, config: OpenAIConfig) -> list[str]:
+    words = config.flagged_words
+    found: list[str] = []
+    for word in words:
+        if re.search(r"\b" + re.escape(word.lower()), text.lower()):
+            category = words[word] if isinstance(words, Mapping) else _DEFAULT_WORD_CATEGORY
+            if category not in found:
+                found.append(category)
+    return found
+
+
+def _handle_generation(state: _State, entry: dict[str, Any]) -> flask.Response:
+    config = state.config
+    _check_auth(config)
+    req = parse_image_request(_json_body())
+    fault = state.take_fault(req.prompt)
+    if fault:
+        with state.lock:
+            entry["fault"] = fault.kind
+        error = _fault_error(fault, req.model, config.requests_per_minute)
+        if error:
+            raise error
+        if fault.kind == "timeout":
+            time.sleep(fault.delay_s)
+    if config.block_flagged_prompts and (cats := _flagged_categories(req.prompt, config)):
+        raise _moderation_blocked("input", cats)
+    if config.latency_s > 0:
+        time.sleep(config.latency_s)
+    resp = _generate(req, fault)
+    resp.headers.update(state.rate_headers())
+    return resp
+
+
+# ================================================================================================
+# Moderations
+# ================================================================================================
+
+
+def _moderation_inputs(raw: Any, text_only: bool) -> list[tuple[str, bool]]:
+    """Split `input` into moderated units: (text, has_image)."""
+    if isinstance(raw, str):
+        return [(raw, False)]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return [(x, False) for x in raw]  # one result per string
+    if isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw):
+        # A list of content parts is one input (text and images judged together).
+        texts = [str(p.get("text", "")) for p in raw if p.get("type") == "text"]
+        has_image = any(p.get("type") == "image_url" for p in raw)
+        if has_image and text_only:
+            raise _invalid("input", "Image inputs need an omni-moderation model.")
+        return [(" ".join(texts), has_image)]
+    raise _invalid("input", "'input' must be a string, a list of strings or a list of parts.")
+
+
+def _score(text: str, category: str, flagged: bool) -> float:
+    digest = hashlib.sha256(f"{category}\x00{text}".encode()).digest()
+    unit = int.from_bytes(digest[:4], "big") / 2**32
+    # Flagged: 0.90..0.99; clean: 1e-6..1e-3, like a confident classifier.
+    return round(0.9 + 0.09 * unit, 6) if flagged else round(10 ** (-6 + 3 * unit), 8)
+
+
+def _moderation_result(text: str, has_image: bool, config: OpenAIConfig) -> dict[str, Any]:
+    hits = set(_flagged_categories(text, config))
+    # A sub-category hit (e.g. "violence/graphic") also implies its parent ("violence").
+    hits |= {c.split("/")[0] for c in hits if c.split("/")[0] in MODERATION_CATEGORIES}
+    return {
+        "flagged": bool(hits),
+        "categories": {c: c in hits for c in MODERATION_CATEGORIES},
+        "category_scores": {c: _score(text, c, c in hits) for c in MODERATION_CATEGORIES},
+        "category_applied_input_types": {
+            c: ["text", "image"] if has_image and c in _IMAGE_CATEGORIES else ["text"]
+            for c in MODERATION_CATEGORIES
+        },
+    }
+
+
+def _handle_moderation(config: OpenAIConfig) -> flask.Response:
+    _check_auth(config)
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    model = body.get("model") or "omni-moderation-latest"
+    if not isinstance(model, str) or model not in MODERATION_MODELS:
+        raise ApiError(
+            404,
+            f"The model '{model}' is not a moderation model.",
+            param="model",
+            code="model_not_found",
+        )
+    if "input" not in body:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'input'.",
+            param="input",
+            code="missing_required_parameter",
+        )
+    units = _moderation_inputs(body["input"], text_only=model.startswith("text-"))
+    return flask.jsonify(
+        {
+            "id": "modr-" + secrets.token_hex(12),
+            "model": MODERATION_MODELS[model],
+            "results": [_moderation_result(t, img, config) for t, img in units],
+        }
+    )
+
+
+# ================================================================================================
+# App
+# ================================================================================================
+
+
+def _dev_json() -> Any:
+    return flask.request.get_json(force=True, silent=True)
+
+
+def _register_dev_routes(app: flask.Flask, state: _State) -> None:
+    @app.post("/__dev/faults")
+    def add_fault() -> tuple[flask.Response, int]:
+        with state.lock:
+            fault_id = state.next_fault_id
+            state.next_fault_id += 1
+        try:
+            fault = _parse_fault(_dev_json(), fault_id)
+        except ValueError as exc:
+            return flask.jsonify({"error": str(exc)}), 400
+        with state.lock:
+            state.faults.append(fault)
+        return flask.jsonify(asdict(fault)), 201
+
+    @app.get("/__dev/faults")
+    def list_faults() -> flask.Response:
+        with state.lock:
+            return flask.jsonify([asdict(f) for f in state.faults])
+
+    @app.delete("/__dev/faults")
+    def clear_faults() -> flask.Response:
+        with state.lock:
+            state.faults.clear()
+        return flask.jsonify({"ok": True})
+
+    @app.get("/__dev/requests")
+    def list_requests() -> flask.Response:
+        with state.lock:
+            return flask.jsonify(list(state.requests))
+
+    @app.post("/__dev/reset")
+    def reset() -> flask.Response:
+        state.reset()
+        return flask.jsonify({"ok": True})
+
+
+def _api_route(
+    handler: Callable[[], flask.Response], after: Callable[[int], None] | None = None
+) -> flask.Response:
+    """Run a /v1 handler, turning ApiError into OpenAI's envelope."""
+    try:
+        resp = handler()
+    except ApiError as err:
+        resp = err.response()
+    if after:
+        after(resp.status_code)
+    return resp
+
+
+def create_app(config: OpenAIConfig | None = None) -> flask.Flask:
+    """A Flask app serving the Images and Moderations endpoints plus the /__dev/ controls."""
+    state = _State(config or OpenAIConfig())
+    app = flask.Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep OpenAI's field order
+
+    @app.post("/v1/images/generations")
+    def images_generations() -> flask.Response:
+        entry = _log_entry()
+        with state.lock:
+            state.requests.append(entry)
+            del state.requests[:-_LOG_LIMIT]  # a long-running dev stack must not grow forever
+
+        def done(status: int) -> None:
+            with state.lock:  # /__dev/requests may be serialising the log right now
+                entry["status"] = status
+
+        return _api_route(lambda: _handle_generation(state, entry), done)
+
+    @app.post("/v1/moderations")
+    def moderations() -> flask.Response:
+        return _api_route(lambda: _handle_moderation(state.config))
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def unknown_route(exc: Exception) -> flask.Response:
+        req = flask.request
+        status = getattr(exc, "code", 404)
+        return ApiError(status, f"Invalid URL ({req.method} {req.path})").response()
+
+    @app.after_request
+    def add_common_headers(resp: flask.Response) -> flask.Response:
+        if flask.request.path.startswith("/v1/"):
+            resp.headers.setdefault("x-request-id", _request_id())
+            resp.headers.setdefault("openai-version", "2020-10-01")
+        return resp
+
+    _register_dev_routes(app, state)
+    return app
+
+
+# ================================================================================================
+# Pictures
+# ================================================================================================
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class _Palette:
+    sky_top: RGB
+    sky_horizon: RGB
+    sun: RGB
+    haze: RGB
+    land_near: RGB
+    night: bool = False
+
+
+_PALETTES: Mapping[str, _Palette] = {
+    "dusk": _Palette(
+        (38, 64, 140), (250, 170, 120), (255, 228, 170), (214, 150, 140), (36, 40, 52)
+    ),
+    "day": _Palette(
+        (70, 140, 215), (200, 228, 245), (255, 252, 235), (160, 190, 210), (46, 84, 40)
+    ),
+    "night": _Palette(
+        (10, 14, 38), (52, 60, 112), (236, 236, 220), (70, 76, 120), (12, 16, 28), True
+    ),
+    "dawn": _Palette(
+        (96, 70, 150), (255, 196, 140), (255, 240, 200), (200, 150, 170), (54, 42, 70)
+    ),
+    "coast": _Palette(
+        (30, 110, 150), (240, 210, 150), (255, 245, 210), (150, 170, 160), (30, 62, 54)
+    ),
+}
+# A prompt that names a time of day gets the matching sky; others get one picked by the hash.
+_PALETTE_WORDS: Mapping[str, str] = {
+    "night": "night",
+    "moon": "night",
+    "star": "night",
+    "midnight": "night",
+    "sunset": "dusk",
+    "dusk": "dusk",
+    "evening": "dusk",
+    "sunrise": "dawn",
+    "dawn": "dawn",
+    "morning": "dawn",
+    "beach": "coast",
+    "sea": "coast",
+    "ocean": "coast",
+    "noon": "day",
+    "sunny": "day",
+}
+
+
+def _pick_palette(prompt: str, seed: int) -> _Palette:
+    for word in re.findall(r"[a-z]+", prompt.lower()):
+        for key, name in _PALETTE_WORDS.items():
+            if word.startswith(key):
+                return _PALETTES[name]
+    names = sorted(_PALETTES)
+    return _PALETTES[names[seed % len(names)]]
+
+
+def _mix(a: RGB, b: RGB, t: float) -> RGB:
+    return (
+        round(a[0] + (b[0] - a[0]) * t),
+        round(a[1] + (b[1] - a[1]) * t),
+        round(a[2] + (b[2] - a[2]) * t),
+    )
+
+
+def _jitter(c: RGB, rng: random.Random, amount: int) -> RGB:
+    r, g, b = (max(0, min(255, v + rng.randint(-amount, amount))) for v in c)
+    return (r, g, b)
+
+
+def _noise(rng: random.Random, size: tuple[int, int], amplitude: int) -> Image.Image:
+    """Grey noise centred on 128, +-amplitude, as RGB (monochrome grain looks like film)."""
+    raw = Image.frombytes("L", size, rng.randbytes(size[0] * size[1]))
+    grey = raw.point(lambda v: 128 + (v - 128) * amplitude // 128)
+    return Image.merge("RGB", (grey, grey, grey))
+
+
+def _add_noise(img: Image.Image, noise: Image.Image) -> Image.Image:
+    return ImageChops.add(img, noise, 1.0, -128)
+
+
+def _sky(w: int, h: int, pal: _Palette, horizon: int) -> Image.Image:
+    # One column of colours stretched sideways: a gradient for the price of h pixels.
+    column = Image.new("RGB", (1, h))
+    curve = [min(1.0, y / max(1, horizon)) ** 1.6 for y in range(h)]
+    column.putdata([_mix(pal.sky_top, pal.sky_horizon, t) for t in curve])
+    return column.resize((w, h), Image.Resampling.NEAREST)
+
+
+def _stars(img: Image.Image, rng: random.Random, horizon: int) -> None:
+    draw = ImageDraw.Draw(img)
+    for _ in range(img.width // 3):
+        x, y = rng.uniform(0, img.width), rng.uniform(0, horizon * 0.9)
+        v = rng.randint(140, 255)
+        r = rng.choice((0.6, 0.8, 1.0, 1.6))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(v, v, min(255, v + 20)))
+
+
+def _paste_soft(img: Image.Image, colour: RGB, small: Image.Image, scale: int) -> None:
+    """Paint `colour` through a low-res mask scaled up `scale` times, only where it is non-zero.
+
+    Masks are drawn and blurred small because that is ~20x cheaper than at full size, and
+    only the mask's bounding box is scaled and pasted: a full-frame paste costs ~5 ms.
+    """
+    bbox = small.getbbox()
+    if bbox is None:
+        return
+    box = (
+        bbox[0] * scale,
+        bbox[1] * scale,
+        min(img.width, bbox[2] * scale),
+        min(img.height, bbox[3] * scale),
+    )
+    part = small.crop(bbox).resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.BILINEAR)
+    img.paste(colour, box, part)
+
+
+def _sun(img: Image.Image, rng: random.Random, pal: _Palette, horizon: int) -> None:
+    w, h = img.size
+    s = 8
+    cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.35, 0.85) * horizon
+    r = w * rng.uniform(0.04, 0.07)
+    mask = Image.new("L", (w // s, h // s), 0)
+    draw = ImageDraw.Draw(mask)
+    for scale, value in ((3.0, 90), (1.0, 255)):  # a faint halo, then the bright core
+        rr = r * scale / s
+        draw.ellipse((cx / s - rr, cy / s - rr, cx / s + rr, cy / s + rr), fill=value)
+    _paste_soft(img, pal.sun, mask.filter(ImageFilter.GaussianBlur(r / s * 0.9)), s)
+    disc = r * 0.55  # a crisp disc on top of the glow so the sun has an edge
+    ImageDraw.Draw(img).ellipse((cx - disc, cy - disc, cx + disc, cy + disc), fill=pal.sun)
+
+
+def _clouds(img: Image.Image, rng: random.Random, pal: _Palette, horizon: int) -> None:
+    w, h = img.size
+    s = 4
+    mask = Image.new("L", (w // s, h // s), 0)
+    draw = ImageDraw.Draw(mask)
+    for _ in range(rng.randint(4, 9)):
+        cx, cy = rng.uniform(-0.1, 1.1) * w / s, rng.uniform(0.08, 0.75) * horizon / s
+        cw = rng.uniform(0.08, 0.2) * w / s
+        for _ in range(rng.randint(4, 8)):  # a cloud is a clump of overlapping puffs
+            ox, oy = rng.uniform(-cw, cw), rng.uniform(-cw * 0.18, cw * 0.18)
+            rx, ry = cw * rng.uniform(0.25, 0.55), cw * rng.uniform(0.12, 0.25)
+            box = (cx + ox - rx, cy + oy - ry, cx + ox + rx, cy + oy + ry)
+            draw.ellipse(box, fill=rng.randint(110, 200))
+    colour = (90, 96, 130) if pal.night else _mix(pal.sun, (255, 255, 255), 0.5)
+    _paste_soft(img, colour, mask.filter(ImageFilter.GaussianBlur(3)), s)
+
+
+def _ridge(rng: random.Random, base: float, rough: float) -> list[float]:
+    """Midpoint displacement: a mountain skyline of 129 heights."""
+    n = 129
+    ys = [0.0] * n
+    ys[0], ys[-1] = base + rng.uniform(-rough, rough), base + rng.uniform(-rough, rough)
+    step, amp = n - 1, rough
+    while step > 1:
+        half = step // 2
+        for i in range(half, n, step):
+            ys[i] = (ys[i - half] + ys[i + half]) / 2 + rng.uniform(-amp, amp)
+        step, amp = half, amp * 0.55
+    return ys
+
+
+def _trees(
+    img: Image.Image, rng: random.Random, ridge: list[tuple[float, float]], colour: RGB
+) -> None:
+    w, h = img.size
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(20, 50)):
+        x, y = ridge[rng.randrange(len(ridge))]
+        x += rng.uniform(-w / 256, w / 256)
+        tall = h * rng.uniform(0.03, 0.08)
+        half_w = tall * rng.uniform(0.25, 0.4)
+        fill = _jitter(colour, rng, 8)
+        y += tall * 0.15  # plant the trunk a little below the ridge line
+        for tier in range(3):  # three stacked triangles read as a conifer
+            top = y - tall + tier * tall * 0.22
+            spread = half_w * (0.6 + 0.2 * tier)
+            draw.polygon(
+                [(x, top), (x - spread, top + tall * 0.45), (x + spread, top + tall * 0.45)],
+                fill=fill,
+            )
+
+
+def _land(img: Image.Image, rng: random.Random, pal: _Palette, horizon: int) -> Image.Image:
+    """Draw ridges from far to near; return the mask of everything that is land."""
+    w, h = img.size
+    layers = 4
+    land = Image.new("L", (w, h), 0)
+    detail = Image.new("L", (w, h), 0)  # how much texture each pixel gets
+    paint, paint_land, paint_detail = (
+        ImageDraw.Draw(img),
+        ImageDraw.Draw(land),
+        ImageDraw.Draw(detail),
+    )
+    for k in range(layers):
+        t = (k + 1) / layers  # 0 = far and hazy, 1 = near and dark
+        base = horizon + (h - horizon) * (0.05 + 0.28 * k) - h * 0.12 * (1 - t)
+        ys = _ridge(rng, base, h * (0.16 - 0.03 * k))
+        outline = [(i * w / (len(ys) - 1), y) for i, y in enumerate(ys)]
+        polygon = [*outline, (w, h), (0, h)]
+        paint.polygon(polygon, fill=_jitter(_mix(pal.haze, pal.land_near, t**0.8), rng, 6))
+        paint_land.polygon(polygon, fill=255)
+        paint_detail.polygon(polygon, fill=64 * k)  # texture grows with nearness, as in a photo
+        if k == layers - 2:
+            _trees(img, rng, outline, _mix(pal.land_near, (0, 0, 0), 0.3))
+    _texture(img, rng, detail)
+    return land
+
+
+def _texture(img: Image.Image, rng: random.Random, detail: Image.Image) -> None:
+    """Grass and rock: noise stretched 3x downwards into streaks, blended in by `detail`."""
+    box = detail.getbbox()
+    if box is None:
+        return
+    width, height = box[2] - box[0], box[3] - box[1]
+    streaks = _noise(rng, (width, max(1, height // 3)), 40)
+    streaks = streaks.resize((width, height), Image.Resampling.NEAREST)
+    img.paste(_add_noise(img.crop(box), streaks), box, detail.crop(box))
+
+
+def _vignette(img: Image.Image) -> Image.Image:
+    # Darken the corners a little, like a lens; the gradient is tiny then stretched.
+    shade = Image.radial_gradient("L").resize(img.size, Image.Resampling.BILINEAR)
+    shade = shade.point(lambda v: 255 - max(0, v - 150) * 70 // 105)
+    return ImageChops.multiply(img, Image.merge("RGB", (shade, shade, shade)))
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):  # Pillow without FreeType: small bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(
+    text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float, most: int
+) -> list[str]:
+    """Greedy word wrap to `width` pixels; at most `most` lines, the last ending in an ellipsis."""
+    lines: list[str] = []
+    for word in text.split():
+        while font.getlength(word) > width:  # a word longer than a line is cut into pieces
+            cut = max(1, int(len(word) * width / font.getlength(word)) - 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+        if len(lines) > most:  # no need to wrap a 32,000-character prompt to the end
+            break
+    if len(lines) > most:
+        lines = lines[:most]
+        while lines[-1] and font.getlength(lines[-1] + " ...") > width:
+            lines[-1] = lines[-1][:-1]
+        lines[-1] += " ..."
+    return lines
+
+
+def _caption(img: Image.Image, prompt: str) -> tuple[int, int, int, int] | None:
+    """Print the prompt on a dark rounded panel at the bottom; return the panel's box."""
+    w, h = img.size
+    size = max(12, w // 34)
+    font = _font(size)
+    pad, line_h = size, int(size * 1.3)
+    lines = _wrap(prompt, font, w - 4 * pad, 4)
+    if not lines:
+        return None
+    box = (pad, h - pad - line_h * len(lines) - pad, w - pad, h - pad)
+    region = img.crop(box)
+    shade = Image.blend(region, Image.new(img.mode, region.size, 0), 0.55)
+    rounded = Image.new("L", region.size, 0)
+    corner = (0, 0, region.width - 1, region.height - 1)
+    ImageDraw.Draw(rounded).rounded_rectangle(corner, radius=pad // 2, fill=255)
+    img.paste(shade, box[:2], rounded)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text(
+            (box[0] + pad, box[1] + pad // 2 + i * line_h), line, font=font, fill=(245, 245, 240)
+        )
+    return box
+
+
+def _draw_scene(
+    prompt: str, width: int, height: int, variant: int = 0
+) -> tuple[Image.Image, Image.Image]:
+    """The picture and its opaque-area mask (land and caption; the sky is the background)."""
+    salt = b"" if variant == 0 else f"\x00variant {variant}".encode()
+    seed = int.from_bytes(hashlib.sha256(prompt.encode() + salt).digest()[:16], "big")
+    rng = random.Random(seed)
+    pal = _pick_palette(prompt, seed)
+    horizon = int(height * rng.uniform(0.45, 0.6))
+    img = _sky(width, height, pal, horizon)
+    if pal.night:
+        _stars(img, rng, horizon)
+    _sun(img, rng, pal, horizon)
+    _clouds(img, rng, pal, horizon)
+    opaque = _land(img, rng, pal, horizon)
+    img = _vignette(_add_noise(img, _noise(rng, (width, height), 6)))
+    box = _caption(img, " ".join(prompt.split()))
+    if box:
+        opaque.paste(255, box)
+    return img, opaque
+
+
+def draw_picture(prompt: str, width: int, height: int) -> Image.Image:
+    """A deterministic RGB landscape for (prompt, size), with the prompt printed on it."""
+    return _draw_scene(prompt, width, height)[0]
