@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,8 +73,12 @@ def handler(function_name: str, max_body_bytes: int) -> Callable[[Handler], Hand
             )
             with logs.log_context(**context):
                 try:
+                    if (request.content_length or 0) > max_body_bytes:
+                        raise RequestEntityTooLarge()
                     response = inner(request)
                 except RequestEntityTooLarge:
+                    # functions-framework drains the body after us; let it, without the limit.
+                    request.max_content_length = None
                     response = json_response(413, {"error": "request body too large"})
                 except AppError as exc:
                     _log_app_error(exc)
@@ -100,8 +105,6 @@ def _log_app_error(exc: AppError) -> None:
 
 
 def _project() -> str | None:
-    import os
-
     return os.environ.get("GOOGLE_CLOUD_PROJECT")
 
 

@@ -17,8 +17,8 @@ from enum import StrEnum
 
 from . import logs
 from .callbacks import QStashCallback
-from .errors import MessagingError, ProviderError, PublishError, StoreError
-from .framing import frame_image
+from .errors import AppError, MessagingError, ProviderError, PublishError, StoreError
+from .framing import FramedPicture, frame_image
 from .generation import (
     GeneratedImage,
     classify_provider_failure,
@@ -122,15 +122,28 @@ def handle_callback(
     if callback.succeeded:
         try:
             image = read_generated_image(callback.body)
-        except ProviderError as exc:
-            return finish_failed(
-                request_id, FailureReason.BAD_RESPONSE, exc.detail or exc.message, owner, services
+            # Framed before claiming: an unreadable picture must fail the request, not a run
+            # that holds the claim, and the claim is held for less time.
+            started = time.perf_counter()
+            framed = frame_image(
+                image.data,
+                brand=services.settings.brand_name,
+                quality=services.settings.jpeg_quality,
+                frame_path=services.settings.frame_path,
             )
-        return deliver_picture(request_id, image, callback, owner, services)
+            frame_ms = _ms_since(started)
+        except ProviderError as exc:
+            detail = exc.detail or exc.message
+            return finish_failed(
+                request_id, FailureReason.BAD_RESPONSE, detail, owner, callback, services
+            )
+        return deliver_picture(request_id, image, framed, frame_ms, callback, owner, services)
 
     failure = classify_provider_failure(callback.status, callback.body)
     if callback.is_final or not failure.retryable:
-        outcome = finish_failed(request_id, failure.reason, failure.detail, owner, services)
+        outcome = finish_failed(
+            request_id, failure.reason, failure.detail, owner, callback, services
+        )
         if not callback.is_final and callback.source_message_id:
             # Retrying a refused or invalid request only costs money; stop QStash.
             services.publisher.cancel(callback.source_message_id)
@@ -151,6 +164,8 @@ def handle_callback(
 def deliver_picture(
     request_id: str,
     image: GeneratedImage,
+    framed: FramedPicture,
+    frame_ms: int,
     callback: QStashCallback,
     owner: str,
     services: Services,
@@ -159,22 +174,31 @@ def deliver_picture(
     if claim.outcome != "claimed" or claim.record is None or claim.token is None:
         return _unclaimed(claim.outcome)
     record, token = claim.record, claim.token
-    return _holding_claim(
-        record, token, services, lambda: _send_picture(record, token, image, callback, services)
-    )
+
+    def send() -> CallbackOutcome:
+        return _send_picture(record, token, image, framed, frame_ms, callback, services)
+
+    return _holding_claim(record, token, services, send)
 
 
 def finish_failed(
-    request_id: str, reason: FailureReason, detail: str, owner: str, services: Services
+    request_id: str,
+    reason: FailureReason,
+    detail: str,
+    owner: str,
+    callback: QStashCallback,
+    services: Services,
 ) -> CallbackOutcome:
     """End the request as failed and tell the person, once."""
     claim = services.store.claim(request_id, owner, services.settings.claim_lease_s)
     if claim.outcome != "claimed" or claim.record is None or claim.token is None:
         return _unclaimed(claim.outcome)
     record, token = claim.record, claim.token
-    return _holding_claim(
-        record, token, services, lambda: _send_failure(record, token, reason, detail, services)
-    )
+
+    def send() -> CallbackOutcome:
+        return _send_failure(record, token, reason, detail, callback, services)
+
+    return _holding_claim(record, token, services, send)
 
 
 def _unclaimed(outcome: str) -> CallbackOutcome:
@@ -187,15 +211,14 @@ def _unclaimed(outcome: str) -> CallbackOutcome:
 def _holding_claim(
     record: RequestRecord, token: str, services: Services, work: Callable[[], CallbackOutcome]
 ) -> CallbackOutcome:
-    """Run `work` under the claim; on a retryable failure give the claim back and re-raise,
-    so QStash's retry can pick the request up at once."""
+    """Run `work` under the claim; if it fails, give the claim back and re-raise, so QStash's
+    retry of this callback can pick the request up at once."""
     try:
         return work()
-    except (StoreError, MessagingError) as exc:
-        if isinstance(exc, MessagingError) and not exc.retryable:
-            raise
+    except Exception as exc:
+        reason = f"{exc.message}: {exc.detail}" if isinstance(exc, AppError) else repr(exc)
         try:
-            services.store.release(record.id, token, f"{exc.message}: {exc.detail}")
+            services.store.release(record.id, token, reason[:500])
         except StoreError:
             logs.warning("could not release the claim; it expires by itself")
         raise
@@ -205,10 +228,11 @@ def _send_picture(
     record: RequestRecord,
     token: str,
     image: GeneratedImage,
+    framed: FramedPicture,
+    frame_ms: int,
     callback: QStashCallback,
     services: Services,
 ) -> CallbackOutcome:
-    settings = services.settings
     marker = f"Ref {record.reference}"
     if record.send_started_at and (
         sid := services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
@@ -217,18 +241,10 @@ def _send_picture(
         _record_delivered(record, token, sid, {}, services)
         return CallbackOutcome.DELIVERED
 
-    timings: dict[str, int] = {}
+    timings = {"frame_ms": frame_ms}
     if record.image_path:
         media_url = services.pictures.public_url(record.image_path)
     else:
-        started = time.perf_counter()
-        framed = frame_image(
-            image.data,
-            brand=settings.brand_name,
-            quality=settings.jpeg_quality,
-            frame_path=settings.frame_path,
-        )
-        timings["frame_ms"] = _ms_since(started)
         path = PictureStore.path_for(record)
         started = time.perf_counter()
         media_url = services.pictures.upload(path, framed.jpeg)
@@ -281,6 +297,7 @@ def _send_failure(
     token: str,
     reason: FailureReason,
     detail: str,
+    callback: QStashCallback,
     services: Services,
 ) -> CallbackOutcome:
     marker = f"Ref {record.reference}"
@@ -288,7 +305,8 @@ def _send_failure(
     if record.send_started_at:
         sid = services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
     if sid is None:
-        if not services.store.mark_sending(record.id, token, image_path=None, extra={}):
+        extra = {"qstash_message_id": callback.source_message_id}
+        if not services.store.mark_sending(record.id, token, image_path=None, extra=extra):
             return CallbackOutcome.DUPLICATE
         try:
             sid = services.messenger.send(

@@ -53,11 +53,10 @@ def _guard(action: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except APIError as exc:
-        # PostgREST answered: 5xx or a gateway error may pass, a constraint violation will not.
-        code = str(exc.code or "")
-        retryable = not code[:2].isdigit() or code.startswith(("08", "40", "53", "57"))
         raise StoreError(
-            f"{action} failed", retryable=retryable, detail=f"{exc.code}: {exc.message}"
+            f"{action} failed",
+            retryable=_retryable(str(exc.code or "")),
+            detail=f"{exc.code}: {exc.message}",
         ) from exc
     except StorageException as exc:
         raise StoreError(f"{action} failed", retryable=True, detail=str(exc)[:300]) from exc
@@ -65,6 +64,19 @@ def _guard(action: str, call: Callable[[], T]) -> T:
         raise StoreError(
             f"{action} failed: Supabase unreachable", retryable=True, detail=type(exc).__name__
         ) from exc
+
+
+# SQLSTATE classes that fail the same way every time: data, integrity, access and syntax
+# errors, and raised exceptions. PostgREST's own PGRST codes (unknown table, bad key) are
+# configuration errors. Anything else (HTTP 5xx from the gateway, connection and lock
+# errors) may pass on a retry.
+_FINAL_SQLSTATE_CLASSES = ("22", "23", "42", "P0", "2B", "44")
+
+
+def _retryable(code: str) -> bool:
+    if code.startswith("PGRST"):
+        return False
+    return not (len(code) == 5 and code[:2] in _FINAL_SQLSTATE_CLASSES)
 
 
 class RequestStore:
