@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 import pytest
+import requests
+from psycopg.rows import dict_row
 
+from devstack.stack import Ports, Stack
 from shared.services import reset_services
 from shared.settings import SECRET_NAMES
 
@@ -41,3 +49,122 @@ def _isolated_environment(request: pytest.FixtureRequest) -> Iterator[None]:
         os.environ.pop(name, None)
     os.environ.update(saved)
     reset_services()
+
+
+# --- The local stack, for tests marked `stack` -------------------------------------------
+
+
+@dataclass
+class StackClient:
+    """Talks to the in-process stack over HTTP and reads the database with SQL."""
+
+    stack: Stack
+    env: dict[str, str]
+    http: requests.Session
+
+    def submit(self, prompt: str, to: str, **extra: Any) -> requests.Response:
+        body = {"to": to, "from": self.env["DEMO_FROM"], "prompt": prompt, **extra}
+        return self.http.post(
+            self.env["GENERATE_URL"],
+            json=body,
+            headers={"X-Operator-Key": self.env["OPERATOR_KEY"]},
+            timeout=10,
+        )
+
+    def row(self, request_id: str) -> dict[str, Any]:
+        with psycopg.connect(self.env["DATABASE_URL"], row_factory=dict_row) as conn:
+            found = conn.execute(
+                "select * from public.requests where id = %s", (request_id,)
+            ).fetchone()
+        assert found is not None, f"no row for {request_id}"
+        return dict(found)
+
+    def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(
+            self.env["DATABASE_URL"], row_factory=dict_row, autocommit=True
+        ) as conn:
+            cursor = conn.execute(query, params)
+            return [dict(r) for r in cursor.fetchall()] if cursor.description else []
+
+    def wait_finished(self, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            row = self.row(request_id)
+            if row["status"] in ("delivered", "failed"):
+                self.stack.wait_idle(10)
+                return self.row(request_id)
+            time.sleep(0.05)
+        raise AssertionError(f"request {request_id} still {self.row(request_id)['status']}")
+
+    def messages_to(self, number: str) -> list[dict[str, Any]]:
+        outbox = self.http.get(f"{self.env['TWILIO_API_BASE_URL']}/__dev/outbox", timeout=5).json()
+        items = (
+            outbox
+            if isinstance(outbox, list)
+            else next(v for v in outbox.values() if isinstance(v, list))
+        )
+        return [m for m in items if m.get("to") == number]
+
+    def qstash_messages(self) -> list[dict[str, Any]]:
+        payload = self.http.get(f"{self.env['QSTASH_URL']}/__dev/messages", timeout=5).json()
+        return (
+            payload
+            if isinstance(payload, list)
+            else next(v for v in payload.values() if isinstance(v, list))
+        )
+
+    def fault(self, target: str, **fault: Any) -> None:
+        base = {
+            "openai": self.env["OPENAI_BASE_URL"].removesuffix("/v1"),
+            "twilio": self.env["TWILIO_API_BASE_URL"],
+            "supabase": self.env["SUPABASE_URL"],
+        }[target]
+        response = self.http.post(f"{base}/__dev/faults", json=fault, timeout=5)
+        assert response.status_code < 300, response.text
+
+    def clear_faults(self) -> None:
+        for base in (
+            self.env["OPENAI_BASE_URL"].removesuffix("/v1"),
+            self.env["TWILIO_API_BASE_URL"],
+            self.env["SUPABASE_URL"],
+        ):
+            self.http.delete(f"{base}/__dev/faults", timeout=5)
+        self.qstash_config(duplicate_deliveries=1)
+
+    def qstash_config(self, **config: Any) -> None:
+        response = self.http.post(f"{self.env['QSTASH_URL']}/__dev/config", json=config, timeout=5)
+        assert response.status_code < 300, response.text
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+    stack = Stack(
+        workdir=tmp_path_factory.mktemp("stack"),
+        ports=Ports.free(),
+        functions_in_process=True,
+        qstash_retry_scale=0.005,
+        openai_latency_s=0.0,
+    )
+    env = stack.start()
+    try:
+        yield StackClient(stack=stack, env=env, http=requests.Session())
+    finally:
+        stack.stop()
+
+
+_numbers = itertools.count(1000)
+
+
+@pytest.fixture
+def stack(local_stack: StackClient) -> Iterator[StackClient]:
+    """The shared stack, with faults cleared before and after each test."""
+    local_stack.clear_faults()
+    yield local_stack
+    local_stack.stack.wait_idle(10)
+    local_stack.clear_faults()
+
+
+@pytest.fixture
+def caller() -> str:
+    """A phone number no other test uses, so outbox lookups see only this test's messages."""
+    return f"+1555200{next(_numbers):04d}"

@@ -1,0 +1,40 @@
+# The two commands a newcomer needs are `make demo` and `make test`; both set themselves up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROMPT ?= a crab holding a light saber
+
+.PHONY: setup demo stack test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## One prompt through generate -> QStash -> image provider -> composite -> Storage -> Twilio.
+demo: setup
+	$(PY) -m devstack.demo "$(PROMPT)"
+
+## Every stand-in plus both functions, in the foreground; writes .devstack/env.
+stack: setup
+	$(PY) -m devstack.stack
+
+## The whole test suite.
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy shared generate/main.py composite/main.py devstack
+
+bench: setup
+	$(PY) -m bench.composite
+
+clean:
+	rm -rf .devstack $(VENV) .pytest_cache .mypy_cache .ruff_cache

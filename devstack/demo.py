@@ -1,0 +1,153 @@
+"""`make demo`: one prompt through the whole pipeline on the local stack, end to end.
+
+Starts PostgreSQL, the stand-ins and both functions (as real functions-framework processes),
+sends a prompt to `generate` the way an operator would, waits for the MMS to reach the Twilio
+stand-in, then prints the request's journey and the path of the delivered, framed JPEG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from supabase import create_client
+
+from .stack import ROOT, Ports, Stack
+
+DEFAULT_PROMPT = "a crab holding a light saber"
+TIMEOUT_S = 60.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    parser.add_argument("--dir", type=Path, default=ROOT / ".devstack" / "demo")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.dir / "outbox", ignore_errors=True)
+    shutil.rmtree(args.dir / "storage", ignore_errors=True)
+    started = time.monotonic()
+    print("Starting the local stack (PostgreSQL, QStash, OpenAI, Supabase, Twilio, Secret Manager")
+    print("stand-ins, and both functions)…", flush=True)
+    stack = Stack(workdir=args.dir, ports=Ports.free(), function_logs=args.dir / "logs")
+    try:
+        env = stack.start()
+        print(f"  up in {time.monotonic() - started:.1f} s; function logs in {args.dir / 'logs'}")
+        return run_demo(stack, env, args.prompt)
+    finally:
+        stack.stop()
+
+
+def run_demo(stack: Stack, env: dict[str, str], prompt: str) -> int:
+    print(f"\nA caller at {env['DEMO_TO']} asks {env['DEMO_FROM']} for: “{prompt}”")
+    sent_at = time.monotonic()
+    response = requests.post(
+        env["GENERATE_URL"],
+        json={"to": env["DEMO_TO"], "from": env["DEMO_FROM"], "prompt": prompt},
+        headers={"X-Operator-Key": env["OPERATOR_KEY"]},
+        timeout=10,
+    )
+    answered_ms = (time.monotonic() - sent_at) * 1000
+    print(f"generate answered {response.status_code} in {answered_ms:.0f} ms: {response.text}")
+    if response.status_code != 202:
+        print("demo failed: generate did not accept the request", file=sys.stderr)
+        return 1
+    request_id = response.json()["request_id"]
+
+    row = wait_for_outcome(env, request_id)
+    if row is None:
+        print(
+            f"demo failed: no MMS within {TIMEOUT_S:.0f} s; see the function logs", file=sys.stderr
+        )
+        return 1
+    stack.wait_idle(15)
+    qstash_messages = requests.get(f"{env['QSTASH_URL']}/__dev/messages", timeout=5).json()
+    outbox = requests.get(f"{env['TWILIO_API_BASE_URL']}/__dev/outbox", timeout=5).json()
+    message = next((m for m in _items(outbox) if m.get("sid") == row.get("message_sid")), None)
+    print_journey(row, _items(qstash_messages), message)
+    if row["status"] != "delivered" or message is None:
+        print(f"demo failed: the request ended {row['status']}: {row.get('failure_detail')}")
+        return 1
+    media = [m["path"] for m in message.get("media", []) if m.get("path")]
+    if not media:
+        print("demo failed: the MMS reached Twilio without a picture", file=sys.stderr)
+        return 1
+    print(f"\nDelivered picture: {media[0]}")
+    return 0
+
+
+def wait_for_outcome(env: dict[str, str], request_id: str) -> dict[str, Any] | None:
+    client = create_client(env["SUPABASE_URL"], env["SUPABASE_SECRET_KEY"])
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        rows: list[dict[str, Any]] = (
+            client.table("requests").select("*").eq("id", request_id).execute().data  # type: ignore[assignment]
+        )
+        if rows and rows[0]["status"] in ("delivered", "failed"):
+            return rows[0]
+        time.sleep(0.2)
+    return None
+
+
+def _items(payload: Any) -> list[dict[str, Any]]:
+    if isinstance(payload, dict):
+        payload = next((v for v in payload.values() if isinstance(v, list)), [])
+    return [item for item in payload if isinstance(item, dict)]
+
+
+def _at(value: Any) -> float | None:
+    """Seconds since the epoch from an ISO string or unix milliseconds."""
+    if isinstance(value, int | float):
+        return value / 1000
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return None
+
+
+def print_journey(
+    row: dict[str, Any], qstash: list[dict[str, Any]], message: dict[str, Any] | None
+) -> None:
+    origin = _at(row["created_at"]) or 0.0
+    steps: list[tuple[float | None, str]] = [(origin, f"generate recorded request {row['id']}")]
+    source = next((m for m in qstash if m.get("id") == row.get("qstash_message_id")), None)
+    if source is not None:
+        for attempt in source.get("attempts", []):
+            status = attempt.get("status") or "no answer"
+            steps.append((_at(attempt.get("at")), f"QStash → OpenAI stand-in: HTTP {status}"))
+        for callback in (m for m in qstash if m.get("sourceMessageId") == source.get("id")):
+            for attempt in callback.get("attempts", []):
+                what = f"QStash → composite ({callback.get('kind')}): HTTP {attempt.get('status')}"
+                steps.append((_at(attempt.get("at")), what))
+    timings = row.get("timings") or {}
+    if row.get("generated_at"):
+        what = (
+            f"framed in {timings.get('frame_ms', '?')} ms, stored in Supabase Storage in "
+            f"{timings.get('upload_ms', '?')} ms ({row.get('image_bytes')} bytes)"
+        )
+        steps.append((_at(row["generated_at"]), what))
+    if row.get("delivered_at"):
+        what = (
+            f"Twilio accepted MMS {row['message_sid']} in {timings.get('send_ms', '?')} ms; "
+            "request delivered"
+        )
+        steps.append((_at(row["delivered_at"]), what))
+    if row.get("failed_at"):
+        steps.append((_at(row["failed_at"]), f"request failed: {row.get('failure_reason')}"))
+    if message is not None:
+        what = f"Twilio fetched the media; the MMS is {message.get('status')}"
+        steps.append((None, what))
+    steps.sort(key=lambda step: step[0] if step[0] is not None else float("inf"))
+    print("\nJourney:")
+    for when, what in steps:
+        offset = f"+{when - origin:6.2f} s" if when is not None else "         "
+        print(f"  {offset}  {what}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
