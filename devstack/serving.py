@@ -38,4 +38,6 @@ def serve_in_thread(app: WSGIApp, port: int = 0, host: str = "127.0.0.1") -> Run
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name=f"serve-{server.port}", daemon=True)
     thread.start()
-    return RunningServer(url=f"http://{host}:{server.port}", port=server.port, _server=server, _thread=thread)
+    return RunningServer(
+        url=f"http://{host}:{server.port}", port=server.port, _server=server, _thread=thread
+    )

@@ -151,7 +151,7 @@ class Stack:
         os.environ.pop("SAFETY_IDENTIFIER_SALT", None)
         reset_services()
         for name, port in (("generate", generate_port), ("composite", composite_port)):
-            app = create_app(name, str(ROOT / name / "main.py"))
+            app = create_app(name, str(ROOT / name / "main.py"))  # type: ignore[no-untyped-call]
             self._servers.append(serve_in_thread(app, port))
 
     def _start_function_processes(
