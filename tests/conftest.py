@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -137,9 +140,12 @@ class StackClient:
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+def local_stack() -> Iterator[StackClient]:
+    # Not pytest's tmp_path: as root, pgserver runs PostgreSQL as another user, and pytest
+    # makes its own temp root 0700, which that user cannot enter.
+    workdir = Path(tempfile.mkdtemp(prefix="picture-line-stack-"))
     stack = Stack(
-        workdir=tmp_path_factory.mktemp("stack"),
+        workdir=workdir,
         ports=Ports.free(),
         functions_in_process=True,
         qstash_retry_scale=0.005,
@@ -150,6 +156,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClien
         yield StackClient(stack=stack, env=env, http=requests.Session())
     finally:
         stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 _numbers = itertools.count(1000)
