@@ -1,0 +1,162 @@
+"""Composite benchmark: our frame + encode against the original project's approach.
+
+Prints, for one detailed 1024x1024 provider JPEG, measured in this run:
+- our `frame_image` (decode, composite the border bands, encode JPEG q85);
+- the original way done with Pillow (decode, blit a full-size frame PNG, encode PNG);
+- the original itself (JIMP 0.22.10, from ../shared/anchors/jimp-composite) when Node.js and
+  the npm registry are available;
+and the peak RSS of the `composite` function process while it handles a real 1536x1024
+callback on the local stack. Targets: >= 8x faster than the original, <= 300 KB, <= 150 MiB.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from devstack.openai_images import draw_picture
+from shared.framing import brand_frame, frame_image
+
+ROUNDS = 15
+PROMPT = "a crab holding a light saber on a rocky beach at sunset"
+ANCHOR = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors" / "jimp-composite"
+
+
+def provider_jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    draw_picture(PROMPT, width, height).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def timed(work: Callable[[], bytes], rounds: int = ROUNDS) -> tuple[float, int]:
+    """Median milliseconds over `rounds` runs (after one warm-up) and the output size."""
+    output = work()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        output = work()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), len(output)
+
+
+def original_way_with_pillow(data: bytes, frame_png: bytes) -> bytes:
+    picture = Image.open(io.BytesIO(data)).convert("RGBA")
+    frame = Image.open(io.BytesIO(frame_png)).convert("RGBA")
+    picture.alpha_composite(frame)
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue()
+
+
+def jimp(image_path: Path, frame_path: Path) -> dict[str, float] | str:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "skipped: node/npm not found"
+    if not ANCHOR.is_dir():
+        return f"skipped: {ANCHOR} not found"
+    work = Path(tempfile.mkdtemp(prefix="jimp-"))
+    shutil.copytree(ANCHOR, work, dirs_exist_ok=True)
+    install = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+        cwd=work,
+        capture_output=True,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        return "skipped: npm ci failed (no registry?)"
+    run = subprocess.run(
+        ["node", "bench.mjs", str(image_path), str(frame_path), str(ROUNDS)],
+        cwd=work, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if run.returncode != 0:
+        return f"skipped: jimp failed: {run.stderr[-200:]}"
+    result: dict[str, float] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def composite_peak_rss_mib() -> float | str:
+    """Run the stack with real function processes, send one 1536x1024 request, and read the
+    composite process tree's peak RSS (VmHWM) from /proc."""
+    try:
+        import psutil
+    except ImportError:
+        return "skipped: psutil not installed"
+    from devstack.stack import Ports, Stack
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+    os.environ["IMAGE_SIZE"] = "1536x1024"
+    stack = Stack(workdir=workdir, ports=Ports.free(), function_logs=workdir / "logs")
+    try:
+        env = stack.start()
+        import requests
+
+        response = requests.post(
+            env["GENERATE_URL"],
+            json={"to": env["DEMO_TO"], "from": env["DEMO_FROM"], "prompt": PROMPT},
+            headers={"X-Operator-Key": env["OPERATOR_KEY"]},
+            timeout=10,
+        )
+        response.raise_for_status()
+        if not stack.wait_idle(60):
+            return "failed: the request did not finish"
+        composite = stack._processes[1]  # generate is started first
+        tree = [
+            psutil.Process(composite.pid),
+            *psutil.Process(composite.pid).children(recursive=True),
+        ]
+        peaks = []
+        for process in tree:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks)
+    finally:
+        stack.stop()
+        os.environ.pop("IMAGE_SIZE", None)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    data = provider_jpeg(1024, 1024)
+    frame = brand_frame((1024, 1024), "PICTURE LINE")
+    frame_buffer = io.BytesIO()
+    frame.overlay.save(frame_buffer, "PNG")
+    frame_png = frame_buffer.getvalue()
+
+    ours_ms, ours_bytes = timed(lambda: frame_image(data, brand="PICTURE LINE").jpeg)
+    pillow_ms, pillow_bytes = timed(lambda: original_way_with_pillow(data, frame_png))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path, frame_path = Path(tmp) / "in.jpg", Path(tmp) / "frame.png"
+        image_path.write_bytes(data)
+        frame_path.write_bytes(frame_png)
+        anchor = jimp(image_path, frame_path)
+
+    print(f"input: 1024x1024 provider JPEG, {len(data) / 1024:.0f} KB; {ROUNDS} rounds, median")
+    print(f"  ours (bands + JPEG q85)        {ours_ms:7.1f} ms   {ours_bytes / 1024:7.0f} KB")
+    print(f"  original way, Pillow (PNG)     {pillow_ms:7.1f} ms   {pillow_bytes / 1024:7.0f} KB"
+          f"   ratio {pillow_ms / ours_ms:5.1f}x")  # fmt: skip
+    if isinstance(anchor, dict):
+        jimp_ms = anchor["median_ms"]
+        size_kb = anchor["output_bytes"] / 1024
+        print(f"  original, JIMP 0.22.10 (PNG)   {jimp_ms:7.1f} ms   {size_kb:7.0f} KB   "
+              f"ratio {jimp_ms / ours_ms:5.1f}x")  # fmt: skip
+    else:
+        print(f"  original, JIMP 0.22.10         {anchor}")
+    rss = composite_peak_rss_mib()
+    label = f"{rss:.0f} MiB" if isinstance(rss, float) else rss
+    print(f"composite function, one 1536x1024 callback end to end: peak RSS {label}")
+    print("targets: >= 8x faster than the original, <= 300 KB at 1024x1024, peak RSS <= 150 MiB")
+
+
+if __name__ == "__main__":
+    main()
