@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -510,3 +511,47 @@ def test_composite_rejects_a_signed_callback_without_a_request_id(stack: StackCl
 
 def test_composite_only_takes_post(stack: StackClient) -> None:
     assert requests.get(stack.env["COMPOSITE_URL"], timeout=5).status_code == 405
+
+
+# --- generate: QStash will not take the job ----------------------------------------------
+
+
+@pytest.fixture
+def qstash_setting(
+    stack: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str, str], None]]:
+    """Change one setting of the running functions (they rebuild their clients from it)."""
+    from shared.services import reset_services
+
+    def change(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        reset_services()
+
+    yield change
+    monkeypatch.undo()
+    reset_services()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "status", "retryable"),
+    [
+        ("QSTASH_TOKEN", "not-the-token", 502, False),  # QStash answers 401: retrying won't help
+        ("QSTASH_URL", "http://127.0.0.1:9", 503, True),  # nothing listens there
+    ],
+)
+def test_a_failed_publish_marks_the_request_failed_and_tells_the_caller(
+    stack: StackClient,
+    caller: str,
+    qstash_setting: Callable[[str, str], None],
+    name: str,
+    value: str,
+    status: int,
+    retryable: bool,
+) -> None:
+    qstash_setting(name, value)
+    response = stack.submit("a ship in a bottle", to=caller)
+    assert response.status_code == status
+    assert response.json()["retryable"] is retryable
+    rows = stack.sql("select * from public.requests where recipient = %s", caller)
+    assert len(rows) == 1
+    assert (rows[0]["status"], rows[0]["failure_reason"]) == ("failed", "publish_failed")
