@@ -96,16 +96,8 @@ def composite_peak_rss_mib() -> float | str:
     os.environ["IMAGE_SIZE"] = "1536x1024"
     stack = Stack(workdir=workdir, ports=Ports.free(), function_logs=workdir / "logs")
     try:
-        env = stack.start()
-        import requests
-
-        response = requests.post(
-            env["GENERATE_URL"],
-            json={"to": env["DEMO_TO"], "from": env["DEMO_FROM"], "prompt": PROMPT},
-            headers={"X-Operator-Key": env["OPERATOR_KEY"]},
-            timeout=10,
-        )
-        response.raise_for_status()
+        stack.start()
+        stack.request_picture(PROMPT).raise_for_status()
         if not stack.wait_idle(60):
             return "failed: the request did not finish"
         composite = stack._processes[1]  # generate is started first

@@ -47,12 +47,7 @@ def main() -> int:
 def run_demo(stack: Stack, env: dict[str, str], prompt: str) -> int:
     print(f"\nA caller at {env['DEMO_TO']} asks {env['DEMO_FROM']} for: “{prompt}”")
     sent_at = time.monotonic()
-    response = requests.post(
-        env["GENERATE_URL"],
-        json={"to": env["DEMO_TO"], "from": env["DEMO_FROM"], "prompt": prompt},
-        headers={"X-Operator-Key": env["OPERATOR_KEY"]},
-        timeout=10,
-    )
+    response = stack.request_picture(prompt)
     answered_ms = (time.monotonic() - sent_at) * 1000
     print(f"generate answered {response.status_code} in {answered_ms:.0f} ms: {response.text}")
     if response.status_code != 202:

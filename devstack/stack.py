@@ -176,6 +176,15 @@ class Stack:
         for port in (generate_port, composite_port):
             _wait_until_up(f"http://127.0.0.1:{port}/", timeout_s=30)
 
+    def request_picture(self, prompt: str, to: str = DEMO_TO) -> requests.Response:
+        """Ask `generate` for a picture the way an operator does (JSON + operator key)."""
+        return requests.post(
+            self.env["GENERATE_URL"],
+            json={"to": to, "from": self.env["DEMO_FROM"], "prompt": prompt},
+            headers={"X-Operator-Key": self.env["OPERATOR_KEY"]},
+            timeout=10,
+        )
+
     def write_env_file(self, path: Path) -> None:
         lines = ["# Written by devstack.stack: `source` it to talk to the running local stack."]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(self.env.items())]

@@ -170,15 +170,12 @@ def deliver_picture(
     owner: str,
     services: Services,
 ) -> CallbackOutcome:
-    claim = services.store.claim(request_id, owner, services.settings.claim_lease_s)
-    if claim.outcome != "claimed" or claim.record is None or claim.token is None:
-        return _unclaimed(claim.outcome)
-    record, token = claim.record, claim.token
+    """Store and send the framed picture, once."""
 
-    def send() -> CallbackOutcome:
+    def send(record: RequestRecord, token: str) -> CallbackOutcome:
         return _send_picture(record, token, image, framed, frame_ms, callback, services)
 
-    return _holding_claim(record, token, services, send)
+    return _with_claim(request_id, owner, services, send)
 
 
 def finish_failed(
@@ -190,35 +187,33 @@ def finish_failed(
     services: Services,
 ) -> CallbackOutcome:
     """End the request as failed and tell the person, once."""
-    claim = services.store.claim(request_id, owner, services.settings.claim_lease_s)
-    if claim.outcome != "claimed" or claim.record is None or claim.token is None:
-        return _unclaimed(claim.outcome)
-    record, token = claim.record, claim.token
 
-    def send() -> CallbackOutcome:
+    def send(record: RequestRecord, token: str) -> CallbackOutcome:
         return _send_failure(record, token, reason, detail, callback, services)
 
-    return _holding_claim(record, token, services, send)
+    return _with_claim(request_id, owner, services, send)
 
 
-def _unclaimed(outcome: str) -> CallbackOutcome:
-    result = _UNCLAIMED.get(outcome, CallbackOutcome.UNKNOWN_REQUEST)
-    log = logs.warning if result is CallbackOutcome.UNKNOWN_REQUEST else logs.info
-    log(f"callback not acted on: {result.value}")
-    return result
-
-
-def _holding_claim(
-    record: RequestRecord, token: str, services: Services, work: Callable[[], CallbackOutcome]
+def _with_claim(
+    request_id: str,
+    owner: str,
+    services: Services,
+    work: Callable[[RequestRecord, str], CallbackOutcome],
 ) -> CallbackOutcome:
-    """Run `work` under the claim; if it fails, give the claim back and re-raise, so QStash's
-    retry of this callback can pick the request up at once."""
+    """Claim the request and run `work` under the claim. If `work` fails, give the claim
+    back and re-raise, so QStash's retry of this callback can pick the request up at once."""
+    claim = services.store.claim(request_id, owner, services.settings.claim_lease_s)
+    if claim.outcome != "claimed" or claim.record is None or claim.token is None:
+        result = _UNCLAIMED.get(claim.outcome, CallbackOutcome.UNKNOWN_REQUEST)
+        log = logs.warning if result is CallbackOutcome.UNKNOWN_REQUEST else logs.info
+        log(f"callback not acted on: {result.value}")
+        return result
     try:
-        return work()
+        return work(claim.record, claim.token)
     except Exception as exc:
         reason = f"{exc.message}: {exc.detail}" if isinstance(exc, AppError) else repr(exc)
         try:
-            services.store.release(record.id, token, reason[:500])
+            services.store.release(request_id, claim.token, reason[:500])
         except StoreError:
             logs.warning("could not release the claim; it expires by itself")
         raise

@@ -65,14 +65,8 @@ class StackClient:
     env: dict[str, str]
     http: requests.Session
 
-    def submit(self, prompt: str, to: str, **extra: Any) -> requests.Response:
-        body = {"to": to, "from": self.env["DEMO_FROM"], "prompt": prompt, **extra}
-        return self.http.post(
-            self.env["GENERATE_URL"],
-            json=body,
-            headers={"X-Operator-Key": self.env["OPERATOR_KEY"]},
-            timeout=10,
-        )
+    def submit(self, prompt: str, to: str) -> requests.Response:
+        return self.stack.request_picture(prompt, to=to)
 
     def row(self, request_id: str) -> dict[str, Any]:
         with psycopg.connect(self.env["DATABASE_URL"], row_factory=dict_row) as conn:
