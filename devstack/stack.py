@@ -116,6 +116,7 @@ class Stack:
             "TWILIO_ACCOUNT_SID": twilio.DEV_ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
             "OPERATOR_KEY": OPERATOR_KEY,
+            "TWILIO_FROM_NUMBER": DEMO_FROM,
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
         }

@@ -1,8 +1,12 @@
 """`generate`: accept a picture request and queue it; answers in well under a second.
 
-For now it takes the JSON body `{"to", "from", "prompt"}` from an operator (a script or
-`gcloud functions call generate --data '{...}'`), authenticated by the operator key in the
-`X-Operator-Key` header or an `operator_key` field (gcloud cannot send custom headers).
+One URL, three callers, told apart by what they send:
+- an operator's JSON `{"to", "prompt", "from"?}` (scripts, `gcloud functions call`), with the
+  operator key in the `X-Operator-Key` header or an `operator_key` field (gcloud cannot send
+  custom headers);
+- a Twilio Studio flow's signed form (`prompt` from a call, or `body` from a message), answered
+  with JSON the flow says or texts;
+- Twilio's signed incoming-message webhook (SMS, WhatsApp), answered with TwiML.
 """
 
 from __future__ import annotations
@@ -12,10 +16,30 @@ import hmac
 import flask
 import functions_framework
 
-from shared import Unauthorized, accept_picture_request, get_services, parse_picture_request
-from shared.edge import handler, json_response, read_json, require_post
+from shared import (
+    ConfigError,
+    SignatureError,
+    Unauthorized,
+    accept_picture_request,
+    get_services,
+    logs,
+    parse_picture_request,
+)
+from shared.channels import answer_incoming_message, answer_studio
+from shared.edge import (
+    UnsupportedMediaType,
+    handler,
+    json_response,
+    read_json,
+    require_post,
+    signed_url,
+)
+from shared.pipeline import Acceptance
+from shared.services import Services
+from shared.twilio_webhooks import twiml_message, verify_twilio_signature
 
 MAX_BODY_BYTES = 64 * 1024
+FORM = "application/x-www-form-urlencoded"
 
 
 @functions_framework.http
@@ -24,11 +48,44 @@ def generate(request: flask.Request) -> flask.Response:
     if (refusal := require_post(request)) is not None:
         return refusal
     services = get_services()
+    if request.mimetype == FORM:
+        return _from_twilio(request, services)
+    if request.is_json:
+        return _from_operator(request, services)
+    raise UnsupportedMediaType("send JSON (operators) or a form signed by Twilio")
+
+
+def _from_operator(request: flask.Request, services: Services) -> flask.Response:
     payload = read_json(request)
     _check_operator_key(request, payload, services.settings.secret("OPERATOR_KEY").reveal())
-    picture_request = parse_picture_request(payload, services.settings.max_prompt_chars)
+    settings = services.settings
+    picture_request = parse_picture_request(
+        payload, settings.max_prompt_chars, settings.twilio_from_number
+    )
     accepted = accept_picture_request(picture_request, services)
+    if accepted.outcome is Acceptance.OPTED_OUT:
+        return json_response(409, {"error": "the recipient has opted out (replied STOP)"})
     return json_response(202, {"request_id": accepted.request_id, "status": "queued"})
+
+
+def _from_twilio(request: flask.Request, services: Services) -> flask.Response:
+    settings = services.settings
+    if not settings.generate_url:
+        raise ConfigError("GENERATE_URL is needed to check Twilio's signatures")
+    try:
+        verify_twilio_signature(
+            signed_url(settings.generate_url, request),
+            request.form,
+            request.headers.get("X-Twilio-Signature"),
+            settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+        )
+    except SignatureError as exc:
+        logs.warning(exc.message, detail=exc.detail)
+        return json_response(403, {"error": "forbidden"})
+    if "prompt" in request.form or "body" in request.form:
+        return json_response(200, answer_studio(request.form, services).as_json())
+    reply = answer_incoming_message(request.form, services)
+    return flask.Response(twiml_message(reply), status=200, mimetype="text/xml")
 
 
 def _check_operator_key(request: flask.Request, payload: object, expected: str) -> None:

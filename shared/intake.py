@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest
@@ -49,16 +51,99 @@ class PictureRequest:
     sender: str
     prompt: str
     channel: Channel = Channel.API
+    source_ref: str | None = None  # Twilio's CallSid or MessageSid
 
 
-def parse_picture_request(payload: Any, max_prompt_chars: int) -> PictureRequest:
-    """The JSON body `{"to", "from", "prompt"}`: `to` gets the picture, sent from `from`."""
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object with 'to', 'from' and 'prompt'")
-    recipient = parse_address(payload.get("to"), "to")
-    sender = parse_address(payload.get("from"), "from")
+def _pair(recipient: str, sender: str) -> None:
     if recipient.startswith("whatsapp:") != sender.startswith("whatsapp:"):
         raise BadRequest("'to' and 'from' must both be WhatsApp addresses or both be numbers")
+
+
+def parse_picture_request(
+    payload: Any, max_prompt_chars: int, default_sender: str | None = None
+) -> PictureRequest:
+    """The operator's JSON `{"to", "prompt", "from"?}`: `to` gets the picture, sent from
+    `from` (default: TWILIO_FROM_NUMBER)."""
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object with 'to' and 'prompt'")
+    recipient = parse_address(payload.get("to"), "to")
+    sender_value = payload.get("from")
+    if sender_value is None and default_sender:
+        sender_value = default_sender
+        if recipient.startswith("whatsapp:"):
+            sender_value = f"whatsapp:{default_sender}"
+    if sender_value is None:
+        raise BadRequest("'from' is required (or set TWILIO_FROM_NUMBER)")
+    sender = parse_address(sender_value, "from")
+    _pair(recipient, sender)
     prompt = clean_prompt(payload.get("prompt"), max_prompt_chars)
     channel = Channel.WHATSAPP if recipient.startswith("whatsapp:") else Channel.API
     return PictureRequest(recipient=recipient, sender=sender, prompt=prompt, channel=channel)
+
+
+def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> PictureRequest:
+    """A Studio flow's form POST (see studio/flow.json): `prompt`, `to` (the caller or
+    sender), `from` (our number), `channel` (voice or message) and `source_ref` (the CallSid
+    or MessageSid). Twilio signed it, so `to` is the person who called or wrote."""
+    recipient = parse_address(form.get("to"), "to")
+    sender = parse_address(form.get("from"), "from")
+    _pair(recipient, sender)
+    prompt = clean_prompt(form.get("prompt", ""), max_prompt_chars)
+    if recipient.startswith("whatsapp:"):
+        channel = Channel.WHATSAPP
+    else:
+        channel = Channel.VOICE if form.get("channel") == "voice" else Channel.SMS
+    source_ref = (form.get("source_ref") or "").strip() or None
+    return PictureRequest(recipient, sender, prompt, channel, source_ref)
+
+
+class Command(StrEnum):
+    PROMPT = "prompt"
+    HELP = "help"
+    STOP = "stop"
+    START = "start"
+    EMPTY_PROMPT = "empty_prompt"
+    TOO_LONG = "too_long"
+
+
+# Twilio's default keywords, matched against the whole message, case-insensitively.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+@dataclass(frozen=True)
+class IncomingCommand:
+    command: Command
+    prompt: str | None = None
+    length: int = 0
+
+
+def interpret_message(
+    body: str, keyword: str, max_prompt_chars: int, opt_out_type: str | None = None
+) -> IncomingCommand:
+    """What an incoming text asks for. With a keyword (e.g. DRAW) only "DRAW <prompt>" is a
+    prompt; anything else gets the usage text. STOP/START/HELP words are never prompts."""
+    if opt_out_type in ("STOP", "START", "HELP"):
+        return IncomingCommand(Command(opt_out_type.lower()))
+    word = " ".join(body.split()).upper()
+    if word in STOP_WORDS:
+        return IncomingCommand(Command.STOP)
+    if word in START_WORDS:
+        return IncomingCommand(Command.START)
+    if word in HELP_WORDS:
+        return IncomingCommand(Command.HELP)
+    text = body.strip()
+    if keyword:
+        match = re.match(rf"^{re.escape(keyword)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)
+        if match is None:
+            return IncomingCommand(Command.HELP)
+        text = text[match.end() :]
+    try:
+        prompt = clean_prompt(text, max_prompt_chars)
+    except BadRequest:
+        cleaned = " ".join(text.split())
+        if not cleaned:
+            return IncomingCommand(Command.EMPTY_PROMPT)
+        return IncomingCommand(Command.TOO_LONG, length=len(cleaned))
+    return IncomingCommand(Command.PROMPT, prompt=prompt)

@@ -29,16 +29,24 @@ from .generation import (
 from .intake import PictureRequest
 from .messaging import OPTED_OUT
 from .publishing import GenerationJob, callback_url
-from .records import FailureReason, RequestRecord
+from .records import FailureReason, RequestRecord, RequestStatus
 from .replies import failure_notice, picture_caption
 from .services import Services
 from .store import NewRequest, PictureStore
 
 
+class Acceptance(StrEnum):
+    QUEUED = "queued"  # recorded and handed to QStash
+    DUPLICATE = "duplicate"  # Twilio sent the same request again; nothing new was done
+    OPTED_OUT = "opted_out"  # the recipient replied STOP; nothing was recorded
+
+
 @dataclass(frozen=True)
 class Accepted:
-    request_id: str
-    message_id: str
+    outcome: Acceptance
+    request_id: str | None = None
+    status: RequestStatus | None = None  # for a duplicate: where the first one is now
+    reference: str | None = None
 
 
 def accept_picture_request(request: PictureRequest, services: Services) -> Accepted:
@@ -53,7 +61,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
     provider_key = settings.secret("OPENAI_API_KEY")
     provider_key.reveal()
 
-    record = services.store.create(
+    creation = services.store.create(
         NewRequest(
             recipient=request.recipient,
             sender=request.sender,
@@ -62,9 +70,17 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             model=settings.image.model,
             size=settings.image.size,
             quality=settings.image.quality,
+            source_ref=request.source_ref,
         )
     )
+    record = creation.record
+    if record is None:
+        logs.info("recipient has opted out; nothing recorded", channel=request.channel.value)
+        return Accepted(Acceptance.OPTED_OUT)
     logs.bind(request_id=record.id)
+    if creation.outcome == "duplicate":
+        logs.info("Twilio sent this request again; answering as before", status=record.status)
+        return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
     job = GenerationJob(
         request_id=record.id,
         destination=f"{settings.openai_base_url}/images/generations",
@@ -87,7 +103,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             logs.error("could not mark the unpublished request failed", error=store_exc.detail)
         raise
     logs.info("request queued", qstash_message_id=message_id, channel=request.channel.value)
-    return Accepted(request_id=record.id, message_id=message_id)
+    return Accepted(Acceptance.QUEUED, record.id, RequestStatus.QUEUED, record.reference)
 
 
 class CallbackOutcome(StrEnum):
@@ -268,6 +284,10 @@ def _send_picture(
             raise
         reason = FailureReason.OPTED_OUT if exc.code == OPTED_OUT else FailureReason.UNDELIVERABLE
         logs.warning("Twilio refused the picture for good", code=exc.code)
+        if reason is FailureReason.OPTED_OUT:
+            services.store.set_opt_out(
+                record.recipient, record.sender, opted_out=True, source="twilio_21610"
+            )
         services.store.mark_failed(
             record.id, token, reason, f"{exc.detail}", notified=False, message_sid=None
         )
@@ -313,6 +333,10 @@ def _send_failure(
             if exc.retryable:
                 raise
             detail = f"{detail}; the notice could not be sent ({exc.detail})"
+            if exc.code == OPTED_OUT:
+                services.store.set_opt_out(
+                    record.recipient, record.sender, opted_out=True, source="twilio_21610"
+                )
     services.store.mark_failed(
         record.id, token, reason, detail, notified=sid is not None, message_sid=sid
     )

@@ -42,3 +42,52 @@ _FAILURES = {
 def failure_notice(reason: FailureReason, prompt: str, reference: str) -> str:
     template = _FAILURES.get(reason, _FAILURES[FailureReason.PROVIDER_ERROR])
     return template.format(prompt=_preview(prompt)) + f" Ref {reference}"
+
+
+# --- Replies to people who call or text us ------------------------------------------------
+
+
+def accepted_by_text(prompt: str, reference: str) -> str:
+    return (
+        f"Got it! Your picture of “{_preview(prompt)}” is on its way and should arrive in "
+        f"about a minute. Ref {reference}"
+    )
+
+
+def accepted_by_voice() -> str:
+    return "Your picture is on its way by text message. It should arrive in about a minute."
+
+
+def usage(keyword: str) -> str:
+    how = f"Text {keyword} followed by" if keyword else "Text us"
+    example = (
+        f"{keyword} a crab holding a light saber" if keyword else "a crab holding a light saber"
+    )
+    return (
+        f"{how} what you'd like to see, e.g. “{example}”, and we'll send you a picture. "
+        "Reply STOP to opt out."
+    )
+
+
+def empty_prompt(keyword: str) -> str:
+    example = f"{keyword} a fox in the snow" if keyword else "a fox in the snow"
+    return f"Tell us what to draw, e.g. “{example}”."
+
+
+def prompt_too_long(length: int, limit: int) -> str:
+    return f"That's {length} characters; please describe your picture in {limit} or fewer."
+
+
+def opted_out_by_voice() -> str:
+    return (
+        "You have opted out of text messages from this number, so we can't send you a picture. "
+        "Text START to this number, then call again."
+    )
+
+
+def cannot_take_request() -> str:
+    return "Sorry, we couldn't take your request right now. Please try again in a few minutes."
+
+
+def earlier_request_failed() -> str:
+    return "Sorry, we couldn't make that picture. Please try again."

@@ -7,6 +7,7 @@ are fetched on first use (see `secrets.py`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_IMAGE_MODEL = "gpt-image-1.5"
 IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+_ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9]\d{6,14}$")
 
 SECRET_NAMES = (
     "QSTASH_TOKEN",
@@ -61,6 +63,8 @@ class Settings:
     jpeg_quality: int = 85
     claim_lease_s: int = 180
     max_prompt_chars: int = 1000
+    twilio_from_number: str | None = None
+    sms_keyword: str = "DRAW"
     google_cloud_project: str | None = None
     secrets: SecretSource | None = None
 
@@ -147,11 +151,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         jpeg_quality=read.integer("JPEG_QUALITY", 85, 50, 95),
         claim_lease_s=read.integer("CLAIM_LEASE_SECONDS", 180, 30, 3600),
         max_prompt_chars=read.integer("MAX_PROMPT_CHARS", 1000, 1, 4000),
+        twilio_from_number=read.text("TWILIO_FROM_NUMBER"),
+        # An empty SMS_KEYWORD makes every message a prompt.
+        sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
         google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")
         ),
     )
+    if settings.twilio_from_number and not _ADDRESS.match(settings.twilio_from_number):
+        read.problems.append("TWILIO_FROM_NUMBER must be an E.164 number like +15551234567")
+    if " " in settings.sms_keyword:
+        read.problems.append("SMS_KEYWORD must be one word")
     sid = settings.twilio_account_sid
     if sid and not (sid.startswith("AC") and len(sid) == 34):
         read.problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")

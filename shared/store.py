@@ -33,6 +33,16 @@ class NewRequest:
     model: str
     size: str
     quality: str
+    source_ref: str | None = None  # Twilio's CallSid/MessageSid, to recognise a resend
+
+
+@dataclass(frozen=True)
+class Creation:
+    """The result of `create_request`: "created", "duplicate" (same source_ref) or
+    "opted_out" (then `record` is None)."""
+
+    outcome: str
+    record: RequestRecord | None
 
 
 @dataclass(frozen=True)
@@ -94,18 +104,37 @@ class RequestStore:
     def client(self) -> Client:
         return self._client
 
-    def create(self, new: NewRequest) -> RequestRecord:
-        row = {
-            "recipient": new.recipient,
-            "sender": new.sender,
-            "prompt": new.prompt,
-            "channel": new.channel.value,
-            "model": new.model,
-            "size": new.size,
-            "quality": new.quality,
+    def create(self, new: NewRequest) -> Creation:
+        """Record a request in one call, unless its recipient opted out or it is a resend."""
+        params = {
+            "p_recipient": new.recipient,
+            "p_sender": new.sender,
+            "p_prompt": new.prompt,
+            "p_channel": new.channel.value,
+            "p_model": new.model,
+            "p_size": new.size,
+            "p_quality": new.quality,
+            "p_source_ref": new.source_ref,
         }
-        response = _guard("recording the request", self._table().insert(row).execute)
-        return RequestRecord.from_row(response.data[0])
+        call = self._client.rpc("create_request", params).execute
+        data: Any = _guard("recording the request", call).data
+        if not isinstance(data, dict) or data.get("outcome") not in (
+            "created",
+            "duplicate",
+            "opted_out",
+        ):
+            raise StoreError("recording the request gave no answer", retryable=True)
+        row = data.get("request")
+        return Creation(str(data["outcome"]), RequestRecord.from_row(row) if row else None)
+
+    def set_opt_out(self, address: str, sender: str, *, opted_out: bool, source: str) -> None:
+        params = {
+            "p_address": address,
+            "p_sender": sender,
+            "p_opted_out": opted_out,
+            "p_source": source,
+        }
+        _guard("recording the opt-out", self._client.rpc("set_opt_out", params).execute)
 
     def get(self, request_id: str) -> RequestRecord | None:
         response = _guard(

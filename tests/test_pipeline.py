@@ -139,14 +139,21 @@ def test_generate_asks_for_a_jpeg_from_a_gpt_image_model(stack: StackClient, cal
     ("method", "kwargs", "status", "message"),
     [
         ("GET", {}, 405, "POST"),
+        ("POST", {"data": "prompt=x", "headers": {"Content-Type": "text/plain"}}, 415, "send JSON"),
+        (
+            "POST",
+            {"data": b"<x/>", "headers": {"Content-Type": "application/xml"}},
+            415,
+            "send JSON",
+        ),
         (
             "POST",
             {
-                "data": "to=+1555&prompt=x",
+                "data": "prompt=x&to=%2B15552000001",
                 "headers": {"Content-Type": "application/x-www-form-urlencoded"},
             },
-            415,
-            "application/json",
+            403,
+            "forbidden",
         ),
         (
             "POST",

@@ -1,0 +1,124 @@
+"""The ways a person asks for a picture by phone, turned into one `PictureRequest`.
+
+- A Twilio Studio flow (voice: the caller's words; messaging: the text) posts a signed form to
+  `generate` and reads our JSON answer (`accepted`, `message`) to say or text it.
+- Twilio's incoming-message webhook (SMS and WhatsApp) posts a signed form and gets TwiML back.
+Both end in `accept_picture_request`; the picture goes back to whoever called or wrote, from
+the number they contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import logs, replies
+from .errors import BadRequest, UpstreamError
+from .intake import Command, PictureRequest, interpret_message, parse_address, parse_studio_request
+from .pipeline import Acceptance, accept_picture_request
+from .records import Channel, RequestStatus
+from .services import Services
+
+
+@dataclass(frozen=True)
+class StudioAnswer:
+    """What the Studio flow reads back from `generate` (as `widgets.<name>.parsed`)."""
+
+    accepted: bool
+    message: str
+    request_id: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"accepted": self.accepted, "message": self.message}
+        if self.request_id:
+            body["request_id"] = self.request_id
+        return body
+
+
+def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
+    """Handle a Studio flow's request: `prompt` from a call, or `body` from a message.
+
+    Problems the person can fix come back as a message for the flow to say or text; outages
+    raise, so the flow takes its `failed` branch and apologises.
+    """
+    if "body" in form:
+        return _answer_text(
+            sender=parse_address(form.get("to"), "to"),
+            ours=parse_address(form.get("from"), "from"),
+            body=form.get("body", ""),
+            source_ref=form.get("source_ref") or None,
+            opt_out_type=None,
+            services=services,
+        )
+    settings = services.settings
+    try:
+        request = parse_studio_request(form, settings.max_prompt_chars)
+    except BadRequest as exc:
+        if "prompt" not in exc.message:
+            raise  # a broken flow (numbers missing), not the caller's fault
+        spoken = " ".join(form.get("prompt", "").split())
+        if spoken:
+            limit = settings.max_prompt_chars
+            return StudioAnswer(False, replies.prompt_too_long(len(spoken), limit))
+        return StudioAnswer(False, replies.empty_prompt(""))
+    accepted = accept_picture_request(request, services)
+    if accepted.outcome is Acceptance.OPTED_OUT:
+        return StudioAnswer(False, replies.opted_out_by_voice())
+    if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
+        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
+    return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
+
+
+def answer_incoming_message(form: Mapping[str, str], services: Services) -> str | None:
+    """Handle Twilio's incoming-message webhook; return the reply text (None: no reply)."""
+    answer = _answer_text(
+        sender=parse_address(form.get("From"), "From"),
+        ours=parse_address(form.get("To"), "To"),
+        body=form.get("Body", ""),
+        source_ref=form.get("MessageSid") or None,
+        opt_out_type=form.get("OptOutType") or None,
+        services=services,
+    )
+    return answer.message or None
+
+
+def _answer_text(
+    *,
+    sender: str,
+    ours: str,
+    body: str,
+    source_ref: str | None,
+    opt_out_type: str | None,
+    services: Services,
+) -> StudioAnswer:
+    """A text message from `sender` to our number `ours`: a prompt, a keyword, or neither."""
+    settings = services.settings
+    command = interpret_message(body, settings.sms_keyword, settings.max_prompt_chars, opt_out_type)
+    logs.info("incoming message", command=command.command.value, sender=sender)
+    if command.command in (Command.STOP, Command.START):
+        # Twilio itself confirms STOP/START to the person; we only remember it.
+        stop = command.command is Command.STOP
+        services.store.set_opt_out(sender, ours, opted_out=stop, source="keyword")
+        return StudioAnswer(False, "")
+    if command.command is Command.HELP:
+        return StudioAnswer(False, replies.usage(settings.sms_keyword))
+    if command.command is Command.EMPTY_PROMPT:
+        return StudioAnswer(False, replies.empty_prompt(settings.sms_keyword))
+    if command.command is Command.TOO_LONG:
+        limit = settings.max_prompt_chars
+        return StudioAnswer(False, replies.prompt_too_long(command.length, limit))
+
+    assert command.prompt is not None
+    channel = Channel.WHATSAPP if sender.startswith("whatsapp:") else Channel.SMS
+    request = PictureRequest(sender, ours, command.prompt, channel, source_ref)
+    try:
+        accepted = accept_picture_request(request, services)
+    except UpstreamError:
+        # Recorded as failed (or never recorded); the person is told right here.
+        return StudioAnswer(False, replies.cannot_take_request())
+    if accepted.outcome is Acceptance.OPTED_OUT:
+        return StudioAnswer(False, "")  # Twilio would refuse any reply; they must text START
+    if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
+        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
+    reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
+    return StudioAnswer(True, reply, accepted.request_id)
