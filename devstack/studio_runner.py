@@ -1,0 +1,1191 @@
+"""Run a Twilio Studio flow definition (Flow API v2 JSON) locally, the way Studio executes it.
+
+Twilio cannot be reached from the dev machine, so this runner is how we prove that the Studio
+flow does what we expect: it walks the widgets from the trigger, renders every Liquid property
+with python-liquid, plays a scripted caller against the gathers, makes real (signed) HTTP
+requests to our functions and sends messages through the Twilio REST stand-in::
+
+    execution = run_call(flow, from_="+15558675310", to="+15017122661",
+                         caller=Caller(["a crab holding a light saber"]), account=account)
+    print(format_transcript(execution))
+
+:func:`check_flow` reports structural problems Studio's validator (or a Studio run) would trip
+over, plus a few rules of our own (failure branches handled, no Twilio credentials sent).
+
+Supported widgets: trigger, say-play, gather-input-on-call, make-http-request, send-message,
+split-based-on, set-variables. Anything else fails the execution with an error naming it.
+
+Chosen where Studio's behaviour is not pinned down (see the project's Twilio notes):
+
+* A gather prompt with ``loop`` > 1 is heard once when the caller answers (barge-in) and
+  ``loop`` times before a timeout.
+* make-http-request sends ``parameters`` only in form mode (body for POST, query for GET) and
+  ``body`` only in JSON POST mode; the form ``Content-Type`` header is the widget's
+  ``content_type`` as written. A request that gets no response leaves the widget's outputs empty.
+* split-based-on tests the widget's ``input`` (Studio writes it into each condition's
+  ``arguments`` too); all conditions of a ``match`` transition must hold; comparisons are
+  case-insensitive and ignore surrounding whitespace; ``regex`` is a Python ``re.search`` on the
+  raw input; ``less_than``/``greater_than`` compare numbers and are false for non-numbers.
+* send-message: an empty ``from``/``to`` falls back to the flow/contact address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from liquid import Environment, is_undefined
+from liquid.exceptions import LiquidError
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
+
+API_VERSION = "2010-04-01"
+HTTP_TIMEOUT_S = 10.0  # Studio's make-http-request limit
+MAX_HTTP_BODY_BYTES = 64 * 1024  # Studio keeps at most 64 kB of a response body
+SCHEMA_URL = "https://schemas.twilio.com/studio/draft/2019-09/flow-definition"
+MAX_STATES = 1000
+USER_AGENT = "TwilioProxy/1.1"
+FORM = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
+CONTENT_TYPES = (FORM, f"{FORM};charset=utf-8", JSON_TYPE, f"{JSON_TYPE};charset=utf-8")
+
+State = dict[str, Any]
+Transition = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Public records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TwilioAccount:
+    account_sid: str
+    auth_token: str  # signs make-http-request calls (X-Twilio-Signature), like Studio
+    api_base_url: str  # where send-message widgets send (the Twilio REST stand-in)
+
+
+@dataclass
+class Caller:
+    """Scripted caller input, consumed one item per gather: a str is speech, None is silence
+    (timeout), and "dtmf:<digits>" is a keypress."""
+
+    inputs: list[str | None]
+    confidence: float = 0.92
+
+
+@dataclass
+class Turn:
+    # "flow" (said/played to the caller), "caller" (speech/silence/keys), "http" (request +
+    # status), "sms" (message sent by a send-message widget), "end"
+    who: str
+    text: str
+
+
+@dataclass
+class Execution:
+    transcript: list[Turn]
+    widgets: dict[str, dict[str, Any]]  # outputs by widget name, as Liquid sees them
+    path: list[str]  # widget names visited, in order
+    status: str  # "ended" (a transition with no next) or "failed" (runner error)
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# What Studio knows about each widget type
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _WidgetSpec:
+    events: tuple[str, ...]  # every event the type has
+    required_events: tuple[str, ...]  # events a definition must list (Console exports do)
+    properties: Mapping[str, str]  # known property -> JSON type ("any": not checked)
+    must_handle: tuple[str, ...] = ()  # failure events our flows must wire to a widget
+    repeatable: tuple[str, ...] = ()  # events that may be listed more than once
+
+
+_TRIGGER_EVENTS = (
+    "incomingMessage",
+    "incomingCall",
+    "incomingConversationMessage",
+    "incomingRequest",
+    "incomingParent",
+)
+
+_WIDGETS: dict[str, _WidgetSpec] = {
+    # Older exports lack the conversation and parent events, so only the rest are required.
+    "trigger": _WidgetSpec(
+        _TRIGGER_EVENTS, ("incomingMessage", "incomingCall", "incomingRequest"), {}
+    ),
+    "gather-input-on-call": _WidgetSpec(
+        ("keypress", "speech", "timeout"),
+        ("keypress", "speech", "timeout"),
+        {
+            "say": "string",
+            "play": "string",
+            "voice": "string",
+            "language": "string",
+            "loop": "integer",
+            "timeout": "integer",
+            "finish_on_key": "string",
+            "number_of_digits": "integer",
+            "stop_gather": "boolean",
+            "gather_language": "string",
+            "speech_timeout": "string",
+            "speech_model": "string",
+            "profanity_filter": "string",
+            "hints": "string",
+        },
+        must_handle=("timeout",),
+    ),
+    "say-play": _WidgetSpec(
+        ("audioComplete",),
+        ("audioComplete",),
+        {
+            "say": "string",
+            "play": "string",
+            "digits": "string",
+            "voice": "string",
+            "language": "string",
+            "loop": "integer",
+        },
+    ),
+    "make-http-request": _WidgetSpec(
+        ("success", "failed"),
+        ("success", "failed"),
+        {
+            "method": "string",
+            "url": "string",
+            "content_type": "string",
+            "body": "string",
+            "parameters": "array",
+            "add_twilio_auth": "boolean",
+        },
+        must_handle=("failed",),
+    ),
+    "send-message": _WidgetSpec(
+        ("sent", "failed"),
+        ("sent", "failed"),
+        {
+            "body": "string",
+            "from": "string",
+            "to": "string",
+            "service": "string",
+            "channel": "string",
+            "media_url": "string",
+            "attributes": "any",
+            "message_type": "string",
+            "content_sid": "string",
+            "content_variables": "array",
+        },
+        must_handle=("failed",),
+    ),
+    "split-based-on": _WidgetSpec(
+        ("match", "noMatch"), ("noMatch",), {"input": "string"}, repeatable=("match",)
+    ),
+    "set-variables": _WidgetSpec(("next",), ("next",), {"variables": "array"}),
+    # Not run here, but known well enough to check.
+    "run-function": _WidgetSpec(
+        ("success", "fail"),
+        ("success", "fail"),
+        {
+            "service_sid": "string",
+            "environment_sid": "string",
+            "function_sid": "string",
+            "url": "string",
+            "parameters": "array",
+        },
+    ),
+    "send-and-wait-for-reply": _WidgetSpec(
+        ("incomingMessage", "timeout", "deliveryFailure"),
+        ("incomingMessage", "timeout", "deliveryFailure"),
+        {
+            "body": "string",
+            "from": "string",
+            "to": "string",
+            "timeout": "string",
+            "service": "string",
+            "channel": "string",
+            "media_url": "string",
+            "attributes": "any",
+        },
+    ),
+}
+
+# Studio's widget type enum: other types are valid Studio but unchecked and not runnable here.
+_STUDIO_TYPES = frozenset(
+    {
+        "add-member-to-chat-channel",
+        "add-twiml-redirect",
+        "capture-payments",
+        "connect-call-to",
+        "create-chat-channel",
+        "create-task",
+        "enqueue-call",
+        "fork-stream",
+        "make-outgoing-call-v1",
+        "make-outgoing-call-v2",
+        "record-call",
+        "record-voicemail",
+        "run-function-v2",
+        "send-to-flex",
+        "run-subflow",
+        "understand",
+        "update-sync-object",
+        "connect-virtual-agent",
+        "connect-virtual-agent-v2",
+        "start-conversation",
+        "resume-conversation",
+        "run-conversation-relay",
+        *_WIDGETS,
+    }
+)
+
+_OPERATORS = frozenset(
+    {
+        "equal_to",
+        "not_equal_to",
+        "matches_any_of",
+        "does_not_match_any_of",
+        "contains",
+        "does_not_contain",
+        "starts_with",
+        "does_not_start_with",
+        "is_blank",
+        "is_not_blank",
+        "regex",
+        "less_than",
+        "greater_than",
+    }
+)
+# Studio knows these too; the runner cannot evaluate them.
+_DATE_OPERATORS = frozenset({"is_before_date", "is_after_date", "is_before_time", "is_after_time"})
+
+# Twilio's speech profanity filter masks all but the first letter; a tiny list is enough here.
+_PROFANITY = re.compile(
+    r"\b(fuck(?:ing|ed|er)?|shit(?:ty)?|bitch|bastard|asshole|dickhead|crap)\b", re.IGNORECASE
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers shared by the checker and the runner
+# --------------------------------------------------------------------------------------------
+
+
+def _props(state: Mapping[str, Any]) -> dict[str, Any]:
+    properties = state.get("properties")
+    return properties if isinstance(properties, dict) else {}
+
+
+def _transitions(state: Mapping[str, Any]) -> list[Transition]:
+    transitions = state.get("transitions")
+    if not isinstance(transitions, list):
+        return []
+    return [item for item in transitions if isinstance(item, dict)]
+
+
+def _transition(state: Mapping[str, Any], event: str) -> Transition | None:
+    return next((item for item in _transitions(state) if item.get("event") == event), None)
+
+
+def _target(transition: Transition | None) -> str | None:
+    """The state a transition leads to; None (or "") ends the execution."""
+    if transition is None:
+        return None
+    target = transition.get("next")
+    return target if isinstance(target, str) and target else None
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a broken IPv6 literal
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _json_type_ok(value: Any, kind: str) -> bool:
+    match kind:
+        case "string":
+            return isinstance(value, str)
+        case "integer":  # bool is an int in Python, not in JSON
+            return isinstance(value, int) and not isinstance(value, bool)
+        case "boolean":
+            return isinstance(value, bool)
+        case "array":
+            return isinstance(value, list)
+        case "object":
+            return isinstance(value, dict)
+    return True
+
+
+def _pairs(value: Any) -> list[dict[str, Any]]:
+    """The ``[{key, value}]`` items of `parameters`/`variables` (malformed items dropped)."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]
+
+
+# --------------------------------------------------------------------------------------------
+# check_flow
+# --------------------------------------------------------------------------------------------
+
+
+def check_flow(flow: dict[str, Any]) -> list[str]:
+    """Structural problems of a flow definition, as human-readable lines; [] when fine."""
+    if not isinstance(flow, dict):
+        return ["the flow definition must be a JSON object"]
+    problems = _check_envelope(flow)
+    states = _state_list(flow, problems)
+    names = _check_names(states, problems)
+    _check_initial_state(flow, names, problems)
+    for state in states:
+        _check_state(state, names, problems)
+    _check_reachable(flow, names, problems)
+    return problems
+
+
+def _check_envelope(flow: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if not isinstance(flow.get("description"), str):
+        problems.append("'description' must be a string")
+    if not isinstance(flow.get("initial_state"), str) or not flow.get("initial_state"):
+        problems.append("'initial_state' must be a non-empty string")
+    flags = flow.get("flags")
+    if not isinstance(flags, dict) or not isinstance(flags.get("allow_concurrent_calls"), bool):
+        problems.append("'flags' must be an object with a boolean 'allow_concurrent_calls'")
+    states = flow.get("states")
+    if not isinstance(states, list) or not 1 <= len(states) <= MAX_STATES:
+        problems.append(f"'states' must be a list of 1 to {MAX_STATES} widgets")
+    if "$schema" in flow and flow["$schema"] != SCHEMA_URL:
+        problems.append(f"'$schema' must be {SCHEMA_URL}")
+    known = {"description", "states", "initial_state", "flags", "$schema"}
+    problems.extend(f"unexpected top-level key {key!r}" for key in flow if key not in known)
+    return problems
+
+
+def _state_list(flow: dict[str, Any], problems: list[str]) -> list[State]:
+    """The well-formed states; the others are reported and left out of further checks."""
+    raw = flow.get("states")
+    states: list[State] = []
+    for index, state in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(state, dict):
+            problems.append(f"states[{index}] must be an object")
+        elif not isinstance(state.get("name"), str) or not state["name"]:
+            problems.append(f"states[{index}] needs a non-empty string 'name'")
+        elif not isinstance(state.get("type"), str):
+            problems.append(f"widget {state['name']!r} needs a string 'type'")
+        else:
+            states.append(state)
+    return states
+
+
+def _check_names(states: list[State], problems: list[str]) -> dict[str, State]:
+    names: dict[str, State] = {}
+    for state in states:
+        if state["name"] in names:
+            problems.append(f"duplicate widget name {state['name']!r}")
+        else:
+            names[state["name"]] = state
+    triggers = [state["name"] for state in states if state["type"] == "trigger"]
+    if len(triggers) > 1:
+        problems.append(f"more than one trigger widget: {', '.join(triggers)}")
+    return names
+
+
+def _check_initial_state(
+    flow: dict[str, Any], names: dict[str, State], problems: list[str]
+) -> None:
+    initial = flow.get("initial_state")
+    if not isinstance(initial, str) or not initial:
+        return  # reported with the envelope
+    if initial not in names:
+        problems.append(f"initial_state {initial!r} is not a widget of the flow")
+    elif names[initial]["type"] != "trigger":
+        problems.append(f"initial_state {initial!r} is a {names[initial]['type']}, not a trigger")
+
+
+def _check_state(state: State, names: dict[str, State], problems: list[str]) -> None:
+    label = f"widget {state['name']!r} ({state['type']})"
+    if state["type"] not in _STUDIO_TYPES:
+        problems.append(f"{label}: unknown widget type")
+    if not isinstance(state.get("properties"), dict):
+        problems.append(f"{label}: 'properties' must be an object")
+    if not isinstance(state.get("transitions"), list):
+        problems.append(f"{label}: 'transitions' must be a list")
+    _check_transitions(state, label, names, problems)
+    spec = _WIDGETS.get(state["type"])
+    if spec is None:
+        return
+    _check_events(state, spec, label, problems)
+    _check_properties(state, spec, label, problems)
+    check = _WIDGET_CHECKS.get(state["type"])
+    if check is not None:
+        check(state, label, problems)
+
+
+def _check_transitions(
+    state: State, label: str, names: dict[str, State], problems: list[str]
+) -> None:
+    raw = state.get("transitions")
+    for index, transition in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(transition, dict) or not isinstance(transition.get("event"), str):
+            problems.append(f"{label}: transitions[{index}] needs a string 'event'")
+            continue
+        target = transition.get("next")
+        if target is not None and not isinstance(target, str):
+            problems.append(f"{label}: transition {transition['event']!r} has a non-string next")
+        elif target and target not in names:
+            problems.append(
+                f"{label}: transition {transition['event']!r} points at missing widget {target!r}"
+            )
+
+
+def _check_events(state: State, spec: _WidgetSpec, label: str, problems: list[str]) -> None:
+    events = [item.get("event") for item in _transitions(state)]
+    for event in events:
+        if isinstance(event, str) and event not in spec.events:
+            problems.append(
+                f"{label}: {event!r} is not an event of this widget type "
+                f"(expected one of {', '.join(spec.events)})"
+            )
+    for event in spec.required_events:
+        if event not in events:
+            problems.append(f"{label}: event {event!r} is not listed")
+    for event in set(spec.events) - set(spec.repeatable):
+        if events.count(event) > 1:
+            problems.append(f"{label}: event {event!r} is listed more than once")
+    for event in spec.must_handle:
+        if event in events and _target(_transition(state, event)) is None:
+            problems.append(f"{label}: failure event {event!r} is not handled (it has no next)")
+
+
+def _check_properties(state: State, spec: _WidgetSpec, label: str, problems: list[str]) -> None:
+    for name, value in _props(state).items():
+        if name == "offset":
+            continue  # canvas position, on every widget
+        kind = spec.properties.get(name)
+        if kind is None:
+            problems.append(f"{label}: unknown property {name!r}")
+        elif not _json_type_ok(value, kind):
+            problems.append(f"{label}: property {name!r} must be a JSON {kind}")
+
+
+def _check_pairs(value: Any, what: str, label: str, problems: list[str]) -> None:
+    if value is None:
+        return
+    items = value if isinstance(value, list) else []
+    good = [item for item in items if isinstance(item, dict) and isinstance(item.get("key"), str)]
+    if not isinstance(value, list) or len(good) != len(items):
+        problems.append(f"{label}: {what} must be a list of {{key, value}} objects")
+
+
+def _check_http(state: State, label: str, problems: list[str]) -> None:
+    props = _props(state)
+    if props.get("method") not in ("GET", "POST"):
+        problems.append(f"{label}: method must be GET or POST")
+    if not isinstance(props.get("url"), str) or not props["url"].strip():
+        problems.append(f"{label}: url is required")
+    if props.get("add_twilio_auth") is True:
+        problems.append(
+            f"{label}: add_twilio_auth sends our Twilio credentials; never use it for our functions"
+        )
+    _check_http_payload(props, label, problems)
+
+
+def _check_http_payload(props: dict[str, Any], label: str, problems: list[str]) -> None:
+    content_type = props.get("content_type", FORM)
+    if not isinstance(content_type, str):
+        return  # reported as a wrong JSON type
+    if content_type.replace(" ", "").lower() not in CONTENT_TYPES:
+        problems.append(f"{label}: content_type {content_type!r} is not form or JSON")
+    _check_pairs(props.get("parameters"), "parameters", label, problems)
+    keys = [item.get("key") for item in _pairs(props.get("parameters"))]
+    if "method" in keys:
+        problems.append(f"{label}: a parameter named 'method' is Studio error 81014")
+    body = props.get("body")
+    if not isinstance(body, str) or not body.strip():
+        return
+    if keys:
+        problems.append(f"{label}: use either parameters (form) or body (JSON), not both")
+    if _media_type(content_type) == JSON_TYPE:
+        problems.extend(f"{label}: {problem}" for problem in _json_body_problems(body))
+
+
+def _check_split(state: State, label: str, problems: list[str]) -> None:
+    props = _props(state)
+    if not isinstance(props.get("input"), str):
+        problems.append(f"{label}: input is required")
+    for transition in _transitions(state):
+        if transition.get("event") != "match":
+            continue
+        conditions = transition.get("conditions")
+        if not isinstance(conditions, list) or not conditions:
+            problems.append(f"{label}: a match transition needs conditions")
+            continue
+        for condition in conditions:
+            _check_condition(condition, props.get("input"), label, problems)
+
+
+def _check_condition(condition: Any, input_: Any, label: str, problems: list[str]) -> None:
+    if not isinstance(condition, dict):
+        problems.append(f"{label}: conditions must be objects")
+        return
+    kind = condition.get("type")
+    if kind not in _OPERATORS | _DATE_OPERATORS:
+        problems.append(f"{label}: unknown condition type {kind!r}")
+    arguments = condition.get("arguments")
+    # The Console writes the widget input into every condition; a hand edit that changes only
+    # one of them is a mistake.
+    if arguments is not None and arguments != [input_]:
+        problems.append(f"{label}: condition arguments {arguments!r} differ from input {input_!r}")
+
+
+def _check_set_variables(state: State, label: str, problems: list[str]) -> None:
+    _check_pairs(_props(state).get("variables"), "variables", label, problems)
+
+
+def _check_send_message(state: State, label: str, problems: list[str]) -> None:
+    props = _props(state)
+    if props.get("message_type") != "content_template" and not props.get("body"):
+        problems.append(f"{label}: body is required")
+
+
+_WIDGET_CHECKS: dict[str, Callable[[State, str, list[str]], None]] = {
+    "make-http-request": _check_http,
+    "split-based-on": _check_split,
+    "set-variables": _check_set_variables,
+    "send-message": _check_send_message,
+}
+
+
+_LIQUID_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
+def _json_body_problems(body: str) -> list[str]:
+    """Liquid outside a quoted JSON string, and bodies that are not JSON even with Liquid filled.
+
+    Liquid substitutes plain text, so an unquoted expression yields invalid JSON for most values.
+    (A quoted one still breaks on quotes in what the caller said; form parameters avoid both.)
+    """
+    # Liquid markup is skipped as a whole: quotes inside it are Liquid's, not JSON's.
+    markup = {match.start(): match.end() for match in _LIQUID_MARKUP.finditer(body)}
+    problems: list[str] = []
+    in_string = False
+    index = 0
+    while index < len(body):
+        if index in markup:
+            if not in_string:
+                expression = body[index : markup[index]]
+                problems.append(f"JSON body has Liquid outside a quoted value: {expression}")
+            index = markup[index]
+            continue
+        if body[index] == "\\" and in_string:
+            index += 1  # skip the escaped character
+        elif body[index] == '"':
+            in_string = not in_string
+        index += 1
+    if not problems:
+        try:
+            json.loads(_LIQUID_MARKUP.sub("x", body))
+        except ValueError as error:
+            problems.append(f"JSON body is not valid JSON: {error}")
+    return problems
+
+
+def _check_reachable(flow: dict[str, Any], names: dict[str, State], problems: list[str]) -> None:
+    initial = flow.get("initial_state")
+    if not isinstance(initial, str) or initial not in names:
+        return
+    seen = {initial}
+    queue = deque([initial])
+    while queue:
+        for transition in _transitions(names[queue.popleft()]):
+            target = _target(transition)
+            if target in names and target not in seen:
+                seen.add(target)
+                queue.append(target)
+    problems.extend(
+        f"widget {name!r} is unreachable from {initial!r}" for name in names if name not in seen
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Execution state
+# --------------------------------------------------------------------------------------------
+
+
+class _RunnerError(Exception):
+    """Stops the execution with status "failed"."""
+
+
+def _to_json(value: Any) -> str:
+    return "null" if is_undefined(value) else json.dumps(value)
+
+
+_LIQUID = Environment()
+_LIQUID.filters["to_json"] = _to_json  # used in Twilio's own flows
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass
+class _Run:
+    """Everything one execution reads and writes."""
+
+    account: TwilioAccount
+    http: requests.Session
+    trigger_key: str  # "call" or "message"
+    trigger: dict[str, str]
+    caller: Caller | None = None
+    flow_sid: str = field(default_factory=lambda: _sid("FW"))
+    execution_sid: str = field(default_factory=lambda: _sid("FN"))
+    transcript: list[Turn] = field(default_factory=list)
+    widgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)
+    inputs_used: int = 0
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "trigger": {self.trigger_key: self.trigger},
+            "widgets": self.widgets,
+            "flow": {
+                "channel": {"address": self.trigger["To"]},
+                "variables": self.variables,
+                "data": {},
+                "sid": self.execution_sid,
+                "flow_sid": self.flow_sid,
+            },
+            "contact": {"channel": {"address": self.trigger["From"]}},
+        }
+
+    def render(self, template: Any, where: str) -> str:
+        """`template` rendered with Liquid; non-strings (numbers) are used as their text."""
+        if template is None:
+            return ""
+        if not isinstance(template, str):
+            return str(template)
+        try:
+            return _LIQUID.from_string(template).render(**self.context())
+        except LiquidError as error:
+            raise _RunnerError(f"{where}: Liquid error: {error}") from error
+
+    def prop(self, state: State, name: str, default: str = "") -> str:
+        value = _props(state).get(name)
+        return self.render(default if value is None else value, f"{state['name']}.{name}")
+
+    def say(self, text: str) -> None:
+        self.transcript.append(Turn("flow", text))
+
+    def require_call(self, state: State) -> dict[str, str]:
+        if self.trigger_key != "call":
+            raise _RunnerError(f"widget {state['name']!r} ({state['type']}) needs a voice call")
+        return self.trigger
+
+    def next_input(self) -> str | None:
+        """The caller's next input; silence once the script is used up."""
+        inputs = self.caller.inputs if self.caller else []
+        if self.inputs_used >= len(inputs):
+            return None
+        self.inputs_used += 1
+        return inputs[self.inputs_used - 1]
+
+
+def _execute(flow: dict[str, Any], run: _Run, event: str, max_steps: int) -> Execution:
+    try:
+        _walk(flow, run, event, max_steps)
+    except _RunnerError as error:
+        run.transcript.append(Turn("end", f"failed: {error}"))
+        return Execution(run.transcript, run.widgets, run.path, "failed", str(error))
+    run.transcript.append(Turn("end", "hang up" if run.trigger_key == "call" else "flow ended"))
+    return Execution(run.transcript, run.widgets, run.path, "ended")
+
+
+def _index_states(flow: Any) -> dict[str, State]:
+    if not isinstance(flow, dict) or not isinstance(flow.get("states"), list):
+        raise _RunnerError("the flow definition has no 'states' list")
+    states: dict[str, State] = {}
+    for state in flow["states"]:
+        if isinstance(state, dict) and isinstance(state.get("name"), str):
+            states.setdefault(state["name"], state)  # Studio refuses duplicates; first wins
+    return states
+
+
+def _walk(flow: dict[str, Any], run: _Run, event: str, max_steps: int) -> None:
+    states = _index_states(flow)
+    initial = flow.get("initial_state")
+    trigger = states.get(initial) if isinstance(initial, str) else None
+    if trigger is None or trigger.get("type") != "trigger":
+        raise _RunnerError(f"initial_state {initial!r} is not a trigger widget")
+    run.path.append(trigger["name"])
+    transition = _transition(trigger, event)
+    steps = 0
+    while (name := _target(transition)) is not None:
+        if steps >= max_steps:
+            raise _RunnerError(f"stopped after {max_steps} widgets without ending (a loop?)")
+        steps += 1
+        state = states.get(name)
+        if state is None:
+            raise _RunnerError(f"a transition points at unknown widget {name!r}")
+        run.path.append(name)
+        kind = state.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise _RunnerError(f"widget {name!r} has unsupported type {kind!r}")
+        transition = handler(run, state)
+
+
+# --------------------------------------------------------------------------------------------
+# Voice widgets
+# --------------------------------------------------------------------------------------------
+
+
+def _loop_count(state: State) -> int:
+    loop = _props(state).get("loop", 1)
+    return loop if isinstance(loop, int) and loop > 0 else 1
+
+
+def _prompt(run: _Run, state: State) -> str | None:
+    """What the caller hears from a say/play property, or None if neither is set."""
+    props = _props(state)
+    if props.get("say"):
+        return run.prop(state, "say")
+    if props.get("play"):
+        return f"[plays {run.prop(state, 'play')}]"
+    return None
+
+
+def _run_say_play(run: _Run, state: State) -> Transition | None:
+    run.require_call(state)
+    prompt = _prompt(run, state)
+    for _ in range(_loop_count(state)):
+        if prompt is not None:
+            run.say(prompt)
+    if _props(state).get("digits"):
+        run.say(f"[sends digits {run.prop(state, 'digits')}]")
+    run.widgets[state["name"]] = {}
+    return _transition(state, "audioComplete")
+
+
+def _mask_profanity(text: str) -> str:
+    """Mask profane words except their first letter, as Twilio's speech profanity filter does."""
+    return _PROFANITY.sub(lambda match: match[0][0] + "*" * (len(match[0]) - 1), text)
+
+
+def _keys(state: State, digits: str) -> str:
+    """Digits as Gather reports them: up to the finish key, at most number_of_digits."""
+    props = _props(state)
+    finish = props.get("finish_on_key")
+    if isinstance(finish, str) and finish and finish in digits:
+        digits = digits[: digits.index(finish)]
+    limit = props.get("number_of_digits")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        digits = digits[:limit]
+    return digits
+
+
+def _run_gather(run: _Run, state: State) -> Transition | None:
+    call = run.require_call(state)
+    outputs: dict[str, Any] = {key: call[key] for key in ("CallSid", "From", "To")}
+    run.widgets[state["name"]] = outputs
+    heard = run.next_input()
+    # Speech recognition is only switched on when the speech transition leads somewhere.
+    speech_on = _target(_transition(state, "speech")) is not None
+    answered = heard is not None and (heard.startswith("dtmf:") or speech_on)
+    prompt = _prompt(run, state)
+    for _ in range(1 if answered else _loop_count(state)):
+        if prompt is not None:
+            run.say(prompt)
+    if heard is None:
+        run.transcript.append(Turn("caller", "(silence)"))
+        return _transition(state, "timeout")
+    if heard.startswith("dtmf:"):
+        digits = _keys(state, heard.removeprefix("dtmf:"))
+        run.transcript.append(Turn("caller", f"[presses {digits}]"))
+        outputs["Digits"] = digits
+        return _transition(state, "keypress")
+    if not speech_on:
+        run.transcript.append(Turn("caller", f"{heard} (not heard: speech is not wired)"))
+        return _transition(state, "timeout")
+    run.transcript.append(Turn("caller", heard))
+    filtered = _props(state).get("profanity_filter") == "true"
+    outputs["SpeechResult"] = _mask_profanity(heard) if filtered else heard
+    confidence = run.caller.confidence if run.caller else 0.0
+    outputs["Confidence"] = str(confidence)  # Studio hands it over as text
+    return _transition(state, "speech")
+
+
+# --------------------------------------------------------------------------------------------
+# make-http-request
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _HttpCall:
+    method: str
+    url: str  # as requested, bodySHA256 included
+    shown_url: str  # as the flow wrote it (plus GET parameters), for the transcript
+    headers: dict[str, str]
+    data: bytes | None
+
+
+def _with_query(url: str, pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(pairs)
+
+
+def _prepare_http(
+    token: str, method: str, url: str, content_type: str, params: list[tuple[str, str]], body: str
+) -> _HttpCall:
+    """The request Studio would send, signed with X-Twilio-Signature like every Twilio webhook."""
+    validator = RequestValidator(token)
+    headers = {"User-Agent": USER_AGENT, "I-Twilio-Idempotency-Token": str(uuid.uuid4())}
+    if method == "GET":
+        target = _with_query(url, params)
+        headers["X-Twilio-Signature"] = validator.compute_signature(target, {})
+        return _HttpCall(method, target, target, headers, None)
+    headers["Content-Type"] = content_type
+    if _media_type(content_type) == JSON_TYPE:
+        # JSON: the URL carries the body's SHA-256 and is signed alone.
+        data = body.encode("utf-8")
+        target = _with_query(url, [("bodySHA256", hashlib.sha256(data).hexdigest())])
+        headers["X-Twilio-Signature"] = validator.compute_signature(target, {})
+        return _HttpCall(method, target, url, headers, data)
+    # MultiDict: the validator signs every value of a repeated key.
+    headers["X-Twilio-Signature"] = validator.compute_signature(url, MultiDict(params))
+    return _HttpCall(method, url, url, headers, urlencode(params).encode("ascii"))
+
+
+def _http_outputs(response: requests.Response) -> dict[str, Any]:
+    content_type = response.headers.get("Content-Type", "")
+    body = response.content[:MAX_HTTP_BODY_BYTES].decode("utf-8", errors="replace")
+    outputs: dict[str, Any] = {
+        "status_code": response.status_code,
+        "content_type": content_type,
+        "body": body,
+    }
+    # Studio parses only JSON objects served as application/json.
+    if _media_type(content_type) == JSON_TYPE:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            outputs["parsed"] = parsed
+    return outputs
+
+
+def _http_params(run: _Run, state: State) -> list[tuple[str, str]]:
+    params: list[tuple[str, str]] = []
+    for item in _pairs(_props(state).get("parameters")):
+        key = run.render(item.get("key"), f"{state['name']}.parameters")
+        if key == "method":
+            raise _RunnerError(
+                f"widget {state['name']!r}: Studio error 81014: parameter name 'method' "
+                "is a reserved word"
+            )
+        params.append((key, run.render(item.get("value"), f"{state['name']}.parameters.{key}")))
+    return params
+
+
+def _http_call(run: _Run, state: State) -> _HttpCall:
+    name = state["name"]
+    if _props(state).get("add_twilio_auth") is True:
+        raise _RunnerError(
+            f"widget {name!r}: add_twilio_auth would send our Twilio credentials; refused"
+        )
+    method = run.prop(state, "method", "GET").strip().upper()  # the Console's default is GET
+    if method not in ("GET", "POST"):
+        raise _RunnerError(f"widget {name!r}: method {method!r} is not GET or POST")
+    url = run.prop(state, "url").strip()
+    if not _is_http_url(url):
+        raise _RunnerError(f"widget {name!r}: Studio error 81014: {url!r} is not a valid URL")
+    content_type = run.prop(state, "content_type", FORM).strip()
+    if content_type.replace(" ", "").lower() not in CONTENT_TYPES:
+        raise _RunnerError(f"widget {name!r}: unsupported content_type {content_type!r}")
+    params = _http_params(run, state)
+    body = run.prop(state, "body")
+    return _prepare_http(run.account.auth_token, method, url, content_type, params, body)
+
+
+def _run_http(run: _Run, state: State) -> Transition | None:
+    call = _http_call(run, state)
+    try:
+        response = run.http.request(
+            call.method,
+            call.url,
+            data=call.data,
+            headers=call.headers,
+            timeout=HTTP_TIMEOUT_S,
+            allow_redirects=True,
+        )
+    except requests.Timeout:
+        return _http_failed(run, state, call, f"no answer within {HTTP_TIMEOUT_S:g} s")
+    except requests.RequestException as error:
+        return _http_failed(run, state, call, f"{type(error).__name__}")
+    outputs = _http_outputs(response)
+    run.widgets[state["name"]] = outputs
+    run.transcript.append(Turn("http", f"{call.method} {call.shown_url} -> {response.status_code}"))
+    succeeded = 200 <= response.status_code < 300  # redirects were followed already
+    return _transition(state, "success" if succeeded else "failed")
+
+
+def _http_failed(run: _Run, state: State, call: _HttpCall, reason: str) -> Transition | None:
+    run.widgets[state["name"]] = {}
+    run.transcript.append(Turn("http", f"{call.method} {call.shown_url} -> {reason}"))
+    return _transition(state, "failed")
+
+
+# --------------------------------------------------------------------------------------------
+# send-message
+# --------------------------------------------------------------------------------------------
+
+
+def _send(run: _Run, form: list[tuple[str, str]]) -> tuple[dict[str, Any], str | None]:
+    """POST a message to the REST API; (resource JSON, None) or (error JSON, reason)."""
+    account = run.account
+    url = f"{account.api_base_url.rstrip('/')}/{API_VERSION}/Accounts/{account.account_sid}"
+    try:
+        response = run.http.post(
+            f"{url}/Messages.json",
+            data=form,
+            auth=(account.account_sid, account.auth_token),
+            timeout=HTTP_TIMEOUT_S,
+        )
+    except requests.RequestException as error:
+        return {}, type(error).__name__
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = {}
+    payload = payload if isinstance(payload, dict) else {}
+    if 200 <= response.status_code < 300:
+        return payload, None
+    return payload, f"{response.status_code} {payload.get('code', '')} {payload.get('message', '')}"
+
+
+def _run_send_message(run: _Run, state: State) -> Transition | None:
+    props = _props(state)
+    if props.get("message_type") == "content_template":
+        raise _RunnerError(f"widget {state['name']!r}: content templates are not supported")
+    body = run.prop(state, "body")
+    from_ = run.prop(state, "from") or run.trigger["To"]
+    to = run.prop(state, "to") or run.trigger["From"]
+    media_url = run.prop(state, "media_url").strip()
+    form = [("To", to), ("From", from_), ("Body", body)]
+    if media_url:
+        form.append(("MediaUrl", media_url))
+    payload, error = _send(run, form)
+    outbound: dict[str, Any] = {"To": to, "From": from_, "Body": body}
+    media = f" [media {media_url}]" if media_url else ""
+    if error is None:
+        outbound.update(Sid=payload.get("sid", ""), Status=payload.get("status", ""))
+        run.transcript.append(Turn("sms", f"to {to}: {body}{media}"))
+    else:
+        outbound.update(
+            Status="failed",
+            ErrorCode=str(payload.get("code", "")),
+            ErrorMessage=str(payload.get("message", error)),
+        )
+        run.transcript.append(Turn("sms", f"to {to}: {body}{media} -> failed: {error.strip()}"))
+    run.widgets[state["name"]] = {"outbound": outbound}
+    return _transition(state, "sent" if error is None else "failed")
+
+
+# --------------------------------------------------------------------------------------------
+# split-based-on and set-variables
+# --------------------------------------------------------------------------------------------
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def _compare(kind: str, subject: str, value: str) -> bool:
+    number, limit = _number(subject), _number(value)
+    if number is None or limit is None:
+        return False
+    return number < limit if kind == "less_than" else number > limit
+
+
+def _condition_holds(kind: str, subject: str, value: str) -> bool:
+    """Whether `subject` passes a split-based-on condition (case-insensitive, like Studio)."""
+    text, wanted = subject.strip().casefold(), value.strip().casefold()
+    options = [option.strip().casefold() for option in value.split(",") if option.strip()]
+    match kind:
+        case "equal_to":
+            return text == wanted
+        case "not_equal_to":
+            return text != wanted
+        case "matches_any_of":
+            return text in options
+        case "does_not_match_any_of":
+            return text not in options
+        case "contains":
+            return wanted in text
+        case "does_not_contain":
+            return wanted not in text
+        case "starts_with":
+            return text.startswith(wanted)
+        case "does_not_start_with":
+            return not text.startswith(wanted)
+        case "is_blank":
+            return not text
+        case "is_not_blank":
+            return bool(text)
+        case "regex":
+            return re.search(value, subject) is not None
+        case "less_than" | "greater_than":
+            return _compare(kind, subject, value)
+    raise _RunnerError(f"unsupported split condition type {kind!r}")
+
+
+def _matches(run: _Run, state: State, transition: Transition, subject: str) -> bool:
+    conditions = transition.get("conditions")
+    if not isinstance(conditions, list) or not conditions:
+        return False
+    for condition in conditions:
+        if not isinstance(condition, dict):
+            return False
+        value = run.render(condition.get("value", ""), f"{state['name']}.conditions")
+        try:
+            holds = _condition_holds(str(condition.get("type")), subject, value)
+        except re.error as error:
+            raise _RunnerError(f"widget {state['name']!r}: bad regex {value!r}: {error}") from error
+        if not holds:
+            return False
+    return True
+
+
+def _run_split(run: _Run, state: State) -> Transition | None:
+    subject = run.prop(state, "input")
+    run.widgets[state["name"]] = {}
+    for transition in _transitions(state):
+        if transition.get("event") == "match" and _matches(run, state, transition, subject):
+            return transition
+    return _transition(state, "noMatch")
+
+
+def _run_set_variables(run: _Run, state: State) -> Transition | None:
+    # One at a time, so a later value can use an earlier one.
+    for item in _pairs(_props(state).get("variables")):
+        key = str(item.get("key", ""))
+        run.variables[key] = run.render(item.get("value", ""), f"{state['name']}.{key}")
+    run.widgets[state["name"]] = {}
+    return _transition(state, "next")
+
+
+_HANDLERS: dict[str, Callable[[_Run, State], Transition | None]] = {
+    "say-play": _run_say_play,
+    "gather-input-on-call": _run_gather,
+    "make-http-request": _run_http,
+    "send-message": _run_send_message,
+    "split-based-on": _run_split,
+    "set-variables": _run_set_variables,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _run_flow(
+    flow: dict[str, Any],
+    run: _Run,
+    event: str,
+    http: requests.Session | None,
+    max_steps: int,
+) -> Execution:
+    try:
+        return _execute(flow, run, event, max_steps)
+    finally:
+        if http is None:
+            run.http.close()  # ours; a caller's session is the caller's to close
+
+
+def run_call(
+    flow: dict[str, Any],
+    *,
+    from_: str,
+    to: str,
+    caller: Caller,
+    account: TwilioAccount,
+    http: requests.Session | None = None,
+    max_steps: int = 200,
+) -> Execution:
+    """Execute `flow` for an inbound call from `from_` to our number `to`."""
+    call = {
+        "From": from_,
+        "To": to,
+        "CallSid": _sid("CA"),
+        "AccountSid": account.account_sid,
+        "Caller": from_,
+        "Called": to,
+        "CallStatus": "in-progress",
+        "Direction": "inbound",
+        "ApiVersion": API_VERSION,
+    }
+    run = _Run(account, http or requests.Session(), "call", call, caller)
+    return _run_flow(flow, run, "incomingCall", http, max_steps)
+
+
+def run_message(
+    flow: dict[str, Any],
+    *,
+    from_: str,
+    to: str,
+    body: str,
+    account: TwilioAccount,
+    http: requests.Session | None = None,
+    max_steps: int = 200,
+) -> Execution:
+    """Execute `flow` for an inbound SMS `body` from `from_` to our number `to`."""
+    message = {
+        "Body": body,
+        "From": from_,
+        "To": to,
+        "MessageSid": _sid("SM"),
+        "AccountSid": account.account_sid,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": API_VERSION,
+    }
+    run = _Run(account, http or requests.Session(), "message", message)
+    return _run_flow(flow, run, "incomingMessage", http, max_steps)
+
+
+_LABELS = {"flow": "Bot:", "caller": "Caller:", "http": "HTTP:", "sms": "SMS:", "end": "End:"}
+
+
+def format_transcript(execution: Execution) -> str:
+    """The transcript as aligned lines, e.g. ``  Caller: a crab holding a light saber``."""
+    lines: list[str] = []
+    for turn in execution.transcript:
+        label = _LABELS.get(turn.who, f"{turn.who}:")
+        first, *rest = turn.text.splitlines() or [""]
+        lines.append(f"  {label:<8}{first}")
+        lines.extend(f"  {'':<8}{line}" for line in rest)
+    return "\n".join(lines)
