@@ -13,15 +13,12 @@ import uuid
 import flask
 import functions_framework
 
-from shared import (
-    BadRequest,
-    get_services,
-    handle_callback,
-    parse_callback,
-    verify_qstash_signature,
-)
+from shared.callbacks import parse_callback, verify_qstash_signature
+from shared.delivery import handle_callback
 from shared.edge import handler, json_response, require_post, signed_url
+from shared.errors import BadRequest
 from shared.logs import bind
+from shared.services import get_services
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024

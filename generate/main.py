@@ -16,15 +16,8 @@ import hmac
 import flask
 import functions_framework
 
-from shared import (
-    ConfigError,
-    SignatureError,
-    Unauthorized,
-    accept_picture_request,
-    get_services,
-    logs,
-    parse_picture_request,
-)
+from shared import logs
+from shared.accept import Acceptance, accept_picture_request
 from shared.channels import answer_incoming_message, answer_studio
 from shared.edge import (
     UnsupportedMediaType,
@@ -34,8 +27,9 @@ from shared.edge import (
     require_post,
     signed_url,
 )
-from shared.pipeline import Acceptance
-from shared.services import Services
+from shared.errors import ConfigError, SignatureError, Unauthorized
+from shared.intake import parse_picture_request
+from shared.services import Services, get_services
 from shared.twilio_webhooks import twiml_message, verify_twilio_signature
 
 MAX_BODY_BYTES = 64 * 1024

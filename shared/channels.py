@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import logs, replies
+from .accept import Acceptance, accept_picture_request
 from .errors import BadRequest, UpstreamError
 from .intake import Command, PictureRequest, interpret_message, parse_address, parse_studio_request
-from .pipeline import Acceptance, accept_picture_request
 from .records import Channel, RequestStatus
 from .services import Services
 

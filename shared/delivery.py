@@ -1,9 +1,7 @@
-"""What happens to a picture request, from acceptance to the MMS (or the apology).
+"""`composite`'s half of the pipeline: act on each QStash callback, possibly duplicated or
+reordered, so that every request ends delivered exactly once or failed with the person told.
 
-`accept_picture_request` is `generate`'s work: record the request, then publish the job, so a
-callback can never arrive for a request we have not recorded. `handle_callback` is
-`composite`'s: one QStash callback per provider attempt, possibly duplicated or reordered.
-Exactly one MMS per request comes from the claim (see `claim_request` in the migration) plus
+Exactly one MMS per request comes from the claim (see `claim_request` in the migrations) plus
 `send_started_at`: a run that finds a send started but unrecorded asks Twilio before sending.
 """
 
@@ -11,99 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from . import logs
 from .callbacks import QStashCallback
-from .errors import AppError, MessagingError, ProviderError, PublishError, StoreError
+from .errors import AppError, MessagingError, ProviderError, StoreError
 from .framing import FramedPicture, frame_image
-from .generation import (
-    GeneratedImage,
-    classify_provider_failure,
-    generation_body,
-    read_generated_image,
-    safety_identifier,
-)
-from .intake import PictureRequest
+from .generation import GeneratedImage, classify_provider_failure, read_generated_image
 from .messaging import OPTED_OUT
-from .publishing import GenerationJob, callback_url
-from .records import FailureReason, RequestRecord, RequestStatus
+from .records import FailureReason, RequestRecord
 from .replies import failure_notice, picture_caption
 from .services import Services
-from .store import NewRequest, PictureStore
-
-
-class Acceptance(StrEnum):
-    QUEUED = "queued"  # recorded and handed to QStash
-    DUPLICATE = "duplicate"  # Twilio sent the same request again; nothing new was done
-    OPTED_OUT = "opted_out"  # the recipient replied STOP; nothing was recorded
-
-
-@dataclass(frozen=True)
-class Accepted:
-    outcome: Acceptance
-    request_id: str | None = None
-    status: RequestStatus | None = None  # for a duplicate: where the first one is now
-    reference: str | None = None
-
-
-def accept_picture_request(request: PictureRequest, services: Services) -> Accepted:
-    """Record the request, then hand the generation to QStash.
-
-    Raises `StoreError` if nothing could be recorded (nothing was published), or
-    `PublishError` after marking the recorded request failed.
-    """
-    settings = services.settings
-    # Resolve secrets first: a missing one must fail before a row exists, not leave it queued.
-    salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
-    provider_key = settings.secret("OPENAI_API_KEY")
-    provider_key.reveal()
-
-    creation = services.store.create(
-        NewRequest(
-            recipient=request.recipient,
-            sender=request.sender,
-            prompt=request.prompt,
-            channel=request.channel,
-            model=settings.image.model,
-            size=settings.image.size,
-            quality=settings.image.quality,
-            source_ref=request.source_ref,
-        )
-    )
-    record = creation.record
-    if record is None:
-        logs.info("recipient has opted out; nothing recorded", channel=request.channel.value)
-        return Accepted(Acceptance.OPTED_OUT)
-    logs.bind(request_id=record.id)
-    if creation.outcome == "duplicate":
-        logs.info("Twilio sent this request again; answering as before", status=record.status)
-        return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
-    job = GenerationJob(
-        request_id=record.id,
-        destination=f"{settings.openai_base_url}/images/generations",
-        body=generation_body(
-            settings.image, request.prompt, safety_identifier(salt, request.recipient)
-        ),
-        callback_url=callback_url(settings.composite_url, record.id),
-        retries=settings.generation_retries,
-        timeout_s=settings.generation_timeout_s,
-        callback_retries=settings.callback_retries,
-    )
-    try:
-        message_id = services.publisher.publish(job, provider_key)
-    except PublishError as exc:
-        logs.error("publishing failed", error=exc.message, detail=exc.detail)
-        try:
-            services.store.fail_unpublished(record.id, f"{exc.message}: {exc.detail}")
-        except StoreError as store_exc:
-            # The sweep finishes rows left queued; say so loudly.
-            logs.error("could not mark the unpublished request failed", error=store_exc.detail)
-        raise
-    logs.info("request queued", qstash_message_id=message_id, channel=request.channel.value)
-    return Accepted(Acceptance.QUEUED, record.id, RequestStatus.QUEUED, record.reference)
+from .store import PictureStore
 
 
 class CallbackOutcome(StrEnum):
