@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROMPT ?= a crab holding a light saber
 
-.PHONY: setup demo stack test lint bench clean
+.PHONY: setup demo call text stack test lint bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 ## One prompt through generate -> QStash -> image provider -> composite -> Storage -> Twilio.
 demo: setup
 	$(PY) -m devstack.demo "$(PROMPT)"
+
+## Play a phone call through studio/flow.json: the caller says PROMPT.
+call: setup
+	$(PY) -m devstack.call "$(PROMPT)"
+
+## Send a text through studio/flow.json, e.g. make text MESSAGE="DRAW a fox in the snow".
+MESSAGE ?= DRAW $(PROMPT)
+text: setup
+	$(PY) -m devstack.call --text "$(MESSAGE)"
 
 ## Every stand-in plus both functions, in the foreground; writes .devstack/env.
 stack: setup

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from supabase import create_client
 
 from .stack import ROOT, Ports, Stack
@@ -62,10 +61,8 @@ def run_demo(stack: Stack, env: dict[str, str], prompt: str) -> int:
         )
         return 1
     stack.wait_idle(15)
-    qstash_messages = requests.get(f"{env['QSTASH_URL']}/__dev/messages", timeout=5).json()
-    outbox = requests.get(f"{env['TWILIO_API_BASE_URL']}/__dev/outbox", timeout=5).json()
-    message = next((m for m in _items(outbox) if m.get("sid") == row.get("message_sid")), None)
-    print_journey(row, _items(qstash_messages), message)
+    message = next((m for m in stack.outbox() if m.get("sid") == row.get("message_sid")), None)
+    print_journey(row, stack.qstash_messages(), message)
     if row["status"] != "delivered" or message is None:
         print(f"demo failed: the request ended {row['status']}: {row.get('failure_detail')}")
         return 1
@@ -88,12 +85,6 @@ def wait_for_outcome(env: dict[str, str], request_id: str) -> dict[str, Any] | N
             return rows[0]
         time.sleep(0.2)
     return None
-
-
-def _items(payload: Any) -> list[dict[str, Any]]:
-    if isinstance(payload, dict):
-        payload = next((v for v in payload.values() if isinstance(v, list)), [])
-    return [item for item in payload if isinstance(item, dict)]
 
 
 def _at(value: Any) -> float | None:

@@ -186,6 +186,18 @@ class Stack:
             timeout=10,
         )
 
+    def outbox(self) -> list[dict[str, Any]]:
+        """Every message the Twilio stand-in took, oldest first, with local media paths."""
+        reply = requests.get(f"{self.env['TWILIO_API_BASE_URL']}/__dev/outbox", timeout=5)
+        messages: list[dict[str, Any]] = reply.json()["messages"]
+        return messages
+
+    def qstash_messages(self) -> list[dict[str, Any]]:
+        """Every message QStash handled (jobs and callbacks), with their attempts."""
+        reply = requests.get(f"{self.env['QSTASH_URL']}/__dev/messages", timeout=5)
+        messages: list[dict[str, Any]] = reply.json()
+        return messages
+
     def write_env_file(self, path: Path) -> None:
         lines = ["# Written by devstack.stack: `source` it to talk to the running local stack."]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(self.env.items())]

@@ -94,21 +94,10 @@ class StackClient:
         raise AssertionError(f"request {request_id} still {self.row(request_id)['status']}")
 
     def messages_to(self, number: str) -> list[dict[str, Any]]:
-        outbox = self.http.get(f"{self.env['TWILIO_API_BASE_URL']}/__dev/outbox", timeout=5).json()
-        items = (
-            outbox
-            if isinstance(outbox, list)
-            else next(v for v in outbox.values() if isinstance(v, list))
-        )
-        return [m for m in items if m.get("to") == number]
+        return [m for m in self.stack.outbox() if m.get("to") == number]
 
     def qstash_messages(self) -> list[dict[str, Any]]:
-        payload = self.http.get(f"{self.env['QSTASH_URL']}/__dev/messages", timeout=5).json()
-        return (
-            payload
-            if isinstance(payload, list)
-            else next(v for v in payload.values() if isinstance(v, list))
-        )
+        return self.stack.qstash_messages()
 
     def fault(self, target: str, **fault: Any) -> None:
         base = {

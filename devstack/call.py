@@ -1,0 +1,107 @@
+"""`make call` and `make text`: play a phone call or a text message through the real Studio
+flow (studio/flow.json) into the local stack, print the conversation, then the picture.
+
+The Studio runner executes the flow as Twilio Studio would: it follows the transitions,
+renders Liquid, and signs its HTTP requests to `generate` with the account's auth token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .stack import DEMO_FROM, DEMO_TO, ROOT, Ports, Stack
+from .studio_runner import (
+    Caller,
+    Execution,
+    TwilioAccount,
+    format_transcript,
+    run_call,
+    run_message,
+)
+
+FLOW_FILE = ROOT / "studio" / "flow.json"
+# The one thing to change after importing the flow into Twilio; deploy.sh fills it in.
+URL_PLACEHOLDER = "https://YOUR-GENERATE-FUNCTION-URL"
+TIMEOUT_S = 60.0
+
+
+def load_flow(generate_url: str, path: Path = FLOW_FILE) -> dict[str, Any]:
+    """The Studio flow with `generate`'s URL filled in."""
+    text = path.read_text()
+    if URL_PLACEHOLDER not in text:
+        raise ValueError(f"{path} has no {URL_PLACEHOLDER} placeholder")
+    flow: dict[str, Any] = json.loads(text.replace(URL_PLACEHOLDER, generate_url))
+    return flow
+
+
+def account_for(env: dict[str, str]) -> TwilioAccount:
+    return TwilioAccount(
+        account_sid=env["TWILIO_ACCOUNT_SID"],
+        auth_token=env["TWILIO_AUTH_TOKEN"],
+        api_base_url=env["TWILIO_API_BASE_URL"],
+    )
+
+
+def play_call(env: dict[str, str], said: list[str | None], caller: str = DEMO_TO) -> Execution:
+    flow = load_flow(env["GENERATE_URL"])
+    return run_call(flow, from_=caller, to=DEMO_FROM, caller=Caller(said), account=account_for(env))
+
+
+def send_text(env: dict[str, str], body: str, sender: str = DEMO_TO) -> Execution:
+    flow = load_flow(env["GENERATE_URL"])
+    return run_message(flow, from_=sender, to=DEMO_FROM, body=body, account=account_for(env))
+
+
+def wait_for_picture(stack: Stack, number: str) -> dict[str, Any] | None:
+    """The first delivered MMS with media to `number`, if one arrives within the timeout."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        for message in stack.outbox():
+            delivered = message.get("status") == "delivered"
+            if message.get("to") == number and message.get("media") and delivered:
+                return message
+        time.sleep(0.2)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("words", nargs="?", default="a crab holding a light saber")
+    parser.add_argument("--text", action="store_true", help="send WORDS as a text message")
+    parser.add_argument("--dir", type=Path, default=ROOT / ".devstack" / "call")
+    args = parser.parse_args()
+
+    for leftover in ("outbox", "storage"):
+        shutil.rmtree(args.dir / leftover, ignore_errors=True)
+    stack = Stack(workdir=args.dir, ports=Ports.free(), function_logs=args.dir / "logs")
+    try:
+        env = stack.start()
+        if args.text:
+            print(f"{DEMO_TO} texts {DEMO_FROM}: {args.words}\n")
+            execution = send_text(env, args.words)
+        else:
+            print(f"{DEMO_TO} calls {DEMO_FROM}\n")
+            execution = play_call(env, [args.words])
+        print(format_transcript(execution))
+        if execution.status != "ended":
+            print(f"\nthe flow stopped: {execution.error}", file=sys.stderr)
+            return 1
+        message = wait_for_picture(stack, DEMO_TO)
+        if message is None:
+            print(f"\nno picture arrived within {TIMEOUT_S:.0f} s", file=sys.stderr)
+            return 1
+        print(f"\nMMS {message['sid']}: {message['body']}")
+        print(f"Delivered picture: {message['media'][0]['path']}")
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
