@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Deploy Picture Line to your own Google Cloud project, and wire your Twilio number to it.
+#
+#   ./deploy.sh secrets            store the secrets in Secret Manager (asks for missing ones)
+#   ./deploy.sh [deploy]           deploy composite, then generate (Cloud Functions gen2)
+#   ./deploy.sh studio             create/update the Studio flow and point the number at it
+#   ./deploy.sh call "a fox" +1…   ask for a picture by hand (the operator trigger)
+#   ./deploy.sh logs               recent logs of both functions
+#   ./deploy.sh --dry-run CMD      print every command CMD would run; change nothing
+#
+# Settings come from ./deploy.env (see deploy.env.example), then the environment.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ENV_FILE="${DEPLOY_ENV_FILE:-$ROOT/deploy.env}"
+BUILD="${DEPLOY_BUILD_DIR:-$ROOT/build}"
+DRY_RUN=0
+
+# Each function gets only the secrets it uses, mounted as environment variables by Cloud Run
+# (--set-secrets), so their values never pass through this script's arguments or files.
+GENERATE_SECRETS=(QSTASH_TOKEN OPENAI_API_KEY SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY
+  SAFETY_IDENTIFIER_SALT)
+COMPOSITE_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY
+  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN)
+ALL_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY OPENAI_API_KEY
+  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY SAFETY_IDENTIFIER_SALT)
+# Plain settings passed through to both functions when set (README "Settings").
+PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMBER QSTASH_URL
+  OPENAI_BASE_URL IMAGE_MODEL IMAGE_SIZE IMAGE_QUALITY IMAGE_COMPRESSION GENERATION_RETRIES
+  GENERATION_TIMEOUT_SECONDS CALLBACK_RETRIES SMS_KEYWORD BRAND_NAME JPEG_QUALITY
+  CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS)
+APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
+  artifactregistry.googleapis.com secretmanager.googleapis.com logging.googleapis.com)
+
+die() { echo "deploy.sh: $*" >&2; exit 1; }
+say() { echo "==> $*" >&2; }
+
+# Run a command, or under --dry-run print it instead (shell-quoted, one line).
+run() {
+  if ((DRY_RUN)); then
+    printf '+'
+    printf ' %q' "$@"
+    printf '\n'
+    return 0
+  fi
+  "$@"
+}
+
+load_settings() {
+  if [[ -f "$ENV_FILE" ]]; then
+    set -a
+    # shellcheck source=/dev/null
+    source "$ENV_FILE"
+    set +a
+  fi
+  PROJECT="${GOOGLE_CLOUD_PROJECT:-}"
+  REGION="${REGION:-us-central1}"
+  SERVICE_ACCOUNT="${FUNCTION_SERVICE_ACCOUNT:-picture-line@${PROJECT}.iam.gserviceaccount.com}"
+  MAX_INSTANCES="${MAX_INSTANCES:-10}"
+  MIN_INSTANCES="${MIN_INSTANCES:-0}"
+  GCLOUD=(gcloud --project="$PROJECT")
+}
+
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is needed but not installed"
+  done
+}
+
+require_settings() {
+  local name missing=()
+  for name in "$@"; do
+    [[ -n "${!name:-}" ]] || missing+=("$name")
+  done
+  ((${#missing[@]} == 0)) || die "set ${missing[*]} in $ENV_FILE or the environment"
+}
+
+# The function's URL as Cloud Run serves it, or nothing if it is not deployed yet.
+function_url() {
+  if ((DRY_RUN)); then
+    echo "https://$1-<hash>-<region>.a.run.app"
+    return 0
+  fi
+  "${GCLOUD[@]}" functions describe "$1" --gen2 --region="$REGION" \
+    --format='value(serviceConfig.uri)' 2>/dev/null || true
+}
+
+enable_apis() {
+  say "enabling the Google Cloud APIs (no-op when already on)"
+  run "${GCLOUD[@]}" services enable "${APIS[@]}"
+}
+
+# --- deploy -----------------------------------------------------------------------------
+
+# A deployable folder per function: its main.py, a real copy of shared/ (gcloud drops
+# symlinked folders), its own pinned requirements.txt, and its .gcloudignore.
+stage() {
+  local name="$1" dir="$BUILD/$1"
+  run rm -rf "$dir"
+  run mkdir -p "$dir/shared"
+  run cp "$ROOT/$name/main.py" "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
+  run cp "$ROOT"/shared/*.py "$dir/shared/"
+}
+
+# YAML for --env-vars-file: plain settings only (never a secret), single-quoted so nothing
+# is interpreted. Extra NAME=VALUE pairs come first.
+env_yaml() {
+  local pair name value
+  for pair in "GOOGLE_CLOUD_PROJECT=$PROJECT" "$@"; do
+    printf "%s: '%s'\n" "${pair%%=*}" "${pair#*=}"
+  done
+  for name in "${PLAIN_SETTINGS[@]}"; do
+    value="${!name:-}"
+    if [[ -n "$value" ]]; then
+      printf "%s: '%s'\n" "$name" "${value//\'/\'\'}"
+    fi
+  done
+  # One gunicorn thread, as each instance takes one request at a time (--concurrency=1).
+  printf "THREADS: '1'\n"
+}
+
+write_env_file() {
+  local file="$1"
+  shift
+  if ((DRY_RUN)); then
+    echo "+ write $file:"
+    env_yaml "$@" | sed 's/^/    /'
+  else
+    env_yaml "$@" >"$file"
+  fi
+}
+
+secret_flag() {
+  local name flag=""
+  for name in "$@"; do flag+="${flag:+,}$name=$name:latest"; done
+  echo "$flag"
+}
+
+deploy_function() {
+  local name="$1" memory="$2" cpu="$3" timeout="$4" secrets="$5"
+  say "deploying $name"
+  # Public: Twilio and QStash cannot send Google identity tokens. The Twilio and QStash
+  # signature checks (and the operator key) are what protect the functions.
+  run "${GCLOUD[@]}" functions deploy "$name" --gen2 --runtime=python312 --region="$REGION" \
+    --source="$BUILD/$name" --entry-point="$name" --trigger-http --allow-unauthenticated \
+    --service-account="$SERVICE_ACCOUNT" --memory="$memory" --cpu="$cpu" --timeout="$timeout" \
+    --concurrency=1 --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
+    --env-vars-file="$BUILD/$name.env.yaml" --set-secrets="$secrets" --quiet
+}
+
+# Deploy a function that must know its own public URL (to check signatures against it).
+# Cloud Run assigns the URL at creation, so the very first deploy is done twice; later runs
+# read it beforehand and deploy once. $ENV_PAIRS holds its settings, with @URL@ for its own.
+deploy_with_own_url() {
+  local name="$1" memory="$2" cpu="$3" timeout="$4" secrets="$5" url pairs
+  url="$(function_url "$name")"
+  pairs=("${ENV_PAIRS[@]//@URL@/${url:-https://placeholder.invalid/$name}}")
+  write_env_file "$BUILD/$name.env.yaml" "${pairs[@]}"
+  deploy_function "$name" "$memory" "$cpu" "$timeout" "$secrets"
+  if [[ -z "$url" ]]; then
+    url="$(function_url "$name")"
+    [[ -n "$url" ]] || die "$name deployed but has no URL; see 'gcloud functions describe $name'"
+    say "first deploy of $name: deploying again with its URL $url"
+    pairs=("${ENV_PAIRS[@]//@URL@/$url}")
+    write_env_file "$BUILD/$name.env.yaml" "${pairs[@]}"
+    deploy_function "$name" "$memory" "$cpu" "$timeout" "$secrets"
+  fi
+  DEPLOYED_URL="$url"
+}
+
+cmd_deploy() {
+  require_tools gcloud
+  require_settings GOOGLE_CLOUD_PROJECT SUPABASE_URL TWILIO_ACCOUNT_SID
+  enable_apis
+  run mkdir -p "$BUILD"
+  stage composite
+  stage generate
+  # composite first: generate needs its URL for the QStash callback.
+  # 1 GiB and a full vCPU: Pillow decodes and re-encodes up to 1536x1024 pictures, and the
+  # libraries' import is CPU-bound on cold start. 120 s covers the slowest run: upload
+  # (20 s timeout), the MMS send and an earlier-send lookup at Twilio (15 s each), and four
+  # database calls (10 s each). CLAIM_LEASE_SECONDS (180) must stay above it.
+  ENV_PAIRS=("COMPOSITE_URL=@URL@")
+  deploy_with_own_url composite 1Gi 1 120s "$(secret_flag "${COMPOSITE_SECRETS[@]}")"
+  local composite_url="$DEPLOYED_URL"
+  # generate answers Twilio within a second; 30 s only leaves room for a cold start.
+  ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GENERATE_URL=@URL@")
+  deploy_with_own_url generate 512Mi 1 30s "$(secret_flag "${GENERATE_SECRETS[@]}")"
+  say "deployed:"
+  echo "  GENERATE_URL=$DEPLOYED_URL"
+  echo "  COMPOSITE_URL=$composite_url"
+  say "next: ./deploy.sh studio   (wires ${TWILIO_FROM_NUMBER:-your number} to the flow)"
+}
+
+# --- secrets ----------------------------------------------------------------------------
+
+ensure_service_account() {
+  if ((DRY_RUN)) || ! "${GCLOUD[@]}" iam service-accounts describe "$SERVICE_ACCOUNT" >/dev/null 2>&1; then
+    run "${GCLOUD[@]}" iam service-accounts create "${SERVICE_ACCOUNT%%@*}" \
+      --display-name="Picture Line functions"
+  fi
+  # The functions' identity may write logs and nothing else project-wide.
+  run "${GCLOUD[@]}" projects add-iam-policy-binding "$PROJECT" \
+    --member="serviceAccount:$SERVICE_ACCOUNT" --role=roles/logging.logWriter \
+    --condition=None --quiet --format=none
+}
+
+secret_value() {
+  local name="$1" value="${!1:-}"
+  if [[ -z "$value" && -t 0 ]]; then
+    read -rsp "value for $name (input hidden): " value
+    echo >&2
+  fi
+  [[ -n "$value" ]] || die "$name is not set and there is no terminal to ask for it"
+  printf '%s' "$value"
+}
+
+store_secret() {
+  local name="$1" value="$2" current=""
+  if ((DRY_RUN)) || ! "${GCLOUD[@]}" secrets describe "$name" >/dev/null 2>&1; then
+    run "${GCLOUD[@]}" secrets create "$name" --replication-policy=automatic
+  fi
+  if ((!DRY_RUN)); then
+    current="$("${GCLOUD[@]}" secrets versions access latest --secret="$name" 2>/dev/null || true)"
+  fi
+  if [[ "$current" == "$value" ]]; then
+    say "$name is up to date"
+  else
+    say "storing a new version of $name"
+    # The value goes through stdin, never the command line.
+    printf '%s' "$value" | run "${GCLOUD[@]}" secrets versions add "$name" --data-file=-
+  fi
+  run "${GCLOUD[@]}" secrets add-iam-policy-binding "$name" \
+    --member="serviceAccount:$SERVICE_ACCOUNT" --role=roles/secretmanager.secretAccessor \
+    --condition=None --quiet --format=none
+}
+
+cmd_secrets() {
+  require_tools gcloud
+  require_settings GOOGLE_CLOUD_PROJECT
+  enable_apis
+  ensure_service_account
+  local name value
+  for name in "${ALL_SECRETS[@]}"; do
+    value="$(secret_value "$name")"
+    store_secret "$name" "$value"
+  done
+}
+
+# --- studio, call, logs -------------------------------------------------------------------
+
+python_with_twilio() {
+  local candidate
+  for candidate in "${PYTHON:-}" "$ROOT/.venv/bin/python" python3; do
+    [[ -n "$candidate" ]] || continue
+    if "$candidate" -c 'import twilio' >/dev/null 2>&1; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  die "Python with the twilio package is needed: run 'make setup' first"
+}
+
+# A secret from the environment, else from Secret Manager.
+read_secret() {
+  if [[ -n "${!1:-}" ]]; then
+    printf '%s' "${!1}"
+  elif ((DRY_RUN)); then
+    printf '<%s>' "$1"
+  else
+    "${GCLOUD[@]}" secrets versions access latest --secret="$1"
+  fi
+}
+
+cmd_studio() {
+  require_settings GOOGLE_CLOUD_PROJECT TWILIO_ACCOUNT_SID TWILIO_FROM_NUMBER
+  local python url token
+  python="$(python_with_twilio)"
+  url="$(function_url generate)"
+  [[ -n "$url" ]] || die "generate is not deployed yet: run ./deploy.sh first"
+  token="$(read_secret TWILIO_AUTH_TOKEN)"
+  local args=(--generate-url "$url" --number "$TWILIO_FROM_NUMBER")
+  ((DRY_RUN)) && args+=(--dry-run)
+  # The auth token travels in the environment, not the arguments.
+  (cd "$ROOT" && TWILIO_AUTH_TOKEN="$token" "$python" -m deploy.studio "${args[@]}")
+}
+
+cmd_call() {
+  (($# == 2)) || die 'usage: ./deploy.sh call "what to draw" +15551234567'
+  require_tools gcloud python3
+  require_settings GOOGLE_CLOUD_PROJECT
+  local data
+  # JSON built by Python, so quotes in the prompt cannot break it; the key comes via stdin.
+  data="$(read_secret OPERATOR_KEY | python3 -c '
+import json, sys
+print(json.dumps({"to": sys.argv[2], "prompt": sys.argv[1], "operator_key": sys.stdin.read()}))
+' "$1" "$2")"
+  run "${GCLOUD[@]}" functions call generate --gen2 --region="$REGION" --data="$data"
+}
+
+cmd_logs() {
+  require_tools gcloud
+  require_settings GOOGLE_CLOUD_PROJECT
+  local name
+  for name in generate composite; do
+    say "$name"
+    run "${GCLOUD[@]}" functions logs read "$name" --gen2 --region="$REGION" \
+      --limit="${LIMIT:-50}"
+  done
+}
+
+main() {
+  if [[ "${1:-}" == "--dry-run" ]]; then
+    DRY_RUN=1
+    shift
+  fi
+  load_settings
+  local command="${1:-deploy}"
+  (($# > 0)) && shift
+  case "$command" in
+    deploy) cmd_deploy "$@" ;;
+    secrets) cmd_secrets "$@" ;;
+    studio) cmd_studio "$@" ;;
+    call) cmd_call "$@" ;;
+    logs) cmd_logs "$@" ;;
+    help | -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command '$command' (try ./deploy.sh help)" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,311 @@
+"""deploy.sh, proven offline: against a fake gcloud that records what it is asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+
+# Distinctive values, so any leak into an argument or file is easy to find.
+SECRETS = {
+    "QSTASH_TOKEN": "qstash-token-SECRET-1",
+    "QSTASH_CURRENT_SIGNING_KEY": "sig_current-SECRET-2",
+    "QSTASH_NEXT_SIGNING_KEY": "sig_next-SECRET-3",
+    "OPENAI_API_KEY": "sk-openai-SECRET-4",
+    "SUPABASE_SECRET_KEY": "sb_secret_SECRET-5",
+    "TWILIO_AUTH_TOKEN": "twilio-token-SECRET-6",
+    "OPERATOR_KEY": "operator-SECRET-7",
+    "SAFETY_IDENTIFIER_SALT": "salt-SECRET-8",
+}
+SETTINGS = {
+    "GOOGLE_CLOUD_PROJECT": "picture-line-test",
+    "REGION": "europe-west1",
+    "SUPABASE_URL": "https://abcdefghijklmnop.supabase.co",
+    "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+    "TWILIO_FROM_NUMBER": "+15005550006",
+    "BRAND_NAME": "Bob's Pictures",
+}
+
+
+class Deployer:
+    """Runs deploy.sh with the fake gcloud first on PATH, and reads what it recorded."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.state = tmp / "gcloud"
+        self.state.mkdir()
+        self.build = tmp / "build"
+        self.env = {
+            "PATH": f"{FAKES}:{os.environ['PATH']}",
+            "HOME": str(tmp),
+            "FAKE_GCLOUD_DIR": str(self.state),
+            "DEPLOY_BUILD_DIR": str(self.build),
+            "DEPLOY_ENV_FILE": str(tmp / "no-such-deploy.env"),
+            **SETTINGS,
+        }
+
+    def run(
+        self, *args: str, extra: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(ROOT / "deploy.sh"), *args],
+            env={**self.env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def calls(self) -> list[dict[str, Any]]:
+        log = self.state / "calls.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    def commands(self, *prefix: str) -> list[dict[str, Any]]:
+        """Calls whose words (flags dropped) start with `prefix`."""
+        found = []
+        for call in self.calls():
+            words = [a for a in call["args"] if not a.startswith("--")]
+            if words[: len(prefix)] == list(prefix):
+                found.append(call)
+        return found
+
+    def reset_log(self) -> None:
+        (self.state / "calls.jsonl").unlink(missing_ok=True)
+
+
+def flag(call: dict[str, Any], name: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in call["args"] if a.startswith(f"--{name}=")), None)
+
+
+@pytest.fixture
+def deployer(tmp_path: Path) -> Deployer:
+    return Deployer(tmp_path)
+
+
+def test_deploy_puts_composite_first_and_gives_each_function_its_own_url(
+    deployer: Deployer,
+) -> None:
+    deployer.run("deploy")
+    deploys = deployer.commands("functions", "deploy")
+    names = [[a for a in d["args"] if not a.startswith("--")][2] for d in deploys]
+    # First install: each is deployed twice, the second time knowing its own URL.
+    assert names == ["composite", "composite", "generate", "generate"]
+    composite_env, generate_env = deploys[1]["env_file"], deploys[3]["env_file"]
+    assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in composite_env
+    assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in generate_env
+    assert "GENERATE_URL: 'https://generate-x7k2q9-uc.a.run.app'" in generate_env
+    assert "BRAND_NAME: 'Bob''s Pictures'" in generate_env  # YAML single-quote escaping
+
+
+@pytest.mark.parametrize(
+    ("name", "secrets"),
+    [
+        (
+            "generate",
+            {
+                "QSTASH_TOKEN",
+                "OPENAI_API_KEY",
+                "SUPABASE_SECRET_KEY",
+                "TWILIO_AUTH_TOKEN",
+                "OPERATOR_KEY",
+                "SAFETY_IDENTIFIER_SALT",
+            },
+        ),
+        (
+            "composite",
+            {
+                "QSTASH_TOKEN",
+                "QSTASH_CURRENT_SIGNING_KEY",
+                "QSTASH_NEXT_SIGNING_KEY",
+                "SUPABASE_SECRET_KEY",
+                "TWILIO_AUTH_TOKEN",
+            },
+        ),
+    ],
+)
+def test_deploy_flags(deployer: Deployer, name: str, secrets: set[str]) -> None:
+    deployer.run("deploy")
+    call = [d for d in deployer.commands("functions", "deploy", name)][-1]
+    args = call["args"]
+    for expected in (
+        "--gen2",
+        "--runtime=python312",
+        "--trigger-http",
+        "--allow-unauthenticated",
+        "--concurrency=1",
+        "--quiet",
+    ):
+        assert expected in args
+    assert flag(call, "project") == "picture-line-test"
+    assert flag(call, "region") == "europe-west1"
+    assert flag(call, "entry-point") == name
+    assert flag(call, "source") == str(deployer.build / name)
+    assert flag(call, "service-account") == "picture-line@picture-line-test.iam.gserviceaccount.com"
+    assert flag(call, "timeout") == {"generate": "30s", "composite": "120s"}[name]
+    mounted = dict(pair.split("=") for pair in (flag(call, "set-secrets") or "").split(","))
+    assert mounted == {secret: f"{secret}:latest" for secret in secrets}
+
+
+def test_no_secret_value_reaches_gcloud_arguments_or_files(deployer: Deployer) -> None:
+    deployer.run("secrets", extra=SECRETS)
+    deployer.run("deploy", extra=SECRETS)
+    deployer.run("call", "a fox", "+15551230001", extra=SECRETS)
+    recorded = json.dumps([c for c in deployer.calls() if "call" not in c["args"]])
+    written = "".join(p.read_text() for p in deployer.build.glob("*.yaml"))
+    for value in SECRETS.values():
+        assert value not in recorded
+        assert value not in written
+
+
+def test_a_second_deploy_changes_nothing_but_the_revisions(deployer: Deployer) -> None:
+    deployer.run("deploy")
+    first_envs = {d["env_file"] for d in deployer.commands("functions", "deploy")[1::2]}
+    deployer.reset_log()
+    deployer.run("deploy")
+    deploys = deployer.commands("functions", "deploy")
+    assert len(deploys) == 2  # one new revision each, nothing else created
+    assert {d["env_file"] for d in deploys} == first_envs
+    assert deployer.commands("secrets") == [] and deployer.commands("iam") == []
+
+
+def test_secrets_are_stored_once_and_readable_by_the_functions(deployer: Deployer) -> None:
+    result = deployer.run("secrets", extra=SECRETS)
+    assert len(deployer.commands("iam", "service-accounts", "create")) == 1
+    assert len(deployer.commands("secrets", "create")) == len(SECRETS)
+    assert len(deployer.commands("secrets", "versions", "add")) == len(SECRETS)
+    grants = deployer.commands("secrets", "add-iam-policy-binding")
+    assert {flag(g, "role") for g in grants} == {"roles/secretmanager.secretAccessor"}
+    state = json.loads((deployer.state / "state.json").read_text())
+    assert {name: versions[-1] for name, versions in state["secrets"].items()} == SECRETS
+    assert "storing a new version of OPENAI_API_KEY" in result.stderr
+
+    deployer.reset_log()
+    again = deployer.run("secrets", extra=SECRETS)
+    assert deployer.commands("secrets", "create") == []
+    assert deployer.commands("secrets", "versions", "add") == []
+    assert deployer.commands("iam", "service-accounts", "create") == []
+    assert "OPENAI_API_KEY is up to date" in again.stderr
+
+    deployer.reset_log()
+    deployer.run("secrets", extra={**SECRETS, "OPENAI_API_KEY": "sk-rotated-SECRET-9"})
+    added = deployer.commands("secrets", "versions", "add")
+    assert [[a for a in c["args"] if not a.startswith("--")][3] for c in added] == [
+        "OPENAI_API_KEY"
+    ]
+
+
+def test_secrets_without_a_value_or_a_terminal_fail_clearly(deployer: Deployer) -> None:
+    result = deployer.run(
+        "secrets", extra={k: v for k, v in SECRETS.items() if k != "OPERATOR_KEY"}, check=False
+    )
+    assert result.returncode != 0
+    assert "OPERATOR_KEY is not set" in result.stderr
+
+
+def test_dry_run_prints_every_command_and_touches_nothing(deployer: Deployer) -> None:
+    result = deployer.run("--dry-run", "deploy")
+    assert deployer.calls() == []
+    assert not deployer.build.exists()
+    lines = [line for line in result.stdout.splitlines() if line.startswith("+ gcloud")]
+    deploys = [line for line in lines if " functions deploy " in line]
+    assert [line.split(" functions deploy ")[1].split()[0] for line in deploys] == [
+        "composite",
+        "generate",
+    ]
+    assert all("--project=picture-line-test" in line for line in lines)
+    assert "+ write" in result.stdout and "GENERATE_URL:" in result.stdout
+    secrets_plan = deployer.run("--dry-run", "secrets", extra=SECRETS)
+    assert deployer.calls() == []
+    assert "secrets versions add OPENAI_API_KEY --data-file=-" in secrets_plan.stdout
+    assert not any(value in secrets_plan.stdout for value in SECRETS.values())
+
+
+@pytest.mark.parametrize("missing", ["GOOGLE_CLOUD_PROJECT", "SUPABASE_URL", "TWILIO_ACCOUNT_SID"])
+def test_deploy_fails_early_without_a_setting(deployer: Deployer, missing: str) -> None:
+    env = {**deployer.env}
+    del env[missing]
+    result = subprocess.run(
+        [str(ROOT / "deploy.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert missing in result.stderr
+    assert deployer.calls() == []
+
+
+def test_deploy_fails_early_without_gcloud(deployer: Deployer, tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bash", "dirname", "sed", "cp", "rm", "mkdir", "cat"):
+        if found := shutil.which(tool):
+            (bare / tool).symlink_to(found)
+    result = deployer.run(extra={"PATH": str(bare)}, check=False)
+    assert result.returncode != 0
+    assert "gcloud is needed" in result.stderr
+
+
+def test_call_asks_generate_through_gcloud(deployer: Deployer) -> None:
+    deployer.run("call", 'a "quoted" fox', "+15551230001", extra={"OPERATOR_KEY": "k"})
+    call = deployer.commands("functions", "call", "generate")[0]
+    assert json.loads(flag(call, "data") or "") == {
+        "to": "+15551230001",
+        "prompt": 'a "quoted" fox',
+        "operator_key": "k",
+    }
+
+
+def test_call_needs_a_prompt_and_a_number(deployer: Deployer) -> None:
+    result = deployer.run("call", "a fox", check=False)
+    assert result.returncode != 0 and "usage" in result.stderr
+
+
+def test_logs_reads_both_functions(deployer: Deployer) -> None:
+    deployer.run("logs")
+    read = deployer.commands("functions", "logs", "read")
+    assert [[a for a in c["args"] if not a.startswith("--")][3] for c in read] == [
+        "generate",
+        "composite",
+    ]
+
+
+def test_unknown_command(deployer: Deployer) -> None:
+    result = deployer.run("launch", check=False)
+    assert result.returncode != 0 and "unknown command" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_deploy_script_is_shellcheck_clean() -> None:
+    result = subprocess.run(
+        ["shellcheck", str(ROOT / "deploy.sh")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_bundles_hold_main_shared_and_pinned_requirements(deployer: Deployer) -> None:
+    deployer.run("deploy")
+    for name in ("generate", "composite"):
+        bundle = deployer.build / name
+        assert (bundle / "main.py").read_text() == (ROOT / name / "main.py").read_text()
+        assert sorted(p.name for p in (bundle / "shared").glob("*.py")) == sorted(
+            p.name for p in (ROOT / "shared").glob("*.py")
+        )
+        assert not any(p.is_symlink() for p in bundle.rglob("*"))
+        requirements = [
+            line
+            for line in (bundle / "requirements.txt").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+        assert requirements and all("==" in line for line in requirements)
+    generate_requirements = (deployer.build / "generate" / "requirements.txt").read_text()
+    assert "pillow" not in generate_requirements.lower() and "PyJWT" not in generate_requirements
