@@ -8,12 +8,13 @@ renders Liquid, and signs its HTTP requests to `generate` with the account's aut
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from deploy.studio import load_flow
 
 from .stack import DEMO_FROM, DEMO_TO, ROOT, Ports, Stack
 from .studio_runner import (
@@ -25,19 +26,7 @@ from .studio_runner import (
     run_message,
 )
 
-FLOW_FILE = ROOT / "studio" / "flow.json"
-# The one thing to change after importing the flow into Twilio; deploy.sh fills it in.
-URL_PLACEHOLDER = "https://YOUR-GENERATE-FUNCTION-URL"
 TIMEOUT_S = 60.0
-
-
-def load_flow(generate_url: str, path: Path = FLOW_FILE) -> dict[str, Any]:
-    """The Studio flow with `generate`'s URL filled in."""
-    text = path.read_text()
-    if URL_PLACEHOLDER not in text:
-        raise ValueError(f"{path} has no {URL_PLACEHOLDER} placeholder")
-    flow: dict[str, Any] = json.loads(text.replace(URL_PLACEHOLDER, generate_url))
-    return flow
 
 
 def account_for(env: dict[str, str]) -> TwilioAccount:

@@ -41,7 +41,7 @@ FINAL_CODES = frozenset(
 REQUEST_TIMEOUT_S = 15.0
 
 
-class _RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
+class RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
     """Sends every Twilio API call to `base_url` instead of https://*.twilio.com.
 
     Only used when TWILIO_API_BASE_URL is set (the local stand-in); the SDK still does all the
@@ -76,7 +76,7 @@ class Messenger:
     def _twilio(self) -> Client:
         if self._client is None:
             http: TwilioHttpClient = (
-                _RedirectingHttpClient(self._api_base_url, timeout=REQUEST_TIMEOUT_S)
+                RedirectingHttpClient(self._api_base_url, timeout=REQUEST_TIMEOUT_S)
                 if self._api_base_url
                 else TwilioHttpClient(timeout=REQUEST_TIMEOUT_S)
             )

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from devstack.call import FLOW_FILE, URL_PLACEHOLDER, load_flow, play_call, send_text
+from deploy.studio import FLOW_FILE, URL_PLACEHOLDER, load_flow
+from devstack.call import play_call, send_text
 from devstack.studio_runner import check_flow, format_transcript
 from tests.conftest import StackClient
 
