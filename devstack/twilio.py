@@ -1,4 +1,4 @@
-"""Local stand-in for Twilio's REST Messages API (2010-04-01), good enough for the real SDK.
+"""Local stand-in for the Twilio REST APIs this project uses, good enough for the real SDK.
 
 The official `twilio` SDK talks to it unchanged once its URLs are rewritten, see
 :class:`LocalTwilioHttpClient`::
@@ -15,8 +15,14 @@ What it emulates:
   message ``sent`` -> ``delivered`` (written to ``outbox_dir``) or ``failed`` with an error code.
   ``StatusCallback`` gets signed form POSTs for each later status.
 * ``GET`` of one message, of the message list (filters and paging the SDK sends), of media.
+* Studio Flows v2 (``studio.twilio.com/v2/Flows``): validate, create, list, fetch, update,
+  delete. Definitions are checked with :func:`devstack.studio_runner.check_flow`; a failing one
+  gets 81022 with ``details.errors[]`` (``message``, ``property_path``), as Studio answers.
+* Incoming phone numbers (``.../IncomingPhoneNumbers``): list (``PhoneNumber``/``FriendlyName``
+  filters), fetch and update of the numbers in ``TwilioConfig.phone_numbers``; this is how a
+  number's voice and messaging webhooks are pointed at a Studio flow.
 * Dev-only JSON control endpoints under ``/__dev/`` (no auth): outbox, STOP list, fault
-  injection, wait-idle, reset.
+  injection, wait-idle, reset, numbers, flows.
 
 Chosen where Twilio's behaviour was not pinned down (see the project's Twilio notes):
 
@@ -26,10 +32,21 @@ Chosen where Twilio's behaviour was not pinned down (see the project's Twilio no
 * A path account SID other than the configured one is answered like bad credentials (401/20003).
 * Status callbacks carry ``ErrorCode``/``ErrorMessage`` only when there is an error, as Twilio's do.
 * Fault responses for 5xx use codes 20500/20503 and, for stand-in-only cases, 20502/20504.
+* A missing required parameter is 20001 ("Missing required parameter X in the post body").
+* Flows: an invalid ``Status`` is 81022 too (``property_path`` ``Status``); a flow's revision
+  goes up only when its definition or status changes, and its commit message is that of the
+  latest revision. Lists come in creation order and, as on Twilio, without ``definition``,
+  ``valid``, ``errors`` and ``warnings`` (fetch one flow for those).
+* Numbers: SIDs are derived from account and number, so they survive restarts and resets;
+  reset restores the start state (empty URLs). A bad URL is 21402, a bad method 21403 (the codes
+  Twilio documents for number configuration); ``PhoneNumber`` matches a part of the number with
+  ``*`` for any digit, ``FriendlyName`` matches exactly.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import hmac
 import json
 import logging
@@ -53,6 +70,8 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from devstack.studio_runner import check_flow
+
 log = logging.getLogger(__name__)
 
 DEV_ACCOUNT_SID = "AC0d5e7a11c0ffee0000d15ea5e0000001"
@@ -64,6 +83,12 @@ MAX_MEDIA = 10
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 CALLBACK_TIMEOUT_S = 5.0
+
+STUDIO_BASE_URL = "https://studio.twilio.com"
+WEBHOOKS_BASE_URL = "https://webhooks.twilio.com"
+FLOW_STATUSES = ("draft", "published")
+FLOW_INVALID_CODE = 81022
+DEFAULT_PHONE_NUMBERS = ("+15005550006",)  # Twilio's magic "valid and available" test number
 
 # Types Twilio transcodes for MMS; the only ones this project sends. The value is the outbox
 # file extension.
@@ -134,24 +159,36 @@ class TwilioConfig:
     auth_token: str = DEV_AUTH_TOKEN
     media_max_bytes: int = 5 * 1024 * 1024
     media_fetch_timeout_s: float = 10.0
+    phone_numbers: tuple[str, ...] = DEFAULT_PHONE_NUMBERS  # the account's incoming numbers
 
 
 class ApiError(Exception):
-    """A Twilio REST error; rendered as ``{code, message, more_info, status}``."""
+    """A Twilio REST error; rendered as ``{code, message, more_info, status[, details]}``."""
 
-    def __init__(self, code: int, message: str, status: int = 400) -> None:
+    def __init__(
+        self, code: int, message: str, status: int = 400, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.details = details
 
     def body(self) -> dict[str, Any]:
-        return {
+        # No "type"/"title" keys: with those the SDK would raise TwilioServiceException instead.
+        body: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
             "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
             "status": self.status,
         }
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+def _missing(name: str) -> ApiError:
+    return ApiError(20001, f"Missing required parameter {name} in the post body")
 
 
 class DeliveryError(Exception):
@@ -219,18 +256,59 @@ class FetchedMedia:
 
 
 @dataclass
-class ListQuery:
+class Paging:
+    """Paging of a list request, and its filters as sent (echoed into the paging URIs)."""
+
+    filters: list[tuple[str, str]]
+    page: int = 0
+    page_size: int = DEFAULT_PAGE_SIZE
+    page_token: str | None = None
+
+
+@dataclass
+class ListQuery(Paging):
     """Filters and paging of a message list request (names as the SDK sends them)."""
 
-    filters: list[tuple[str, str]]  # the raw filter pairs, echoed into paging URIs
     to: str | None = None
     from_: str | None = None
     sent_on: date | None = None
     sent_before: datetime | date | None = None
     sent_after: datetime | date | None = None
-    page: int = 0
-    page_size: int = DEFAULT_PAGE_SIZE
-    page_token: str | None = None
+
+
+@dataclass
+class FlowRecord:
+    """A Studio flow; `definition` is the parsed JSON object."""
+
+    sid: str
+    friendly_name: str
+    definition: dict[str, Any]
+    status: str
+    commit_message: str | None
+    author_sid: str | None
+    date_created: datetime
+    date_updated: datetime
+    revision: int = 1
+
+
+@dataclass
+class FlowChange:
+    """A validated flow update; None leaves a field as it is (Status is always given)."""
+
+    status: str
+    definition: dict[str, Any] | None = None
+    friendly_name: str | None = None
+    commit_message: str | None = None
+    author_sid: str | None = None
+
+
+@dataclass
+class NumberRecord:
+    sid: str
+    phone_number: str
+    settings: dict[str, Any]  # the writable resource fields, keyed by their JSON names
+    date_created: datetime
+    date_updated: datetime
 
 
 def _now() -> datetime:
@@ -243,6 +321,11 @@ def _rfc2822(value: datetime | None) -> str | None:
 
 def _new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
+
+
+def _iso8601(value: datetime) -> str:
+    """Studio v2 dates: ``2017-11-06T12:00:00Z`` (the SDK parses exactly this form)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +464,315 @@ def outbox_entry(record: MessageRecord, account_sid: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# Studio flows: checks of a request and JSON shapes
+# --------------------------------------------------------------------------------------------
+
+# check_flow quotes names with repr(): either quote style, with backslash escapes.
+_QUOTED = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+_STATE_AT = re.compile(r"states\[(\d+)\]")
+_WIDGET_NAMED = re.compile(rf"widget {_QUOTED}")
+_TRANSITION_AT = re.compile(r"transitions\[(\d+)\]")
+_TRANSITION_OF = re.compile(rf"transition {_QUOTED}")
+_PROPERTY_NAMED = re.compile(rf"property {_QUOTED}")
+_TOP_LEVEL_KEY = re.compile(rf"(?:unexpected top-level key )?{_QUOTED}")
+
+
+def _pointer(*parts: object) -> str:
+    """A JSON pointer into the definition, written like Studio's ``#/states/3/properties/url``."""
+    escaped = (str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    return "/".join(("#", *escaped))
+
+
+def _index_of(items: Any, key: str, value: str) -> int | None:
+    """Index of the first object in the list `items` whose `key` is `value`."""
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get(key) == value:
+            return index
+    return None
+
+
+def _widget_path(problem: str, match: re.Match[str], definition: Any) -> str:
+    states = definition.get("states") if isinstance(definition, dict) else None
+    index = _index_of(states, "name", ast.literal_eval(match[1]))
+    if index is None:
+        return _pointer("states")
+    if transition := _TRANSITION_AT.search(problem, match.end()):
+        return _pointer("states", index, "transitions", transition[1])
+    if event := _TRANSITION_OF.search(problem, match.end()):
+        transitions = states[index].get("transitions") if isinstance(states, list) else None
+        position = _index_of(transitions, "event", ast.literal_eval(event[1]))
+        if position is not None:
+            return _pointer("states", index, "transitions", position)
+    if prop := _PROPERTY_NAMED.search(problem, match.end()):
+        return _pointer("states", index, "properties", ast.literal_eval(prop[1]))
+    return _pointer("states", index)
+
+
+def property_path(problem: str, definition: Any) -> str:
+    """Where in `definition` a :func:`check_flow` problem lies, as a JSON pointer.
+
+    check_flow reports readable lines, not paths; their wording is regular enough to map back
+    (``states[2] ...``, ``widget 'Gather' (...): property 'hints' ...``, ``'flags' must ...``).
+    """
+    if problem.startswith(("duplicate widget name", "more than one trigger")):
+        return _pointer("states")
+    if problem.startswith("initial_state "):
+        return _pointer("initial_state")
+    if match := _STATE_AT.match(problem):
+        return _pointer("states", match[1])
+    if match := _WIDGET_NAMED.match(problem):
+        return _widget_path(problem, match, definition)
+    if match := _TOP_LEVEL_KEY.match(problem):
+        return _pointer(ast.literal_eval(match[1]))
+    return "#"
+
+
+def _flow_invalid(errors: list[dict[str, str]]) -> ApiError:
+    details = {"errors": errors}
+    return ApiError(FLOW_INVALID_CODE, "Flow definition validation failed", details=details)
+
+
+def parse_definition(raw: str) -> dict[str, Any]:
+    """The parsed ``Definition`` parameter; 81022 listing every problem when it is no valid flow."""
+    try:
+        definition = json.loads(raw)
+    except ValueError as exc:
+        message = f"Definition is not valid JSON: {exc}"
+        raise _flow_invalid([{"message": message, "property_path": "#"}]) from exc
+    problems = check_flow(definition)
+    if problems or not isinstance(definition, dict):  # check_flow reports any non-object
+        paths = [property_path(problem, definition) for problem in problems]
+        errors = [{"message": m, "property_path": p} for m, p in zip(problems, paths, strict=True)]
+        raise _flow_invalid(errors)
+    return definition
+
+
+def _flow_status(status: str) -> str:
+    if status not in FLOW_STATUSES:
+        message = f"Status must be one of {', '.join(FLOW_STATUSES)}, not {status!r}"
+        raise _flow_invalid([{"message": message, "property_path": "Status"}])
+    return status
+
+
+def parse_new_flow(form: MultiDict[str, str]) -> FlowRecord:
+    """A new flow from a create or Validate form; raise `ApiError` on the first problem."""
+    for name in ("FriendlyName", "Status", "Definition"):
+        if not form.get(name):
+            raise _missing(name)
+    status = _flow_status(form["Status"])
+    definition = parse_definition(form["Definition"])
+    now = _now()
+    return FlowRecord(
+        sid=_new_sid("FW"),
+        friendly_name=form["FriendlyName"],
+        definition=definition,
+        status=status,
+        commit_message=form.get("CommitMessage") or None,
+        author_sid=form.get("AuthorSid") or None,
+        date_created=now,
+        date_updated=now,
+    )
+
+
+def parse_flow_change(form: MultiDict[str, str]) -> FlowChange:
+    """An update form: ``Status`` is required; a ``Definition`` replaces the whole definition."""
+    if not form.get("Status"):
+        raise _missing("Status")
+    status = _flow_status(form["Status"])
+    raw = form.get("Definition")
+    return FlowChange(
+        status=status,
+        definition=parse_definition(raw) if raw is not None else None,
+        friendly_name=form.get("FriendlyName") or None,
+        commit_message=form.get("CommitMessage") or None,
+        author_sid=form.get("AuthorSid") or None,
+    )
+
+
+def apply_flow_change(record: FlowRecord, change: FlowChange, now: datetime) -> None:
+    """Update `record`; a new revision only when the definition or the status changes.
+
+    A deploy script re-sending the same flow must not pile up revisions (nor appear to change).
+    """
+    definition = record.definition if change.definition is None else change.definition
+    if definition != record.definition or change.status != record.status:
+        record.revision += 1
+        record.definition, record.status = definition, change.status
+        record.commit_message = change.commit_message  # it describes this revision
+        record.author_sid = change.author_sid or record.author_sid
+        record.date_updated = now
+    if change.friendly_name is not None and change.friendly_name != record.friendly_name:
+        record.friendly_name = change.friendly_name
+        record.date_updated = now
+
+
+def flow_webhook_url(account_sid: str, flow_sid: str) -> str:
+    """The URL that starts the flow; a number's voice and SMS URLs are set to it."""
+    return f"{WEBHOOKS_BASE_URL}/v1/Accounts/{account_sid}/Flows/{flow_sid}"
+
+
+def flow_resource(record: FlowRecord, account_sid: str, *, listed: bool = False) -> dict[str, Any]:
+    """The FlowInstance JSON; a list item lacks the definition and its checks, as on Twilio."""
+    url = f"{STUDIO_BASE_URL}/v2/Flows/{record.sid}"
+    links = {"test_users": "TestUsers", "revisions": "Revisions", "executions": "Executions"}
+    return {
+        "sid": record.sid,
+        "account_sid": account_sid,
+        "author_sid": record.author_sid,
+        "friendly_name": record.friendly_name,
+        "definition": None if listed else record.definition,
+        "status": record.status,
+        "revision": record.revision,
+        "commit_message": record.commit_message,
+        "valid": None if listed else True,  # an invalid definition is never stored
+        "errors": None if listed else [],
+        "warnings": None if listed else [],
+        "date_created": _iso8601(record.date_created),
+        "date_updated": _iso8601(record.date_updated),
+        "webhook_url": flow_webhook_url(account_sid, record.sid),
+        "url": url,
+        "links": {name: f"{url}/{path}" for name, path in links.items()},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Incoming phone numbers: checks of an update and JSON shape
+# --------------------------------------------------------------------------------------------
+
+# Writable fields of a number: form parameter -> (JSON field, kind of value).
+_NUMBER_PARAMS: dict[str, tuple[str, str]] = {
+    "FriendlyName": ("friendly_name", "text"),
+    "ApiVersion": ("api_version", "text"),
+    "VoiceUrl": ("voice_url", "url"),
+    "VoiceMethod": ("voice_method", "method"),
+    "VoiceFallbackUrl": ("voice_fallback_url", "url"),
+    "VoiceFallbackMethod": ("voice_fallback_method", "method"),
+    "VoiceApplicationSid": ("voice_application_sid", "text"),
+    "VoiceCallerIdLookup": ("voice_caller_id_lookup", "bool"),
+    "VoiceReceiveMode": ("voice_receive_mode", "text"),
+    "SmsUrl": ("sms_url", "url"),
+    "SmsMethod": ("sms_method", "method"),
+    "SmsFallbackUrl": ("sms_fallback_url", "url"),
+    "SmsFallbackMethod": ("sms_fallback_method", "method"),
+    "SmsApplicationSid": ("sms_application_sid", "text"),
+    "StatusCallback": ("status_callback", "url"),
+    "StatusCallbackMethod": ("status_callback_method", "method"),
+    "TrunkSid": ("trunk_sid", "text"),
+    "IdentitySid": ("identity_sid", "text"),
+    "AddressSid": ("address_sid", "text"),
+    "BundleSid": ("bundle_sid", "text"),
+    "EmergencyStatus": ("emergency_status", "text"),
+    "EmergencyAddressSid": ("emergency_address_sid", "text"),
+}
+# A number as bought: no webhooks, Twilio's default methods.
+_NUMBER_DEFAULTS: dict[str, Any] = {
+    "api_version": API_VERSION,
+    "voice_url": "",
+    "voice_method": "POST",
+    "voice_fallback_url": "",
+    "voice_fallback_method": "POST",
+    "voice_application_sid": "",
+    "voice_caller_id_lookup": False,
+    "voice_receive_mode": "voice",
+    "sms_url": "",
+    "sms_method": "POST",
+    "sms_fallback_url": "",
+    "sms_fallback_method": "POST",
+    "sms_application_sid": "",
+    "status_callback": "",
+    "status_callback_method": "POST",
+    "trunk_sid": None,
+    "identity_sid": None,
+    "address_sid": None,
+    "bundle_sid": None,
+    "emergency_status": "Inactive",
+    "emergency_address_sid": None,
+}
+
+
+def _number_sid(account_sid: str, phone_number: str) -> str:
+    # Derived, not random: a SID noted once keeps working across stand-in restarts and resets.
+    return "PN" + hashlib.sha256(f"{account_sid}:{phone_number}".encode()).hexdigest()[:32]
+
+
+def _display_number(phone_number: str) -> str:
+    """Twilio's default friendly name: ``(500) 555-0006`` for a +1 number, else as given."""
+    digits = phone_number.removeprefix("+1")
+    if phone_number.startswith("+1") and len(digits) == 10:
+        return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
+    return phone_number
+
+
+def new_number(account_sid: str, phone_number: str, now: datetime) -> NumberRecord:
+    if _E164.fullmatch(phone_number) is None:
+        raise ValueError(f"TwilioConfig.phone_numbers: {phone_number!r} is not E.164")
+    settings = {**_NUMBER_DEFAULTS, "friendly_name": _display_number(phone_number)}
+    return NumberRecord(_number_sid(account_sid, phone_number), phone_number, settings, now, now)
+
+
+def _number_value(param: str, kind: str, raw: str) -> Any:
+    if kind == "url" and raw and not _is_http_url(raw):  # "" clears a URL
+        raise ApiError(21402, f"{param} is not a valid URL: {raw}")
+    if kind == "method":
+        if raw.upper() not in ("GET", "POST"):
+            raise ApiError(21403, f"{param} must be GET or POST, not {raw!r}")
+        return raw.upper()
+    if kind == "bool":
+        if raw.lower() not in ("true", "false"):
+            raise ApiError(20001, f"Invalid {param}: {raw}")
+        return raw.lower() == "true"
+    return raw
+
+
+def parse_number_update(form: MultiDict[str, str], account_sid: str) -> dict[str, Any]:
+    """The fields an update sets, all checked before any is applied; unknown parameters are
+    ignored, as Twilio does."""
+    # AccountSid on update moves the number to another (sub)account; the stand-in has one.
+    if form.get("AccountSid", account_sid) != account_sid:
+        raise ApiError(20001, "Numbers cannot move to another account in the stand-in")
+    return {
+        field: _number_value(param, kind, form[param])
+        for param, (field, kind) in _NUMBER_PARAMS.items()
+        if param in form
+    }
+
+
+def number_matches(
+    record: NumberRecord, phone_number: str | None, friendly_name: str | None, origin: str | None
+) -> bool:
+    """The list filters: ``PhoneNumber`` is any part of the number, ``*`` standing for a digit."""
+    if phone_number is not None:
+        pattern = re.escape(phone_number).replace(r"\*", r"\d")
+        if re.search(pattern, record.phone_number) is None:
+            return False
+    if friendly_name is not None and record.settings["friendly_name"] != friendly_name:
+        return False
+    return origin is None or origin == "twilio"  # all the stand-in's numbers are Twilio's own
+
+
+def number_resource(record: NumberRecord, account_sid: str) -> dict[str, Any]:
+    """The IncomingPhoneNumberInstance JSON Twilio answers with."""
+    uri = f"{_account_path(account_sid)}/IncomingPhoneNumbers/{record.sid}"
+    return {
+        "account_sid": account_sid,
+        "address_requirements": "none",
+        "beta": False,
+        "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+        "date_created": _rfc2822(record.date_created),
+        "date_updated": _rfc2822(record.date_updated),
+        "emergency_address_status": "unregistered",
+        "origin": "twilio",
+        "phone_number": record.phone_number,
+        "sid": record.sid,
+        "status": "in-use",
+        "subresource_uris": {"assigned_add_ons": f"{uri}/AssignedAddOns.json"},
+        "type": "local",
+        "uri": f"{uri}.json",
+        **record.settings,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # Media fetching (what Twilio does after accepting an MMS)
 # --------------------------------------------------------------------------------------------
 
@@ -483,9 +875,19 @@ def _parse_page_size(raw: str | None) -> int:
     return min(int(raw), MAX_PAGE_SIZE)
 
 
+def parse_paging(args: MultiDict[str, str], filter_names: Iterable[str] = ()) -> Paging:
+    page = args.get("Page", "0")
+    return Paging(
+        filters=[(name, args[name]) for name in filter_names if name in args],
+        page=int(page) if page.isdigit() else 0,
+        page_size=_parse_page_size(args.get("PageSize")),
+        page_token=args.get("PageToken") or None,
+    )
+
+
 def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
-    filter_names = ("To", "From", "DateSent", "DateSent<", "DateSent>")
-    query = ListQuery(filters=[(name, args[name]) for name in filter_names if name in args])
+    paging = parse_paging(args, ("To", "From", "DateSent", "DateSent<", "DateSent>"))
+    query = ListQuery(paging.filters, paging.page, paging.page_size, paging.page_token)
     query.to = args.get("To")
     query.from_ = args.get("From")
     if "DateSent" in args:
@@ -495,10 +897,6 @@ def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
         query.sent_before = _parse_when("DateSent<", args["DateSent<"])
     if "DateSent>" in args:
         query.sent_after = _parse_when("DateSent>", args["DateSent>"])
-    page = args.get("Page", "0")
-    query.page = int(page) if page.isdigit() else 0
-    query.page_size = _parse_page_size(args.get("PageSize"))
-    query.page_token = args.get("PageToken") or None
     return query
 
 
@@ -529,11 +927,11 @@ def matches(record: MessageRecord, query: ListQuery) -> bool:
     )
 
 
-def _page_start(sids: list[str], query: ListQuery) -> tuple[int, int]:
-    """Start and end (exclusive) indexes of the page in the newest-first `sids`.
+def _page_start(sids: list[str], query: Paging) -> tuple[int, int]:
+    """Start and end (exclusive) indexes of the page in the listed `sids`.
 
-    Page tokens are cursors, like Twilio's: ``PA<sid>`` = the page after that message,
-    ``PB<sid>`` = the page before it. New messages arriving between pages then neither repeat
+    Page tokens are cursors, like Twilio's: ``PA<sid>`` = the page after that record,
+    ``PB<sid>`` = the page before it. New records arriving between pages then neither repeat
     nor skip records.
     """
     token = query.page_token
@@ -549,37 +947,82 @@ def _page_start(sids: list[str], query: ListQuery) -> tuple[int, int]:
     return max(0, index - query.page_size), index
 
 
-def _page_uri(path: str, query: ListQuery, page: int, token: str | None) -> str:
+def _page_uri(path: str, query: Paging, page: int, token: str | None) -> str:
     pairs = [*query.filters, ("PageSize", str(query.page_size)), ("Page", str(page))]
     if token:
         pairs.append(("PageToken", token))
     return f"{path}?{urlencode(pairs)}"
 
 
-def page_envelope(
-    records: list[MessageRecord], query: ListQuery, path: str, account_sid: str
-) -> dict[str, Any]:
-    """One page of the newest-first `records`, in Twilio's 2010-04-01 paging envelope."""
-    sids = [record.sid for record in records]
-    start, end = _page_start(sids, query)
-    page_records = records[start:end]
+def _neighbour_uris(
+    sids: list[str], start: int, end: int, query: Paging, path: str
+) -> tuple[str | None, str | None]:
+    """URIs of the next and previous page (None at either end) of ``sids[start:end]``."""
+    shown = sids[start:end]
     next_uri = None
-    if page_records and end < len(records):
-        next_uri = _page_uri(path, query, query.page + 1, "PA" + page_records[-1].sid)
+    if shown and end < len(sids):
+        next_uri = _page_uri(path, query, query.page + 1, "PA" + shown[-1])
     previous_uri = None
-    if page_records and start > 0:
-        previous_uri = _page_uri(path, query, max(0, query.page - 1), "PB" + page_records[0].sid)
-    return {
-        "messages": [message_resource(record, account_sid) for record in page_records],
+    if shown and start > 0:
+        previous_uri = _page_uri(path, query, max(0, query.page - 1), "PB" + shown[0])
+    return next_uri, previous_uri
+
+
+def _paging_2010(sids: list[str], query: Paging, path: str) -> tuple[slice, dict[str, Any]]:
+    """The page's slice of the listed `sids` and the 2010-04-01 paging fields (relative URIs)."""
+    start, end = _page_start(sids, query)
+    shown = len(sids[start:end])
+    next_uri, previous_uri = _neighbour_uris(sids, start, end, query, path)
+    fields = {
         "page": query.page,
         "page_size": query.page_size,
         "start": start,
-        "end": start + max(0, len(page_records) - 1),
+        "end": start + max(0, shown - 1),
         "uri": _page_uri(path, query, query.page, query.page_token),
         "first_page_uri": _page_uri(path, query, 0, None),
         "next_page_uri": next_uri,
         "previous_page_uri": previous_uri,
     }
+    return slice(start, end), fields
+
+
+def page_envelope(
+    records: list[MessageRecord], query: ListQuery, path: str, account_sid: str
+) -> dict[str, Any]:
+    """One page of the newest-first message `records`."""
+    window, fields = _paging_2010([record.sid for record in records], query, path)
+    shown = [message_resource(record, account_sid) for record in records[window]]
+    return {"messages": shown, **fields}
+
+
+def envelope_2010(
+    key: str, resources: list[dict[str, Any]], query: Paging, path: str
+) -> dict[str, Any]:
+    """One page of all listed `resources` in the 2010-04-01 envelope, under `key`."""
+    window, fields = _paging_2010([resource["sid"] for resource in resources], query, path)
+    return {key: resources[window], **fields}
+
+
+def envelope_v2(
+    key: str, resources: list[dict[str, Any]], query: Paging, url: str
+) -> dict[str, Any]:
+    """One page in the envelope of the newer APIs (Studio v2): ``meta`` with absolute URLs.
+
+    The SDK finds the records through ``meta.key`` and follows ``meta.next_page_url`` as is.
+    """
+    sids = [resource["sid"] for resource in resources]
+    start, end = _page_start(sids, query)
+    next_url, previous_url = _neighbour_uris(sids, start, end, query, url)
+    meta = {
+        "key": key,
+        "page": query.page,
+        "page_size": query.page_size,
+        "url": _page_uri(url, query, query.page, query.page_token),
+        "first_page_url": _page_uri(url, query, 0, None),
+        "next_page_url": next_url,
+        "previous_page_url": previous_url,
+    }
+    return {key: resources[start:end], "meta": meta}
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,12 +1030,109 @@ def page_envelope(
 # --------------------------------------------------------------------------------------------
 
 
+class FlowStore:
+    """The account's Studio flows, in creation order."""
+
+    def __init__(self, account_sid: str) -> None:
+        self.account_sid = account_sid
+        self._lock = threading.Lock()
+        self._flows: dict[str, FlowRecord] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._flows.clear()
+
+    def add(self, record: FlowRecord) -> dict[str, Any]:
+        with self._lock:
+            self._flows[record.sid] = record
+            log.info("created flow %s %r", record.sid, record.friendly_name)
+            return flow_resource(record, self.account_sid)
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._flows.get(sid)
+            return flow_resource(record, self.account_sid) if record else None
+
+    def update(self, sid: str, change: FlowChange) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._flows.get(sid)
+            if record is None:
+                return None
+            apply_flow_change(record, change, _now())
+            return flow_resource(record, self.account_sid)
+
+    def delete(self, sid: str) -> bool:
+        with self._lock:
+            return self._flows.pop(sid, None) is not None
+
+    def listed(self) -> list[dict[str, Any]]:
+        """What ``GET /v2/Flows`` shows of each flow."""
+        with self._lock:
+            return [
+                flow_resource(item, self.account_sid, listed=True) for item in self._flows.values()
+            ]
+
+    def complete(self) -> list[dict[str, Any]]:
+        """Every flow with its definition (for ``/__dev/flows``)."""
+        with self._lock:
+            return [flow_resource(item, self.account_sid) for item in self._flows.values()]
+
+
+class NumberStore:
+    """The account's incoming phone numbers: those of ``TwilioConfig.phone_numbers``."""
+
+    def __init__(self, account_sid: str, phone_numbers: Iterable[str]) -> None:
+        self.account_sid = account_sid
+        self._phone_numbers = tuple(phone_numbers)
+        self._lock = threading.Lock()
+        self._numbers: dict[str, NumberRecord] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the numbers as configured, with no webhooks."""
+        now = _now()
+        fresh = [new_number(self.account_sid, number, now) for number in self._phone_numbers]
+        with self._lock:
+            self._numbers = {record.sid: record for record in fresh}
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._numbers.get(sid)
+            return number_resource(record, self.account_sid) if record else None
+
+    def update(self, sid: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._numbers.get(sid)
+            if record is None:
+                return None
+            record.settings.update(settings)
+            record.date_updated = _now()
+            log.info("updated number %s: %s", record.phone_number, sorted(settings))
+            return number_resource(record, self.account_sid)
+
+    def listed(
+        self,
+        phone_number: str | None = None,
+        friendly_name: str | None = None,
+        origin: str | None = None,
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                number_resource(record, self.account_sid)
+                for record in self._numbers.values()
+                if number_matches(record, phone_number, friendly_name, origin)
+            ]
+
+
 class TwilioEmulator:
-    """Messages, STOP list and faults of one stand-in; lives at ``app.extensions["twilio"]``."""
+    """State of one stand-in (messages, STOP list, faults, flows, numbers); lives at
+    ``app.extensions["twilio"]``."""
 
     def __init__(self, config: TwilioConfig) -> None:
         self.config = config
         config.outbox_dir.mkdir(parents=True, exist_ok=True)
+        self.flows = FlowStore(config.account_sid)
+        self.numbers = NumberStore(config.account_sid, config.phone_numbers)
         self._lock = threading.Lock()  # guards all state below and outbox writes
         self._messages: dict[str, MessageRecord] = {}
         self._opted_out: set[str] = set()
@@ -613,7 +1153,10 @@ class TwilioEmulator:
         self.closing.set()
 
     def reset(self) -> None:
-        """Forget messages, STOP list and faults, and empty the outbox of our files."""
+        """Forget messages, STOP list, faults and flows, empty the outbox of our files, and put
+        the numbers back as configured."""
+        self.flows.reset()
+        self.numbers.reset()
         with self._lock:
             self._messages.clear()
             self._opted_out.clear()
@@ -810,6 +1353,8 @@ class TwilioEmulator:
 # --------------------------------------------------------------------------------------------
 
 api = flask.Blueprint("twilio_api", __name__, url_prefix=f"/{API_VERSION}/Accounts/<account_sid>")
+# studio.twilio.com: LocalTwilioHttpClient keeps only the path, so it shares this server.
+studio = flask.Blueprint("twilio_studio", __name__, url_prefix="/v2")
 dev = flask.Blueprint("twilio_dev", __name__, url_prefix="/__dev")
 
 
@@ -834,15 +1379,25 @@ def _credentials_match(config: TwilioConfig) -> bool:
     return user_ok and password_ok
 
 
+def _unauthorized() -> flask.Response:
+    response = _json(ApiError(20003, "Authenticate", status=401).body(), 401)
+    response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+    return response
+
+
 @api.before_request
 def _authenticate() -> flask.Response | None:
     config = _emulator().config
     path_sid = (flask.request.view_args or {}).get("account_sid")
     if _credentials_match(config) and path_sid == config.account_sid:
         return None
-    response = _json(ApiError(20003, "Authenticate", status=401).body(), 401)
-    response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-    return response
+    return _unauthorized()
+
+
+@studio.before_request
+def _authenticate_studio() -> flask.Response | None:
+    # Studio paths carry no account SID: the credentials alone name the account.
+    return None if _credentials_match(_emulator().config) else _unauthorized()
 
 
 def _strip_json(name: str) -> str:
@@ -948,6 +1503,85 @@ def fetch_media_item(account_sid: str, sid: str, name: str) -> flask.Response:
     return flask.send_file(item.path, mimetype=item.content_type)
 
 
+@api.get("/IncomingPhoneNumbers.json")
+def list_numbers(account_sid: str) -> flask.Response:
+    args = flask.request.args
+    query = parse_paging(args, ("PhoneNumber", "FriendlyName", "Origin", "Beta"))
+    numbers = _emulator().numbers.listed(
+        args.get("PhoneNumber"), args.get("FriendlyName"), args.get("Origin")
+    )
+    return _json(envelope_2010("incoming_phone_numbers", numbers, query, flask.request.path))
+
+
+@api.get("/IncomingPhoneNumbers/<name>")
+def fetch_number(account_sid: str, name: str) -> flask.Response:
+    resource = _emulator().numbers.get(_strip_json(name))
+    if resource is None:
+        raise _not_found()
+    return _json(resource)
+
+
+@api.post("/IncomingPhoneNumbers/<name>")
+def update_number(account_sid: str, name: str) -> flask.Response:
+    numbers = _emulator().numbers
+    sid = _strip_json(name)
+    if numbers.get(sid) is None:  # an unknown number is 404 whatever the form holds
+        raise _not_found()
+    resource = numbers.update(sid, parse_number_update(flask.request.form, account_sid))
+    if resource is None:
+        raise _not_found()
+    return _json(resource)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP: Studio Flows v2
+# --------------------------------------------------------------------------------------------
+
+
+@studio.post("/Flows/Validate")
+def validate_flow() -> flask.Response:
+    parse_new_flow(flask.request.form)  # raises 81022 (or 20001) when it would not be accepted
+    return _json({"valid": True})
+
+
+@studio.post("/Flows")
+def create_flow() -> flask.Response:
+    return _json(_emulator().flows.add(parse_new_flow(flask.request.form)), 201)
+
+
+@studio.get("/Flows")
+def list_flows() -> flask.Response:
+    query = parse_paging(flask.request.args)
+    flows = _emulator().flows.listed()
+    return _json(envelope_v2("flows", flows, query, f"{STUDIO_BASE_URL}/v2/Flows"))
+
+
+@studio.get("/Flows/<sid>")
+def fetch_flow(sid: str) -> flask.Response:
+    resource = _emulator().flows.get(sid)
+    if resource is None:
+        raise _not_found()
+    return _json(resource)
+
+
+@studio.post("/Flows/<sid>")
+def update_flow(sid: str) -> flask.Response:
+    flows = _emulator().flows
+    if flows.get(sid) is None:  # an unknown flow is 404 whatever the form holds
+        raise _not_found()
+    resource = flows.update(sid, parse_flow_change(flask.request.form))
+    if resource is None:
+        raise _not_found()
+    return _json(resource)
+
+
+@studio.delete("/Flows/<sid>")
+def delete_flow(sid: str) -> flask.Response:
+    if not _emulator().flows.delete(sid):
+        raise _not_found()
+    return flask.Response(status=204)
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP: dev-only control endpoints (no auth; never part of Twilio's API)
 # --------------------------------------------------------------------------------------------
@@ -1026,6 +1660,16 @@ def dev_wait_idle() -> flask.Response:
     return _json({"idle": idle}, 200 if idle else 408)
 
 
+@dev.get("/numbers")
+def dev_numbers() -> flask.Response:
+    return _json({"numbers": _emulator().numbers.listed()})
+
+
+@dev.get("/flows")
+def dev_flows() -> flask.Response:
+    return _json({"flows": _emulator().flows.complete()})
+
+
 @dev.post("/reset")
 def dev_reset() -> flask.Response:
     _emulator().reset()
@@ -1053,10 +1697,11 @@ def _http_error(error: HTTPException) -> flask.Response:
 
 
 def create_app(config: TwilioConfig) -> flask.Flask:
-    """A Flask app emulating Twilio's Messages API; state at ``app.extensions["twilio"]``."""
+    """A Flask app emulating the Twilio APIs above; state at ``app.extensions["twilio"]``."""
     app = flask.Flask(__name__)
     app.extensions["twilio"] = TwilioEmulator(config)
     app.register_blueprint(api)
+    app.register_blueprint(studio)
     app.register_blueprint(dev)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +18,7 @@ import flask
 import pytest
 import requests
 from PIL import Image
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -35,7 +35,9 @@ from devstack.twilio import (
 SENDER = "+15017122661"
 ALICE = "+15558675310"
 BOB = "+15558675311"
+NUMBER = "+15005550006"  # the stand-in's default incoming number
 WAIT_S = 10.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_jpeg() -> bytes:
@@ -404,3 +406,303 @@ def test_rewrite_twilio_url_keeps_path_and_query():
     )
     for untouched in ["https://example.com/", "http://api.twilio.com/", "https://eviltwilio.com/"]:
         assert rewrite_twilio_url(untouched, base) == untouched
+
+
+# --- Studio flows ----------------------------------------------------------------------------
+
+
+def hello_flow(text: str = "Hello") -> dict[str, Any]:
+    """A minimal valid flow: a call hears `text`; messages and requests end at once."""
+    return {
+        "description": "Hello",
+        "states": [
+            {
+                "name": "Trigger",
+                "type": "trigger",
+                "transitions": [
+                    {"event": "incomingMessage"},
+                    {"event": "incomingCall", "next": "Hello"},
+                    {"event": "incomingRequest"},
+                ],
+                "properties": {"offset": {"x": 0, "y": 0}},
+            },
+            {
+                "name": "Hello",
+                "type": "say-play",
+                "transitions": [{"event": "audioComplete"}],
+                "properties": {"say": text, "offset": {"x": 0, "y": 200}},
+            },
+        ],
+        "initial_state": "Trigger",
+        "flags": {"allow_concurrent_calls": True},
+    }
+
+
+def broken_flow() -> dict[str, Any]:
+    flow = hello_flow()
+    flow["states"][1]["properties"]["loop"] = "twice"  # must be an integer
+    flow["states"][0]["transitions"][1]["next"] = "Missing"
+    return flow
+
+
+def create_flow(client: Client, name: str = "phone bot", **kwargs: Any) -> Any:
+    kwargs.setdefault("status", "published")
+    kwargs.setdefault("definition", hello_flow())
+    return client.studio.v2.flows.create(friendly_name=name, **kwargs)
+
+
+def test_flow_validate_accepts_a_valid_definition(client):
+    result = client.studio.v2.flow_validate.update(
+        friendly_name="phone bot", status="published", definition=hello_flow()
+    )
+    assert result.valid is True
+
+
+def test_the_project_flow_validates(client):
+    definition = json.loads((REPO / "studio" / "flow.json").read_text())
+    result = client.studio.v2.flow_validate.update(
+        friendly_name="phone bot", status="draft", definition=definition
+    )
+    assert result.valid is True
+
+
+def test_flow_validate_reports_81022_with_details(client):
+    with pytest.raises(TwilioRestException) as caught:
+        client.studio.v2.flow_validate.update(
+            friendly_name="phone bot", status="published", definition=broken_flow()
+        )
+    error = caught.value
+    assert (error.status, error.code) == (400, 81022)
+    assert "Flow definition validation failed" in error.msg
+    paths = {item["property_path"]: item["message"] for item in error.details["errors"]}
+    assert "loop" in paths["#/states/1/properties/loop"]
+    assert "'Missing'" in paths["#/states/0/transitions/1"]
+
+
+@pytest.mark.parametrize(
+    ("form", "code", "property_path"),
+    [
+        ({"Status": "live", "Definition": json.dumps(hello_flow())}, 81022, "Status"),
+        ({"Status": "draft", "Definition": "{not json"}, 81022, "#"),
+        ({"Status": "draft", "Definition": "[]"}, 81022, "#"),
+        ({"Status": "draft"}, 20001, None),
+        ({"Definition": json.dumps(hello_flow())}, 20001, None),
+    ],
+)
+def test_flow_validate_rejects_bad_forms(stand_in, form, code, property_path):
+    response = requests.post(
+        f"{stand_in.url}/v2/Flows/Validate",
+        data={"FriendlyName": "phone bot", **form},
+        auth=(DEV_ACCOUNT_SID, DEV_AUTH_TOKEN),
+        timeout=WAIT_S,
+    )
+    body = response.json()
+    assert (response.status_code, body["code"], body["status"]) == (400, code, 400)
+    if property_path is not None:
+        assert [item["property_path"] for item in body["details"]["errors"]] == [property_path]
+
+
+def test_flow_create_fetch_and_list(client):
+    flow = create_flow(client, commit_message="first")
+
+    assert flow.sid.startswith("FW") and len(flow.sid) == 34
+    assert (flow.account_sid, flow.friendly_name, flow.status) == (
+        DEV_ACCOUNT_SID,
+        "phone bot",
+        "published",
+    )
+    assert (flow.revision, flow.commit_message, flow.valid) == (1, "first", True)
+    assert (flow.errors, flow.warnings, flow.definition) == ([], [], hello_flow())
+    assert flow.webhook_url == (
+        f"https://webhooks.twilio.com/v1/Accounts/{DEV_ACCOUNT_SID}/Flows/{flow.sid}"
+    )
+    assert flow.url == f"https://studio.twilio.com/v2/Flows/{flow.sid}"
+    assert flow.links["revisions"] == f"{flow.url}/Revisions"
+    assert flow.date_created is not None and flow.date_updated == flow.date_created
+
+    fetched = client.studio.v2.flows(flow.sid).fetch()
+    assert (fetched.sid, fetched.revision, fetched.definition) == (flow.sid, 1, hello_flow())
+
+    (listed,) = client.studio.v2.flows.list()
+    assert (listed.sid, listed.friendly_name, listed.revision) == (flow.sid, "phone bot", 1)
+    assert listed.definition is None  # as on Twilio: a list leaves the definition out
+
+
+def test_flow_list_pages_through_meta_urls(client):
+    sids = [create_flow(client, name=f"flow {index}").sid for index in range(3)]
+    assert [flow.sid for flow in client.studio.v2.flows.list(page_size=2)] == sids
+    page = client.studio.v2.flows.page(page_size=2)
+    assert [flow.sid for flow in page.next_page()] == sids[2:]
+
+
+def test_flow_update_bumps_revision_only_on_change(client):
+    flow = create_flow(client, status="draft")
+    context = client.studio.v2.flows(flow.sid)
+
+    changed = context.update(
+        status="published", definition=hello_flow("Hi there"), commit_message="greet"
+    )
+    assert (changed.revision, changed.status, changed.commit_message) == (2, "published", "greet")
+    assert changed.definition == hello_flow("Hi there")
+
+    same = context.update(
+        status="published", definition=hello_flow("Hi there"), commit_message="again"
+    )
+    assert (same.revision, same.commit_message) == (2, "greet")
+
+    status_only = context.update(status="draft")  # no Definition: the definition stays
+    assert (status_only.revision, status_only.definition) == (3, hello_flow("Hi there"))
+    assert context.fetch().revision == 3
+
+
+def test_flow_create_and_update_reject_an_invalid_definition(client):
+    with pytest.raises(TwilioRestException) as caught:
+        create_flow(client, definition=broken_flow())
+    assert (caught.value.status, caught.value.code) == (400, 81022)
+    assert client.studio.v2.flows.list() == []
+
+    flow = create_flow(client)
+    with pytest.raises(TwilioRestException) as caught:
+        client.studio.v2.flows(flow.sid).update(status="published", definition=broken_flow())
+    assert caught.value.code == 81022
+    assert client.studio.v2.flows(flow.sid).fetch().definition == hello_flow()
+
+
+def test_flow_delete_and_unknown_sid(client):
+    flow = create_flow(client)
+    assert client.studio.v2.flows(flow.sid).delete() is True
+    unknown = "FW" + "0" * 32
+    calls: list[Callable[[], Any]] = [
+        lambda: client.studio.v2.flows(flow.sid).fetch(),
+        lambda: client.studio.v2.flows(unknown).update(status="draft"),
+        lambda: client.studio.v2.flows(unknown).delete(),
+    ]
+    for call in calls:
+        with pytest.raises(TwilioRestException) as caught:
+            call()
+        assert (caught.value.status, caught.value.code) == (404, 20404)
+
+
+def test_dev_flows_shows_revision_and_definition_and_reset_clears(stand_in, client):
+    flow = create_flow(client)
+    (entry,) = stand_in.dev("GET", "flows").json()["flows"]
+    assert (entry["sid"], entry["revision"], entry["definition"]) == (flow.sid, 1, hello_flow())
+
+    stand_in.dev("POST", "reset")
+    assert stand_in.dev("GET", "flows").json() == {"flows": []}
+
+
+# --- incoming phone numbers ------------------------------------------------------------------
+
+
+def the_number(client: Client) -> Any:
+    (number,) = client.incoming_phone_numbers.list(phone_number=NUMBER)
+    return number
+
+
+def test_number_is_listed_with_empty_webhooks(client):
+    number = the_number(client)
+    assert number.sid.startswith("PN") and len(number.sid) == 34
+    assert (number.phone_number, number.friendly_name) == (NUMBER, "(500) 555-0006")
+    assert (number.voice_url, number.sms_url) == ("", "")
+    assert (number.voice_method, number.sms_method) == ("POST", "POST")
+    assert number.capabilities == {"voice": True, "sms": True, "mms": True, "fax": False}
+    assert number.account_sid == DEV_ACCOUNT_SID and number.date_created is not None
+    assert number.uri.endswith(f"/IncomingPhoneNumbers/{number.sid}.json")
+
+
+@pytest.mark.parametrize(
+    ("filters", "found"),
+    [
+        ({}, True),
+        ({"phone_number": "5550006"}, True),  # any part of the number
+        ({"phone_number": "+1500555****"}, True),  # * is any digit
+        ({"phone_number": "+15005550007"}, False),
+        ({"friendly_name": "(500) 555-0006"}, True),
+        ({"friendly_name": "other"}, False),
+    ],
+)
+def test_number_list_filters(client, filters, found):
+    assert len(client.incoming_phone_numbers.list(**filters)) == (1 if found else 0)
+
+
+def test_number_webhooks_update_persists(client, stand_in):
+    number = the_number(client)
+    flow = create_flow(client)
+    updated = client.incoming_phone_numbers(number.sid).update(
+        voice_url=flow.webhook_url, sms_url=flow.webhook_url, voice_method="post"
+    )
+    assert (updated.voice_url, updated.sms_url, updated.voice_method) == (
+        flow.webhook_url,
+        flow.webhook_url,
+        "POST",
+    )
+
+    fetched = client.incoming_phone_numbers(number.sid).fetch()
+    assert (fetched.voice_url, fetched.sms_url) == (flow.webhook_url, flow.webhook_url)
+    assert fetched.friendly_name == "(500) 555-0006"  # untouched fields stay
+    (entry,) = stand_in.dev("GET", "numbers").json()["numbers"]
+    assert (entry["sid"], entry["voice_url"]) == (number.sid, flow.webhook_url)
+
+    stand_in.dev("POST", "reset")  # back to the number as configured, same SID
+    assert client.incoming_phone_numbers(number.sid).fetch().voice_url == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [({"voice_url": "not a url"}, 21402), ({"sms_method": "PUT"}, 21403)],
+)
+def test_number_update_rejects_bad_values(client, kwargs, code):
+    number = the_number(client)
+    with pytest.raises(TwilioRestException) as caught:
+        client.incoming_phone_numbers(number.sid).update(sms_url="https://ex.com/a", **kwargs)
+    assert (caught.value.status, caught.value.code) == (400, code)
+    assert client.incoming_phone_numbers(number.sid).fetch().sms_url == ""  # nothing applied
+
+
+def test_unknown_number_is_404(client):
+    with pytest.raises(TwilioRestException) as caught:
+        client.incoming_phone_numbers("PN" + "0" * 32).update(voice_url="https://ex.com/v")
+    assert (caught.value.status, caught.value.code) == (404, 20404)
+
+
+def test_configured_numbers(tmp_path):
+    numbers = ("+15005550006", "+442071838750")
+    app = create_app(TwilioConfig(outbox_dir=tmp_path, phone_numbers=numbers))
+    listed = app.test_client().get("/__dev/numbers").get_json()["numbers"]
+    assert [(item["phone_number"], item["friendly_name"]) for item in listed] == [
+        ("+15005550006", "(500) 555-0006"),
+        ("+442071838750", "+442071838750"),
+    ]
+    with pytest.raises(ValueError, match=r"E\.164"):
+        create_app(TwilioConfig(outbox_dir=tmp_path, phone_numbers=("5550006",)))
+
+
+# --- auth for the new APIs -------------------------------------------------------------------
+
+
+def test_studio_and_numbers_need_credentials(client, stand_in):
+    number_sid = the_number(client).sid
+    flow_sid = create_flow(client).sid
+    wrong = sdk_client(stand_in.url, DEV_ACCOUNT_SID, "0" * 32)
+    calls: list[Callable[[], Any]] = [
+        lambda: wrong.studio.v2.flow_validate.update(
+            friendly_name="x", status="draft", definition=hello_flow()
+        ),
+        lambda: wrong.studio.v2.flows.create(
+            friendly_name="x", status="draft", definition=hello_flow()
+        ),
+        lambda: wrong.studio.v2.flows(flow_sid).fetch(),
+        lambda: wrong.incoming_phone_numbers(number_sid).update(voice_url="https://ex.com/v"),
+    ]
+    for call in calls:
+        with pytest.raises(TwilioRestException) as caught:
+            call()
+        assert (caught.value.status, caught.value.code) == (401, 20003)
+
+    # The SDK's list() reads pages without its error mapping: a plain TwilioException.
+    for listing in [wrong.studio.v2.flows.list, wrong.incoming_phone_numbers.list]:
+        with pytest.raises(TwilioException, match="Unable to fetch page") as caught_page:
+            listing()
+        assert caught_page.value.args[1].status_code == 401
+    assert the_number(client).voice_url == ""  # nothing changed
