@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -61,7 +61,8 @@ def publish_flow(client: Client, definition: dict[str, Any], dry_run: bool) -> t
             commit_message="deploy.sh studio",
         )
         return f"created flow {flow.sid}", str(flow.webhook_url)
-    flow = existing[0]
+    # Listing leaves the definition out; fetch the flow to compare it.
+    flow = client.studio.v2.flows(existing[0].sid).fetch()
     if flow.definition == definition and flow.status == "published":
         return f"flow {flow.sid} is up to date", str(flow.webhook_url)
     if dry_run:
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         for error in details.get("errors", []):
             where, what = error.get("property_path", ""), error.get("message", "")
             print(f"  {where}: {what}", file=sys.stderr)
+        return 1
+    except TwilioException as exc:  # e.g. listing with a wrong token
+        print(f"deploy studio: Twilio refused: {exc}", file=sys.stderr)
         return 1
     return 0
 
