@@ -117,6 +117,8 @@ class Stack:
             "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
             "OPERATOR_KEY": OPERATOR_KEY,
             "TWILIO_FROM_NUMBER": DEMO_FROM,
+            # A development stack serves many test requests a day.
+            "LIMIT_GLOBAL_DAY": "100000",
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
         }

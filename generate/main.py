@@ -59,6 +59,10 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
     accepted = accept_picture_request(picture_request, services)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return json_response(409, {"error": "the recipient has opted out (replied STOP)"})
+    if accepted.outcome is Acceptance.NOT_ALLOWED:
+        return json_response(403, {"error": "the recipient is not on the allowlist"})
+    if accepted.outcome is Acceptance.LIMITED:
+        return json_response(429, {"error": f"limit reached: {accepted.limit}"})
     return json_response(202, {"request_id": accepted.request_id, "status": "queued"})
 
 

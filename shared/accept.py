@@ -23,6 +23,8 @@ class Acceptance(StrEnum):
     QUEUED = "queued"  # recorded and handed to QStash
     DUPLICATE = "duplicate"  # Twilio sent the same request again; nothing new was done
     OPTED_OUT = "opted_out"  # the recipient replied STOP; nothing was recorded
+    NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
+    LIMITED = "limited"  # a limit or the budget is reached; `limit` says which
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Accepted:
     request_id: str | None = None
     status: RequestStatus | None = None  # for a duplicate: where the first one is now
     reference: str | None = None
+    limit: str | None = None  # for LIMITED: per_number_hour, per_number_day, global_day, budget
 
 
 def accept_picture_request(request: PictureRequest, services: Services) -> Accepted:
@@ -55,12 +58,18 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             size=settings.image.size,
             quality=settings.image.quality,
             source_ref=request.source_ref,
+            estimated_cost_usd=settings.estimated_cost_usd,
+            limits=settings.limits.as_json(),
         )
     )
     record = creation.record
     if record is None:
-        logs.info("recipient has opted out; nothing recorded", channel=request.channel.value)
-        return Accepted(Acceptance.OPTED_OUT)
+        logs.info("request not taken", outcome=creation.outcome, channel=request.channel.value)
+        if creation.outcome == "opted_out":
+            return Accepted(Acceptance.OPTED_OUT)
+        if creation.outcome == "not_allowed":
+            return Accepted(Acceptance.NOT_ALLOWED)
+        return Accepted(Acceptance.LIMITED, limit=creation.outcome)
     logs.bind(request_id=record.id)
     if creation.outcome == "duplicate":
         logs.info("Twilio sent this request again; answering as before", status=record.status)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import logs, replies
-from .accept import Acceptance, accept_picture_request
+from .accept import Acceptance, Accepted, accept_picture_request
 from .errors import BadRequest, UpstreamError
 from .intake import Command, PictureRequest, interpret_message, parse_address, parse_studio_request
 from .records import Channel, RequestStatus
@@ -64,6 +64,8 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
     accepted = accept_picture_request(request, services)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
+    if refusal := _refusal(accepted, services):
+        return StudioAnswer(False, refusal)
     if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
@@ -118,7 +120,18 @@ def _answer_text(
         return StudioAnswer(False, replies.cannot_take_request())
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, "")  # Twilio would refuse any reply; they must text START
+    if refusal := _refusal(accepted, services):
+        return StudioAnswer(False, refusal)
     if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
+
+
+def _refusal(accepted: Accepted, services: Services) -> str | None:
+    """The words for a request that was not taken because of an allowlist or a limit."""
+    if accepted.outcome is Acceptance.NOT_ALLOWED:
+        return replies.not_available()
+    if accepted.outcome is Acceptance.LIMITED:
+        return replies.limit_reached(accepted.limit or "", services.settings.limits)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .records import FailureReason
+from .settings import Limits
 
 _PROMPT_PREVIEW = 60
 
@@ -91,3 +92,22 @@ def cannot_take_request() -> str:
 
 def earlier_request_failed() -> str:
     return "Sorry, we couldn't make that picture. Please try again."
+
+
+def not_available() -> str:
+    return "Sorry, this picture service isn't available to your number."
+
+
+def limit_reached(limit: str, limits: Limits) -> str:
+    """Why we will not make another picture right now, and when to try again."""
+    if limit == "per_number_hour":
+        return (
+            f"You've had {limits.per_number_hour} pictures in the last hour, the most we make "
+            "for one number. Please try again in a little while."
+        )
+    if limit == "per_number_day":
+        return (
+            f"You've had {limits.per_number_day} pictures today, the most we make for one "
+            "number. Please try again tomorrow."
+        )
+    return "We've made all the pictures we can for today. Please try again tomorrow."

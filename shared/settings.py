@@ -44,6 +44,32 @@ class ImageOptions:
     compression: int = 80
 
 
+# Rough per-image prices (USD, 1024x1024) used only for the daily budget; set IMAGE_COST_USD
+# to your model's real price.
+IMAGE_COST_BY_QUALITY = {"low": 0.011, "medium": 0.042, "high": 0.167, "auto": 0.042}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the service may spend. Counts are over rolling windows; None switches one off."""
+
+    per_number_hour: int | None = 5
+    per_number_day: int | None = 20
+    global_day: int | None = 500
+    budget_usd: float | None = None
+    allowlist: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        limits: dict[str, object] = {
+            "per_number_hour": self.per_number_hour,
+            "per_number_day": self.per_number_day,
+            "global_day": self.global_day,
+            "budget_usd": self.budget_usd,
+            "allowlist": list(self.allowlist),
+        }
+        return {k: v for k, v in limits.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Settings:
     composite_url: str
@@ -65,6 +91,8 @@ class Settings:
     max_prompt_chars: int = 1000
     twilio_from_number: str | None = None
     sms_keyword: str = "DRAW"
+    limits: Limits = Limits()
+    estimated_cost_usd: float = 0.031
     google_cloud_project: str | None = None
     secrets: SecretSource | None = None
 
@@ -113,6 +141,34 @@ class _Reader:
             self.problems.append(f"{name} must be between {low} and {high}, got {value}")
         return value
 
+    def optional_number(self, name: str, default: float | None) -> float | None:
+        """A number, or None when set to "off"."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() == "off":
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number or 'off', got {raw!r}")
+            return default
+        if value < 0:
+            self.problems.append(f"{name} must not be negative")
+        return value
+
+    def optional_count(self, name: str, default: int | None) -> int | None:
+        value = self.optional_number(name, default)
+        return None if value is None else int(value)
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name) or ""
+        numbers = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for number in numbers:
+            if not _ADDRESS.match(number) or number.startswith("whatsapp:"):
+                self.problems.append(f"{name} must list E.164 numbers, got {number!r}")
+        return numbers
+
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name, default) or default
         if value not in allowed:
@@ -154,6 +210,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         twilio_from_number=read.text("TWILIO_FROM_NUMBER"),
         # An empty SMS_KEYWORD makes every message a prompt.
         sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
+        limits=Limits(
+            per_number_hour=read.optional_count("LIMIT_PER_NUMBER_HOUR", 5),
+            per_number_day=read.optional_count("LIMIT_PER_NUMBER_DAY", 20),
+            global_day=read.optional_count("LIMIT_GLOBAL_DAY", 500),
+            budget_usd=read.optional_number("DAILY_BUDGET_USD", None),
+            allowlist=read.addresses("ALLOWLIST"),
+        ),
+        estimated_cost_usd=(
+            read.optional_number("IMAGE_COST_USD", None)
+            or IMAGE_COST_BY_QUALITY.get(environ.get("IMAGE_QUALITY", "low").strip(), 0.042)
+        )
+        + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
         google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")

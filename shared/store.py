@@ -8,7 +8,7 @@ the work of the run that holds it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,6 +21,18 @@ from .errors import StoreError
 from .records import Channel, FailureReason, RequestRecord, RequestStatus
 
 TABLE = "requests"
+CREATION_OUTCOMES = frozenset(
+    {
+        "created",
+        "duplicate",
+        "opted_out",
+        "not_allowed",
+        "per_number_hour",
+        "per_number_day",
+        "global_day",
+        "budget",
+    }
+)
 T = TypeVar("T")
 
 
@@ -34,12 +46,14 @@ class NewRequest:
     size: str
     quality: str
     source_ref: str | None = None  # Twilio's CallSid/MessageSid, to recognise a resend
+    estimated_cost_usd: float = 0.0
+    limits: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Creation:
-    """The result of `create_request`: "created", "duplicate" (same source_ref) or
-    "opted_out" (then `record` is None)."""
+    """The result of `create_request`: "created", "duplicate" (same source_ref), or why
+    nothing was recorded ("opted_out", "not_allowed", or the limit that was reached)."""
 
     outcome: str
     record: RequestRecord | None
@@ -115,14 +129,12 @@ class RequestStore:
             "p_size": new.size,
             "p_quality": new.quality,
             "p_source_ref": new.source_ref,
+            "p_estimated_cost_usd": new.estimated_cost_usd,
+            "p_limits": new.limits,
         }
         call = self._client.rpc("create_request", params).execute
         data: Any = _guard("recording the request", call).data
-        if not isinstance(data, dict) or data.get("outcome") not in (
-            "created",
-            "duplicate",
-            "opted_out",
-        ):
+        if not isinstance(data, dict) or data.get("outcome") not in CREATION_OUTCOMES:
             raise StoreError("recording the request gave no answer", retryable=True)
         row = data.get("request")
         return Creation(str(data["outcome"]), RequestRecord.from_row(row) if row else None)

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,3 +158,18 @@ def stack(local_stack: StackClient) -> Iterator[StackClient]:
 def caller() -> str:
     """A phone number no other test uses, so outbox lookups see only this test's messages."""
     return f"+1555200{next(_numbers):04d}"
+
+
+@pytest.fixture
+def function_setting(
+    stack: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str, str], None]]:
+    """Change a setting of the running functions; they rebuild their clients from it."""
+
+    def change(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        reset_services()
+
+    yield change
+    monkeypatch.undo()
+    reset_services()

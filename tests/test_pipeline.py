@@ -8,7 +8,7 @@ import base64
 import io
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -523,22 +523,6 @@ def test_composite_only_takes_post(stack: StackClient) -> None:
 # --- generate: QStash will not take the job ----------------------------------------------
 
 
-@pytest.fixture
-def qstash_setting(
-    stack: StackClient, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[str, str], None]]:
-    """Change one setting of the running functions (they rebuild their clients from it)."""
-    from shared.services import reset_services
-
-    def change(name: str, value: str) -> None:
-        monkeypatch.setenv(name, value)
-        reset_services()
-
-    yield change
-    monkeypatch.undo()
-    reset_services()
-
-
 @pytest.mark.parametrize(
     ("name", "value", "status", "retryable"),
     [
@@ -549,13 +533,13 @@ def qstash_setting(
 def test_a_failed_publish_marks_the_request_failed_and_tells_the_caller(
     stack: StackClient,
     caller: str,
-    qstash_setting: Callable[[str, str], None],
+    function_setting: Callable[[str, str], None],
     name: str,
     value: str,
     status: int,
     retryable: bool,
 ) -> None:
-    qstash_setting(name, value)
+    function_setting(name, value)
     response = stack.submit("a ship in a bottle", to=caller)
     assert response.status_code == status
     assert response.json()["retryable"] is retryable
