@@ -22,6 +22,7 @@ from .errors import (
     AppError,
     BadRequest,
     ConfigError,
+    Forbidden,
     SignatureError,
     Unauthorized,
     UpstreamError,
@@ -50,6 +51,8 @@ def error_response(exc: AppError) -> flask.Response:
         return json_response(400, {"error": exc.message})
     if isinstance(exc, Unauthorized | SignatureError):
         return json_response(401, {"error": "unauthorized"})
+    if isinstance(exc, Forbidden):
+        return json_response(403, {"error": "forbidden"})
     if isinstance(exc, ConfigError):
         return json_response(500, {"error": "the service is misconfigured"})
     if isinstance(exc, UpstreamError):

@@ -6,6 +6,7 @@ per client, chained with ``raise ... from exc``, so the HTTP adapters only ever 
     AppError
     ├── BadRequest          the caller sent something we cannot accept (HTTP 4xx)
     ├── Unauthorized        missing or wrong operator key
+    ├── Forbidden           a Twilio request whose signature did not verify
     ├── SignatureError      a webhook or callback signature did not verify
     ├── ConfigError         a setting or secret is missing or malformed
     └── UpstreamError       a vendor failed; ``retryable`` says whether trying later can help
@@ -33,6 +34,10 @@ class BadRequest(AppError):
 
 class Unauthorized(AppError):
     """The caller did not prove who it is."""
+
+
+class Forbidden(AppError):
+    """The caller is known but may not do this (a Twilio request with a bad signature)."""
 
 
 class SignatureError(AppError):

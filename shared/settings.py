@@ -20,6 +20,7 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_IMAGE_MODEL = "gpt-image-1.5"
 IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9]\d{6,14}$")
 
 SECRET_NAMES = (
@@ -92,6 +93,9 @@ class Settings:
     twilio_from_number: str | None = None
     sms_keyword: str = "DRAW"
     limits: Limits = Limits()
+    # Local experiments only: skip QStash and Twilio signature checks. Refused unless every
+    # public URL is on this machine (see load_settings).
+    insecure_skip_signatures: bool = False
     estimated_cost_usd: float = 0.031
     google_cloud_project: str | None = None
     secrets: SecretSource | None = None
@@ -140,6 +144,12 @@ class _Reader:
         if not low <= value <= high:
             self.problems.append(f"{name} must be between {low} and {high}, got {value}")
         return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "false").lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            self.problems.append(f"{name} must be true or false, got {raw!r}")
+        return raw in ("true", "1", "yes")
 
     def optional_number(self, name: str, default: float | None) -> float | None:
         """A number, or None when set to "off"."""
@@ -222,11 +232,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             or IMAGE_COST_BY_QUALITY.get(environ.get("IMAGE_QUALITY", "low").strip(), 0.042)
         )
         + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
+        insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
         google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")
         ),
     )
+    if settings.insecure_skip_signatures:
+        public = [url for url in (settings.composite_url, settings.generate_url) if url]
+        if not all(urlsplit(url).hostname in _LOCAL_HOSTS for url in public):
+            read.problems.append(
+                "INSECURE_SKIP_SIGNATURES is only allowed when COMPOSITE_URL and GENERATE_URL"
+                " are local (localhost, 127.0.0.1)"
+            )
     if settings.twilio_from_number and not _ADDRESS.match(settings.twilio_from_number):
         read.problems.append("TWILIO_FROM_NUMBER must be an E.164 number like +15551234567")
     if " " in settings.sms_keyword:

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -504,16 +505,67 @@ def test_composite_ignores_a_signed_callback_for_an_unknown_request(stack: Stack
     assert response.json()["outcome"] == "unknown_request"
 
 
-def test_composite_rejects_a_signed_callback_without_a_request_id(stack: StackClient) -> None:
-    raw = json.dumps(callback_payload(200, b"{}")).encode()
-    url = f"{stack.env['COMPOSITE_URL']}?request=not-a-uuid"
+@pytest.mark.parametrize(
+    ("query", "raw"),
+    [
+        ("request=not-a-uuid", json.dumps(callback_payload(200, b"{}")).encode()),
+        ("", json.dumps(callback_payload(200, b"{}")).encode()),
+        ("request=5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11", b"{not json"),
+    ],
+)
+def test_a_signed_but_unusable_callback_tells_qstash_not_to_retry(
+    stack: StackClient, query: str, raw: bytes
+) -> None:
+    url = f"{stack.env['COMPOSITE_URL']}?{query}" if query else stack.env["COMPOSITE_URL"]
     response = requests.post(
         url,
         data=raw,
         headers={"Upstash-Signature": make_signature(DEV_CURRENT_SIGNING_KEY, url, raw)},
         timeout=10,
     )
-    assert response.status_code == 400
+    assert response.status_code == 489
+    assert response.headers["Upstash-NonRetryable-Error"] == "true"
+
+
+def test_an_old_callback_replayed_after_its_token_expired_is_refused(
+    stack: StackClient, caller: str
+) -> None:
+    request_id = queued_row(stack, caller)
+    raw = json.dumps(callback_payload(200, provider_success())).encode()
+    url = f"{stack.env['COMPOSITE_URL']}?request={request_id}"
+    stale = make_signature(DEV_CURRENT_SIGNING_KEY, url, raw, now=time.time() - 3600)
+    response = post_callback(stack, request_id, json.loads(raw), signature=stale)
+    assert response.status_code == 401
+    assert stack.row(request_id)["status"] == "queued"
+
+
+def test_a_callback_replayed_within_its_lifetime_changes_nothing(
+    stack: StackClient, caller: str
+) -> None:
+    request_id = queued_row(stack, caller)
+    payload = callback_payload(200, provider_success())
+    assert post_callback(stack, request_id, payload).json()["outcome"] == "delivered"
+    replay = post_callback(stack, request_id, payload)
+    assert replay.json()["outcome"] == "already_done"
+    stack.stack.wait_idle(10)
+    assert len(stack.messages_to(caller)) == 1
+
+
+def test_signature_checks_can_be_switched_off_only_on_a_local_stack(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("INSECURE_SKIP_SIGNATURES", "true")
+    request_id = queued_row(stack, caller)
+    response = post_callback(
+        stack, request_id, callback_payload(200, provider_success()), signature=""
+    )
+    assert response.json()["outcome"] == "delivered"
+    function_setting("COMPOSITE_URL", "https://composite-x7k2q9-uc.a.run.app")
+    refused = post_callback(
+        stack, queued_row(stack, caller), callback_payload(200, b"{}"), signature=""
+    )
+    assert refused.status_code == 500
+    assert refused.json() == {"error": "the service is misconfigured"}
 
 
 def test_composite_only_takes_post(stack: StackClient) -> None:

@@ -96,3 +96,15 @@ def test_a_secret_missing_everywhere_is_a_config_error(secret_manager: RunningSe
     source = SecretSource({}, project="proj", endpoint=secret_manager.url)
     with pytest.raises(ConfigError, match="does not exist"):
         Secret("TWILIO_AUTH_TOKEN", source).reveal()
+
+
+def test_skipping_signatures_is_refused_for_public_urls() -> None:
+    with pytest.raises(ConfigError, match="INSECURE_SKIP_SIGNATURES"):
+        load_settings({**MINIMAL, "INSECURE_SKIP_SIGNATURES": "true"})
+    local = {
+        **MINIMAL,
+        "COMPOSITE_URL": "http://127.0.0.1:8082",
+        "GENERATE_URL": "http://localhost:8081",
+    }
+    assert load_settings({**local, "INSECURE_SKIP_SIGNATURES": "true"}).insecure_skip_signatures
+    assert not load_settings(local).insecure_skip_signatures
