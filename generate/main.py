@@ -64,6 +64,9 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
         return json_response(403, {"error": "the recipient is not on the allowlist"})
     if accepted.outcome is Acceptance.LIMITED:
         return json_response(429, {"error": f"limit reached: {accepted.limit}"})
+    if accepted.outcome is Acceptance.REFUSED:
+        flagged = ", ".join(accepted.categories) or "the moderation check"
+        return json_response(422, {"error": f"the prompt was refused ({flagged})"})
     return json_response(202, {"request_id": accepted.request_id, "status": "queued"})
 
 

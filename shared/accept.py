@@ -13,6 +13,7 @@ from . import logs
 from .errors import PublishError, StoreError
 from .generation import generation_body, safety_identifier
 from .intake import PictureRequest
+from .moderation import check_prompt
 from .publishing import GenerationJob, callback_url
 from .records import RequestStatus
 from .services import Services
@@ -25,6 +26,7 @@ class Acceptance(StrEnum):
     OPTED_OUT = "opted_out"  # the recipient replied STOP; nothing was recorded
     NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
     LIMITED = "limited"  # a limit or the budget is reached; `limit` says which
+    REFUSED = "refused"  # the moderation check flagged the prompt; nothing was recorded
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Accepted:
     status: RequestStatus | None = None  # for a duplicate: where the first one is now
     reference: str | None = None
     limit: str | None = None  # for LIMITED: per_number_hour, per_number_day, global_day, budget
+    categories: tuple[str, ...] = ()  # for REFUSED: what the moderation check flagged
 
 
 def accept_picture_request(request: PictureRequest, services: Services) -> Accepted:
@@ -47,6 +50,14 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
     salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
     provider_key = settings.secret("OPENAI_API_KEY")
     provider_key.reveal()
+
+    if settings.moderation:
+        verdict = check_prompt(
+            request.prompt, settings.openai_base_url, provider_key, services.http
+        )
+        if verdict.flagged:
+            logs.info("prompt flagged by moderation", categories=list(verdict.categories))
+            return Accepted(Acceptance.REFUSED, categories=verdict.categories)
 
     creation = services.store.create(
         NewRequest(

@@ -134,4 +134,6 @@ def _refusal(accepted: Accepted, services: Services) -> str | None:
         return replies.not_available()
     if accepted.outcome is Acceptance.LIMITED:
         return replies.limit_reached(accepted.limit or "", services.settings.limits)
+    if accepted.outcome is Acceptance.REFUSED:
+        return replies.prompt_refused()
     return None

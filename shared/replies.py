@@ -111,3 +111,7 @@ def limit_reached(limit: str, limits: Limits) -> str:
             "number. Please try again tomorrow."
         )
     return "We've made all the pictures we can for today. Please try again tomorrow."
+
+
+def prompt_refused() -> str:
+    return "Sorry, we can't make a picture of that. Try describing something else."

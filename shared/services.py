@@ -21,19 +21,22 @@ class Services:
     pictures: PictureStore
     publisher: QStashPublisher
     messenger: Messenger
+    http: requests.Session  # for small JSON calls (moderation)
 
 
 def build_services(settings: Settings) -> Services:
     store = RequestStore.connect(
-        settings.supabase_url, settings.secret("SUPABASE_SECRET_KEY").reveal()
+        settings.supabase_url,
+        settings.secret("SUPABASE_SECRET_KEY").reveal(),
+        timeout_s=settings.store_timeout_s,
     )
+    session = requests.Session()
     return Services(
         settings=settings,
         store=store,
         pictures=PictureStore(store.client, settings.bucket),
-        publisher=QStashPublisher(
-            settings.qstash_url, settings.secret("QSTASH_TOKEN"), requests.Session()
-        ),
+        publisher=QStashPublisher(settings.qstash_url, settings.secret("QSTASH_TOKEN"), session),
+        http=session,
         messenger=Messenger(
             settings.twilio_account_sid,
             settings.secret("TWILIO_AUTH_TOKEN"),

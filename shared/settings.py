@@ -96,6 +96,8 @@ class Settings:
     # Local experiments only: skip QStash and Twilio signature checks. Refused unless every
     # public URL is on this machine (see load_settings).
     insecure_skip_signatures: bool = False
+    moderation: bool = False
+    store_timeout_s: float = 10.0
     estimated_cost_usd: float = 0.031
     google_cloud_project: str | None = None
     secrets: SecretSource | None = None
@@ -147,9 +149,9 @@ class _Reader:
 
     def flag(self, name: str) -> bool:
         raw = (self.text(name) or "false").lower()
-        if raw not in ("true", "false", "1", "0", "yes", "no"):
-            self.problems.append(f"{name} must be true or false, got {raw!r}")
-        return raw in ("true", "1", "yes")
+        if raw not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
+            self.problems.append(f"{name} must be on or off, got {raw!r}")
+        return raw in ("true", "on", "1", "yes")
 
     def optional_number(self, name: str, default: float | None) -> float | None:
         """A number, or None when set to "off"."""
@@ -209,7 +211,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             compression=read.integer("IMAGE_COMPRESSION", 80, 10, 100),
         ),
         generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 5),
-        generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 30, 900),
+        generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 1, 900),
         callback_retries=read.integer("CALLBACK_RETRIES", 5, 0, 20),
         bucket=read.text("SUPABASE_BUCKET", "pictures") or "pictures",
         frame_path=read.text("FRAME_PATH"),
@@ -233,6 +235,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
         + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
         insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
+        moderation=read.flag("MODERATION"),
+        store_timeout_s=read.integer("STORE_TIMEOUT_SECONDS", 10, 1, 60),
         google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")

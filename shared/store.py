@@ -111,7 +111,9 @@ class RequestStore:
 
     @classmethod
     def connect(cls, url: str, key: str, timeout_s: float = 10.0) -> RequestStore:
-        options = ClientOptions(postgrest_client_timeout=timeout_s, storage_client_timeout=20)
+        options = ClientOptions(
+            postgrest_client_timeout=timeout_s, storage_client_timeout=max(int(timeout_s), 20)
+        )
         return cls(create_client(url, key, options))
 
     @property

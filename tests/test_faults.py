@@ -1,0 +1,118 @@
+"""Faults at every step end with the request delivered exactly once, or failed with the reason
+and the person told: slow or failing vendors, reordered callbacks, moderation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from shared.moderation import check_prompt
+from shared.secrets import Secret, SecretSource
+from tests.conftest import StackClient
+from tests.test_channels import incoming_text, reply_text, signed_post
+
+pytestmark = pytest.mark.stack
+
+
+def test_a_provider_that_never_answers_in_time_ends_failed_and_told(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("GENERATION_TIMEOUT_SECONDS", "1")
+    function_setting("GENERATION_RETRIES", "0")
+    stack.fault("openai", kind="timeout", delay_s=3, times=-1, prompt_contains="a slow snail")
+    row = stack.wait_finished(stack.submit("a slow snail", to=caller).json()["request_id"])
+    assert (row["status"], row["failure_reason"], row["notified"]) == (
+        "failed",
+        "provider_error",
+        True,
+    )
+    assert "timeout" in row["failure_detail"]
+    assert "went wrong" in stack.messages_to(caller)[0]["body"]
+
+
+def test_a_slow_database_at_generate_is_a_503_and_nothing_is_published(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("STORE_TIMEOUT_SECONDS", "1")
+    published = len(stack.qstash_messages())
+    stack.fault("supabase", service="rest", kind="timeout", delay_s=3, times=1)
+    response = stack.submit("a patient tortoise", to=caller)
+    assert response.status_code == 503
+    assert len(stack.qstash_messages()) == published
+    assert stack.sql("select id from public.requests where recipient = %s", caller) == []
+
+
+def test_a_slow_database_at_composite_is_retried_and_delivers_once(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
+
+    function_setting("STORE_TIMEOUT_SECONDS", "1")
+    request_id = queued_row(stack, caller)
+    stack.fault("supabase", service="rest", kind="timeout", delay_s=3, times=1)
+    payload = callback_payload(200, provider_success())
+    assert post_callback(stack, request_id, payload, message_id="msg_slow").status_code == 503
+    assert (
+        post_callback(stack, request_id, payload, message_id="msg_slow").json()["outcome"]
+        == "delivered"
+    )
+    stack.stack.wait_idle(10)
+    assert len(stack.messages_to(caller)) == 1
+
+
+def test_reordered_callbacks_deliver_once(stack: StackClient, caller: str) -> None:
+    stack.qstash_config(reorder_callbacks=True)
+    stack.fault("openai", kind="500", times=1, prompt_contains="a shuffled deck")
+    row = stack.wait_finished(stack.submit("a shuffled deck", to=caller).json()["request_id"])
+    stack.stack.wait_idle(15)
+    assert stack.row(row["id"])["status"] == "delivered"
+    assert len(stack.messages_to(caller)) == 1
+    stack.qstash_config(reorder_callbacks=False)
+
+
+def test_a_storage_outage_across_two_retries_still_delivers_once(
+    stack: StackClient, caller: str
+) -> None:
+    """While Storage is down the callback is answered 503 and retried by QStash."""
+    stack.fault("supabase", service="storage", kind="503", times=2)
+    row = stack.wait_finished(stack.submit("a stubborn mule", to=caller).json()["request_id"])
+    assert row["status"] == "delivered"
+    assert len(stack.messages_to(caller)) == 1
+
+
+# --- moderation ------------------------------------------------------------------------------
+
+
+def test_a_flagged_prompt_is_refused_kindly_and_costs_nothing(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("MODERATION", "on")
+    published = len(stack.qstash_messages())
+    reply = reply_text(signed_post(stack, incoming_text(caller, "DRAW a bomb in a city")))
+    assert "can't make a picture of that" in reply
+    assert len(stack.qstash_messages()) == published
+    assert stack.sql("select id from public.requests where recipient = %s", caller) == []
+    operator = stack.submit("a bomb in a city", to=caller)
+    assert operator.status_code == 422 and "illicit" in operator.json()["error"]
+    fine = stack.submit("a bouquet of tulips", to=caller)
+    assert fine.status_code == 202
+
+
+def test_without_the_precheck_the_providers_refusal_is_told_the_same_way(
+    stack: StackClient, caller: str
+) -> None:
+    row = stack.wait_finished(stack.submit("a bomb in a city", to=caller).json()["request_id"])
+    assert (row["status"], row["failure_reason"]) == ("failed", "refused")
+    assert "turned it down" in stack.messages_to(caller)[0]["body"]
+
+
+def test_the_moderation_check_fails_open() -> None:
+    verdict = check_prompt(
+        "a fox",
+        "http://127.0.0.1:9",
+        Secret("OPENAI_API_KEY", SecretSource({"OPENAI_API_KEY": "k"})),
+        requests.Session(),
+    )
+    assert verdict.flagged is False
