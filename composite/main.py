@@ -1,4 +1,5 @@
-"""`composite`: QStash calls this after every image-generation attempt.
+"""`composite`: QStash calls this after every image-generation attempt (and, with `?sweep=1`,
+on a schedule to run the sweep; see shared/sweep.py).
 
 It verifies the QStash signature against the configured public URL before reading anything,
 then lets the pipeline frame, store and send the picture (or record the failed attempt, or tell
@@ -9,6 +10,7 @@ when a retry can help.
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 
 import flask
 import functions_framework
@@ -19,6 +21,7 @@ from shared.edge import handler, json_response, require_post, signed_url
 from shared.errors import BadRequest
 from shared.logs import bind, warning
 from shared.services import get_services
+from shared.sweep import sweep
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -47,6 +50,9 @@ def composite(request: flask.Request) -> flask.Response:
             signed_url(settings.composite_url, request),
             keys,
         )
+    if "sweep" in request.args:
+        # A QStash schedule (signed like every QStash call) runs the sweep.
+        return json_response(200, asdict(sweep(services)))
     try:
         request_id = _request_id(request.args.get("request"))
         bind(request_id=request_id)

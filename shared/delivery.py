@@ -123,7 +123,7 @@ def finish_failed(
     """End the request as failed and tell the person, once."""
 
     def send(record: RequestRecord, token: str) -> CallbackOutcome:
-        return _send_failure(record, token, reason, detail, callback, services)
+        return _send_failure(record, token, reason, detail, callback.source_message_id, services)
 
     return _with_claim(request_id, owner, services, send)
 
@@ -230,7 +230,7 @@ def _send_failure(
     token: str,
     reason: FailureReason,
     detail: str,
-    callback: QStashCallback,
+    source_message_id: str | None,
     services: Services,
 ) -> CallbackOutcome:
     marker = f"Ref {record.reference}"
@@ -238,7 +238,7 @@ def _send_failure(
     if record.send_started_at:
         sid = services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
     if sid is None:
-        extra = {"qstash_message_id": callback.source_message_id}
+        extra = {"qstash_message_id": source_message_id} if source_message_id else {}
         if not services.store.mark_sending(record.id, token, image_path=None, extra=extra):
             return CallbackOutcome.DUPLICATE
         try:
@@ -260,6 +260,28 @@ def _send_failure(
     )
     logs.warning("request failed", reason=reason.value, detail=detail, notified=sid is not None)
     return CallbackOutcome.FAILED
+
+
+SWEEP_OWNER = "sweep"
+
+
+def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
+    """The sweep's ending for a request stuck past its deadline: delivered if Twilio already
+    has its picture (a run died after sending), otherwise failed as expired and told."""
+
+    def work(record: RequestRecord, token: str) -> CallbackOutcome:
+        if record.send_started_at and record.image_path:
+            marker = f"Ref {record.reference}"
+            sid = services.messenger.find_sent(
+                to=record.recipient, from_=record.sender, marker=marker
+            )
+            if sid:
+                _record_delivered(record, token, sid, {}, services)
+                return CallbackOutcome.DELIVERED
+        detail = "stuck past its deadline; finished by the sweep"
+        return _send_failure(record, token, FailureReason.EXPIRED, detail, None, services)
+
+    return _with_claim(request_id, SWEEP_OWNER, services, work)
 
 
 def _ms_since(started: float) -> int:

@@ -97,6 +97,8 @@ class Settings:
     # public URL is on this machine (see load_settings).
     insecure_skip_signatures: bool = False
     moderation: bool = False
+    sweep_after_minutes: int = 60
+    retention_days: int | None = 30
     store_timeout_s: float = 10.0
     estimated_cost_usd: float = 0.031
     google_cloud_project: str | None = None
@@ -236,6 +238,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
         insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
         moderation=read.flag("MODERATION"),
+        sweep_after_minutes=read.integer("SWEEP_AFTER_MINUTES", 60, 5, 7 * 24 * 60),
+        retention_days=read.optional_count("RETENTION_DAYS", 30),
         store_timeout_s=read.integer("STORE_TIMEOUT_SECONDS", 10, 1, 60),
         google_cloud_project=project,
         secrets=SecretSource(

@@ -240,6 +240,37 @@ class RequestStore:
         }
         return self.update_claimed(request_id, token, fields)
 
+    def unfinished_before(self, cutoff: datetime, limit: int) -> list[RequestRecord]:
+        """Requests created before `cutoff` that are still not delivered or failed."""
+        query = (
+            self._table()
+            .select("*")
+            .in_("status", ["queued", "composing", "sending"])
+            .lt("created_at", cutoff.isoformat())
+            .order("created_at")
+            .limit(limit)
+        )
+        rows: list[dict[str, Any]] = _guard("finding stuck requests", query.execute).data
+        return [RequestRecord.from_row(row) for row in rows]
+
+    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]:
+        """(id, image_path) of finished requests created before `cutoff`."""
+        query = (
+            self._table()
+            .select("id,image_path")
+            .in_("status", ["delivered", "failed"])
+            .lt("created_at", cutoff.isoformat())
+            .limit(limit)
+        )
+        rows: list[dict[str, Any]] = _guard("finding old requests", query.execute).data
+        return [(str(row["id"]), row.get("image_path")) for row in rows]
+
+    def delete(self, request_ids: list[str]) -> int:
+        if not request_ids:
+            return 0
+        query = self._table().delete().in_("id", request_ids)
+        return len(_guard("deleting old requests", query.execute).data)
+
     def _table(self) -> Any:
         return self._client.table(TABLE)
 
@@ -263,3 +294,7 @@ class PictureStore:
 
     def public_url(self, path: str) -> str:
         return str(self._bucket.get_public_url(path))
+
+    def remove(self, paths: list[str]) -> None:
+        if paths:
+            _guard("deleting old pictures", lambda: self._bucket.remove(paths))

@@ -21,6 +21,8 @@ from devstack.stack import Ports, Stack
 from shared.services import reset_services
 from shared.settings import SECRET_NAMES
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
 OUR_SETTINGS = (
     *SECRET_NAMES,
     "COMPOSITE_URL",
