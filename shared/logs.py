@@ -11,7 +11,7 @@ import contextvars
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,9 @@ from typing import Any
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "log_context", default=None
 )
+
+# Extra destinations for every line (tests collect the whole suite's logs through one).
+_sinks: list[Callable[[str], None]] = []
 
 _PHONE = re.compile(r"\+(\d{1,3})(\d{2,})(\d{2})\b")
 
@@ -71,8 +74,16 @@ def log(severity: str, message: str, **fields: Any) -> None:
     }
     entry.update(_masked(_context.get() or {}))
     entry.update(_masked(fields))
-    sys.stdout.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+    line = json.dumps(entry, default=str, ensure_ascii=False)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    for sink in _sinks:
+        sink(line)
+
+
+def add_sink(sink: Callable[[str], None]) -> None:
+    """Also hand every log line to `sink`."""
+    _sinks.append(sink)
 
 
 def info(message: str, **fields: Any) -> None:

@@ -18,10 +18,52 @@ import requests
 from psycopg.rows import dict_row
 
 from devstack.stack import Ports, Stack
+from shared import logs
 from shared.services import reset_services
 from shared.settings import SECRET_NAMES
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
+
+# --- every log line of the whole suite, searched for secrets at the end ---------------------
+
+_LOG_LINES: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logs.add_sink(_LOG_LINES.append)
+
+
+def configured_secrets() -> dict[str, str]:
+    """Every secret the local stack configures, and the header QStash forwards to OpenAI."""
+    from devstack import openai_images, qstash, stack, supabase, twilio
+
+    return {
+        "OPENAI_API_KEY": openai_images.DEV_API_KEY,
+        "QSTASH_TOKEN": qstash.DEV_TOKEN,
+        "QSTASH_CURRENT_SIGNING_KEY": qstash.DEV_CURRENT_SIGNING_KEY,
+        "QSTASH_NEXT_SIGNING_KEY": qstash.DEV_NEXT_SIGNING_KEY,
+        "SUPABASE_SECRET_KEY": supabase.DEV_SECRET_KEY,
+        "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
+        "OPERATOR_KEY": stack.OPERATOR_KEY,
+        "SAFETY_IDENTIFIER_SALT": stack.SAFETY_SALT,
+    }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.secret_scan import find_leaks
+
+    problems = find_leaks(_LOG_LINES, configured_secrets())
+    if problems:
+        print("\nSECRET SCAN FAILED:\n  " + "\n  ".join(problems[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(
+        f"secret scan: {len(_LOG_LINES)} log lines from our code searched for every configured"
+        " secret and for unmasked phone numbers"
+    )
+
 
 OUR_SETTINGS = (
     *SECRET_NAMES,

@@ -26,3 +26,19 @@ def test_log_writes_one_json_object_per_line_with_masked_numbers(
     assert entry["logging.googleapis.com/trace"] == "projects/proj/traces/abc123"
     assert "5551230001" not in lines[0]
     assert entry["recipient"] == "+155******01"
+
+
+def test_the_secret_scan_finds_secrets_and_unmasked_numbers() -> None:
+    from tests.secret_scan import find_leaks
+
+    lines = [
+        '{"message": "ok", "to": "+155******01"}',
+        '{"auth": "Bearer sk-abc"}',
+        '{"to": "+15551230001"}',
+    ]
+    problems = find_leaks(lines, {"OPENAI_API_KEY": "sk-abc", "EMPTY": ""})
+    assert problems == [
+        "log line 2 contains the value of OPENAI_API_KEY",
+        "log line 3 shows an unmasked number (+155…)",
+    ]
+    assert find_leaks(lines[:1], {"OPENAI_API_KEY": "sk-abc"}) == []
