@@ -4,6 +4,7 @@
 #   ./deploy.sh secrets            store the secrets in Secret Manager (asks for missing ones)
 #   ./deploy.sh [deploy]           deploy composite, then generate (Cloud Functions gen2)
 #   ./deploy.sh studio             create/update the Studio flow and point the number at it
+#   ./deploy.sh schedule           run the sweep every 10 minutes (a QStash schedule)
 #   ./deploy.sh call "a fox" +1…   ask for a picture by hand (the operator trigger)
 #   ./deploy.sh logs               recent logs of both functions
 #   ./deploy.sh --dry-run CMD      print every command CMD would run; change nothing
@@ -286,6 +287,23 @@ cmd_studio() {
   (cd "$ROOT" && TWILIO_AUTH_TOKEN="$token" "$python" -m deploy.studio "${args[@]}")
 }
 
+# A QStash schedule that POSTs to composite?sweep=1 (signed like every QStash call). The fixed
+# schedule id makes QStash replace the schedule instead of adding a second one.
+cmd_schedule() {
+  require_tools gcloud curl
+  require_settings GOOGLE_CLOUD_PROJECT
+  local url token cron="${SWEEP_CRON:-*/10 * * * *}"
+  url="$(function_url composite)"
+  [[ -n "$url" ]] || die "composite is not deployed yet: run ./deploy.sh first"
+  token="$(read_secret QSTASH_TOKEN)"
+  say "scheduling the sweep ($cron)"
+  # The token reaches curl as a header read from stdin, never on its command line.
+  printf 'Authorization: Bearer %s\n' "$token" | run curl -fsS -X POST -H @- \
+    -H "Upstash-Cron: $cron" -H "Upstash-Schedule-Id: picture-line-sweep" \
+    "${QSTASH_URL:-https://qstash.upstash.io}/v2/schedules/$url?sweep=1"
+  echo
+}
+
 cmd_call() {
   (($# == 2)) || die 'usage: ./deploy.sh call "what to draw" +15551234567'
   require_tools gcloud python3
@@ -322,9 +340,10 @@ main() {
     deploy) cmd_deploy "$@" ;;
     secrets) cmd_secrets "$@" ;;
     studio) cmd_studio "$@" ;;
+    schedule) cmd_schedule "$@" ;;
     call) cmd_call "$@" ;;
     logs) cmd_logs "$@" ;;
-    help | -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    help | -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$command' (try ./deploy.sh help)" ;;
   esac
 }

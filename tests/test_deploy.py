@@ -309,3 +309,24 @@ def test_bundles_hold_main_shared_and_pinned_requirements(deployer: Deployer) ->
         assert requirements and all("==" in line for line in requirements)
     generate_requirements = (deployer.build / "generate" / "requirements.txt").read_text()
     assert "pillow" not in generate_requirements.lower() and "PyJWT" not in generate_requirements
+
+
+def test_schedule_creates_the_sweep_schedule_without_putting_the_token_on_the_command_line(
+    deployer: Deployer,
+) -> None:
+    deployer.run("deploy")
+    deployer.run("schedule", extra={"QSTASH_TOKEN": SECRETS["QSTASH_TOKEN"]})
+    [call] = [json.loads(line) for line in (deployer.state / "curl.jsonl").read_text().splitlines()]
+    assert (
+        call["args"][-1]
+        == "https://qstash.upstash.io/v2/schedules/https://composite-x7k2q9-uc.a.run.app?sweep=1"
+    )
+    assert "Upstash-Schedule-Id: picture-line-sweep" in call["args"]
+    assert "Upstash-Cron: */10 * * * *" in call["args"]
+    assert SECRETS["QSTASH_TOKEN"] not in json.dumps(call["args"])
+    assert call["stdin"] == f"Authorization: Bearer {SECRETS['QSTASH_TOKEN']}\n"
+
+
+def test_schedule_needs_composite_deployed(deployer: Deployer) -> None:
+    result = deployer.run("schedule", extra={"QSTASH_TOKEN": "t"}, check=False)
+    assert result.returncode != 0 and "not deployed yet" in result.stderr
