@@ -50,6 +50,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
     salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
     provider_key = settings.secret("OPENAI_API_KEY")
     provider_key.reveal()
+    settings.secret("QSTASH_TOKEN").reveal()  # cached; the publisher reads it again
 
     if settings.moderation:
         verdict = check_prompt(

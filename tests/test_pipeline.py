@@ -598,3 +598,14 @@ def test_a_failed_publish_marks_the_request_failed_and_tells_the_caller(
     rows = stack.sql("select * from public.requests where recipient = %s", caller)
     assert len(rows) == 1
     assert (rows[0]["status"], rows[0]["failure_reason"]) == ("failed", "publish_failed")
+
+
+def test_a_missing_secret_fails_before_anything_is_recorded(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    # Not in the environment, and not in the Secret Manager stand-in either.
+    function_setting("QSTASH_TOKEN", "")
+    response = stack.submit("a fox with no token", to=caller)
+    assert response.status_code == 500
+    assert response.json() == {"error": "the service is misconfigured"}
+    assert stack.sql("select id from public.requests where recipient = %s", caller) == []
