@@ -137,6 +137,27 @@ class StackClient:
             time.sleep(0.05)
         raise AssertionError(f"request {request_id} still {self.row(request_id)['status']}")
 
+    def half_sent(self, request_id: str, to: str) -> str:
+        """Leave a request as a run that died right after Twilio took its MMS: marked
+        `sending`, and a message with its ref at Twilio. Returns that message's SID."""
+        self.sql(
+            "update public.requests set status = 'sending', send_started_at = now(),"
+            " image_path = 'x/' || media_token || '.jpg' where id = %s",
+            request_id,
+        )
+        sid = self.env["TWILIO_ACCOUNT_SID"]
+        message = self.http.post(
+            f"{self.env['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{sid}/Messages.json",
+            data={
+                "To": to,
+                "From": self.env["DEMO_FROM"],
+                "Body": f"Here is your picture. Ref {request_id.replace('-', '')[:8]}",
+            },
+            auth=(sid, self.env["TWILIO_AUTH_TOKEN"]),
+            timeout=5,
+        ).json()
+        return str(message["sid"])
+
     def messages_to(self, number: str) -> list[dict[str, Any]]:
         return [m for m in self.stack.outbox() if m.get("to") == number]
 

@@ -388,27 +388,12 @@ def test_a_retry_after_a_half_done_run_finds_the_sent_mms_instead_of_resending(
 ) -> None:
     """A run sent the MMS, then died before recording it. The retry must notice."""
     request_id = queued_row(stack, caller, "a paper boat")
-    reference = request_id.replace("-", "")[:8]
-    stack.sql(
-        "update public.requests set status = 'sending', send_started_at = now(),"
-        " image_path = '2026/11/24/' || media_token || '.jpg' where id = %s",
-        request_id,
-    )
-    earlier = requests.post(
-        f"{stack.env['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{stack.env['TWILIO_ACCOUNT_SID']}/Messages.json",
-        data={
-            "To": caller,
-            "From": stack.env["DEMO_FROM"],
-            "Body": f"Here is your picture. Ref {reference}",
-        },
-        auth=(stack.env["TWILIO_ACCOUNT_SID"], stack.env["TWILIO_AUTH_TOKEN"]),
-        timeout=5,
-    ).json()
+    earlier = stack.half_sent(request_id, caller)
     response = post_callback(stack, request_id, callback_payload(200, provider_success()))
     assert response.json()["outcome"] == "delivered"
     stack.stack.wait_idle(10)
     assert len(stack.messages_to(caller)) == 1
-    assert stack.row(request_id)["message_sid"] == earlier["sid"]
+    assert stack.row(request_id)["message_sid"] == earlier
 
 
 def test_a_redelivery_while_the_first_run_holds_the_claim_asks_to_be_retried(

@@ -60,25 +60,11 @@ def test_a_stuck_request_whose_picture_was_sent_ends_delivered(
     stack: StackClient, caller: str
 ) -> None:
     request_id = queued_row(stack, caller, "a paper plane")
-    stack.sql(
-        "update public.requests set status = 'sending', send_started_at = now(),"
-        " image_path = 'x/' || media_token || '.jpg' where id = %s",
-        request_id,
-    )
-    sent = requests.post(
-        f"{stack.env['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{stack.env['TWILIO_ACCOUNT_SID']}/Messages.json",
-        data={
-            "To": caller,
-            "From": stack.env["DEMO_FROM"],
-            "Body": f"Here you are. Ref {request_id.replace('-', '')[:8]}",
-        },
-        auth=(stack.env["TWILIO_ACCOUNT_SID"], stack.env["TWILIO_AUTH_TOKEN"]),
-        timeout=5,
-    ).json()
+    sent = stack.half_sent(request_id, caller)
     age(stack, request_id, 90)
     run_sweep(stack)
     row = stack.row(request_id)
-    assert (row["status"], row["message_sid"]) == ("delivered", sent["sid"])
+    assert (row["status"], row["message_sid"]) == ("delivered", sent)
     assert len(stack.messages_to(caller)) == 1
 
 
