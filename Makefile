@@ -47,6 +47,7 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.composite
+	$(PY) -m bench.load
 
 clean:
 	rm -rf .devstack $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -42,11 +43,14 @@ def deployer(tmp_path: Path, twilio: RunningServer) -> Deployer:
     return deployer
 
 
-def flows(twilio: RunningServer) -> list[dict]:
-    return requests.get(f"{twilio.url}/__dev/flows", timeout=5).json()["flows"]
+def flows(twilio: RunningServer) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = requests.get(f"{twilio.url}/__dev/flows", timeout=5).json()[
+        "flows"
+    ]
+    return found
 
 
-def number(twilio: RunningServer) -> dict:
+def number(twilio: RunningServer) -> dict[str, Any]:
     numbers = requests.get(f"{twilio.url}/__dev/numbers", timeout=5).json()["numbers"]
     return next(n for n in numbers if n["phone_number"] == NUMBER)
 
