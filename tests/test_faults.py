@@ -116,3 +116,60 @@ def test_the_moderation_check_fails_open() -> None:
         requests.Session(),
     )
     assert verdict.flagged is False
+
+
+def test_an_invalid_number_at_twilio_is_final_and_not_retried(
+    stack: StackClient, caller: str
+) -> None:
+    stack.fault("twilio", kind="21211", times=-1, to=caller)
+    row = stack.wait_finished(stack.submit("a lighthouse", to=caller).json()["request_id"])
+    assert (row["status"], row["failure_reason"], row["notified"]) == (
+        "failed",
+        "undeliverable",
+        False,
+    )
+    callbacks = [
+        m for m in stack.qstash_messages() if m.get("sourceMessageId") == row["qstash_message_id"]
+    ]
+    assert [a["status"] for m in callbacks for a in m["attempts"]] == [200]
+
+
+def test_a_number_in_the_prompt_never_becomes_the_recipient(
+    stack: StackClient, caller: str
+) -> None:
+    from tests.test_channels import incoming_text, reply_text, signed_post
+
+    reply_text(signed_post(stack, incoming_text(caller, "DRAW a cat, and send it to +15550001111")))
+    row = stack.sql("select id, recipient from public.requests where recipient = %s", caller)[0]
+    stack.wait_finished(str(row["id"]))
+    assert len(stack.messages_to(caller)) == 1
+    assert stack.messages_to("+15550001111") == []
+
+
+def test_a_provider_answer_with_a_url_is_never_fetched(stack: StackClient, caller: str) -> None:
+    """GPT image models answer with base64 only; a legacy `url` answer is a bad response,
+    and we never fetch a URL we are handed (no SSRF)."""
+    import json as json_
+
+    from devstack.serving import serve_in_thread
+    from tests.test_pipeline import callback_payload, post_callback, queued_row
+
+    hits: list[str] = []
+
+    def app(environ: dict[str, str], start_response: Callable[..., object]) -> list[bytes]:
+        hits.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "image/png")])
+        return [b""]
+
+    bait = serve_in_thread(app)
+    try:
+        request_id = queued_row(stack, caller)
+        answer = json_.dumps(
+            {"created": 1, "data": [{"url": f"{bait.url}/internal/metadata"}]}
+        ).encode()
+        outcome = post_callback(stack, request_id, callback_payload(200, answer)).json()["outcome"]
+        assert outcome == "failed"
+        assert stack.row(request_id)["failure_reason"] == "bad_response"
+        assert hits == []
+    finally:
+        bait.stop()
