@@ -101,5 +101,7 @@ def _check_operator_key(request: flask.Request, payload: object, expected: str) 
     given = request.headers.get("X-Operator-Key")
     if given is None and isinstance(payload, dict):
         given = payload.get("operator_key")
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
+    # "replace": a key holding a lone surrogate cannot be UTF-8 encoded, and is simply wrong.
+    given_bytes = given.encode("utf-8", "replace") if isinstance(given, str) else b""
+    if not given or not hmac.compare_digest(given_bytes, expected.encode()):
         raise Unauthorized("missing or wrong operator key")

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import jwt
 from .errors import BadRequest, SignatureError
 
 CLOCK_LEEWAY_S = 60
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
 
 
 def verify_qstash_signature(
@@ -86,7 +88,7 @@ def parse_callback(raw: bytes) -> QStashCallback:
     """Read a callback body; QStash omits zero and empty fields, so absent means 0/None."""
     try:
         payload = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise BadRequest("callback body is not JSON") from exc
     if not isinstance(payload, dict):
         raise BadRequest("callback body is not a JSON object")
@@ -117,10 +119,12 @@ def _count(value: Any) -> int:
         return 0
     if isinstance(value, int):
         return max(value, 0)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return 0
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """An id as QStash writes them (msg_…, 1725323658779-0); anything else is dropped, so
+    no stray byte (a NUL, a lone surrogate) ever reaches the database."""
+    return value if isinstance(value, str) and _ID.fullmatch(value) else None

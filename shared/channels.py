@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 from . import logs, replies
 from .accept import Acceptance, Accepted, accept_picture_request
-from .errors import BadRequest, UpstreamError
-from .intake import Command, PictureRequest, interpret_message, parse_address, parse_studio_request
+from .errors import EmptyPrompt, PromptTooLong, UpstreamError
+from .intake import (
+    Command,
+    PictureRequest,
+    check_pair,
+    interpret_message,
+    parse_address,
+    parse_studio_request,
+    twilio_sid,
+)
 from .records import Channel, RequestStatus
 from .services import Services
 
@@ -46,21 +54,17 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
             sender=parse_address(form.get("to"), "to"),
             ours=parse_address(form.get("from"), "from"),
             body=form.get("body", ""),
-            source_ref=form.get("source_ref") or None,
+            source_ref=twilio_sid(form.get("source_ref")),
             opt_out_type=None,
             services=services,
         )
     settings = services.settings
     try:
         request = parse_studio_request(form, settings.max_prompt_chars)
-    except BadRequest as exc:
-        if "prompt" not in exc.message:
-            raise  # a broken flow (numbers missing), not the caller's fault
-        spoken = " ".join(form.get("prompt", "").split())
-        if spoken:
-            limit = settings.max_prompt_chars
-            return StudioAnswer(False, replies.prompt_too_long(len(spoken), limit))
+    except EmptyPrompt:
         return StudioAnswer(False, replies.empty_prompt(""))
+    except PromptTooLong as exc:
+        return StudioAnswer(False, replies.prompt_too_long(exc.length, settings.max_prompt_chars))
     accepted = accept_picture_request(request, services)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
@@ -77,7 +81,7 @@ def answer_incoming_message(form: Mapping[str, str], services: Services) -> str 
         sender=parse_address(form.get("From"), "From"),
         ours=parse_address(form.get("To"), "To"),
         body=form.get("Body", ""),
-        source_ref=form.get("MessageSid") or None,
+        source_ref=twilio_sid(form.get("MessageSid")),
         opt_out_type=form.get("OptOutType") or None,
         services=services,
     )
@@ -94,6 +98,7 @@ def _answer_text(
     services: Services,
 ) -> StudioAnswer:
     """A text message from `sender` to our number `ours`: a prompt, a keyword, or neither."""
+    check_pair(sender, ours)
     settings = services.settings
     command = interpret_message(body, settings.sms_keyword, settings.max_prompt_chars, opt_out_type)
     logs.info("incoming message", command=command.command.value, sender=sender)

@@ -123,7 +123,7 @@ def read_json(request: flask.Request) -> Any:
         raise UnsupportedMediaType("send the request as application/json")
     try:
         return json.loads(request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise BadRequest("the body is not valid JSON") from exc
 
 

@@ -5,6 +5,8 @@ per client, chained with ``raise ... from exc``, so the HTTP adapters only ever 
 
     AppError
     ├── BadRequest          the caller sent something we cannot accept (HTTP 4xx)
+    │   ├── EmptyPrompt     nothing to draw
+    │   └── PromptTooLong   more than MAX_PROMPT_CHARS
     ├── Unauthorized        missing or wrong operator key
     ├── Forbidden           a Twilio request whose signature did not verify
     ├── SignatureError      a webhook or callback signature did not verify
@@ -30,6 +32,18 @@ class AppError(Exception):
 
 class BadRequest(AppError):
     """Input we cannot accept; the message is safe to show to the caller."""
+
+
+class EmptyPrompt(BadRequest):
+    """The prompt has nothing to draw once spaces and invisible characters are gone."""
+
+
+class PromptTooLong(BadRequest):
+    """The prompt is longer than MAX_PROMPT_CHARS; `length` says by how much."""
+
+    def __init__(self, message: str, *, length: int) -> None:
+        super().__init__(message)
+        self.length = length
 
 
 class Unauthorized(AppError):

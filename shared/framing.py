@@ -21,6 +21,8 @@ from .errors import ProviderError
 # "image" cannot make us allocate gigabytes: Pillow checks the header before decoding.
 MAX_PIXELS = 16_777_216
 MAX_EDGE = 8192
+# Smaller than this is no picture we asked for, and too small to carry the frame.
+MIN_EDGE = 64
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}
 
 INK = (16, 24, 40)  # frame colour
@@ -52,10 +54,16 @@ def open_picture(data: bytes) -> Image.Image:
         width, height = image.size
         if width * height > MAX_PIXELS or max(width, height) > MAX_EDGE:
             raise ValueError(f"picture too large: {width}x{height}")
+        if min(width, height) < MIN_EDGE:
+            raise ValueError(f"picture too small: {width}x{height}")
         image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:
+        # Decoders fed hostile bytes raise more than OSError/ValueError (a broken PNG chunk
+        # stream raises SyntaxError, for one); whatever it is, the picture is unusable.
         raise ProviderError(
-            "the provider's picture could not be read", retryable=False, detail=str(exc)[:200]
+            "the provider's picture could not be read",
+            retryable=False,
+            detail=f"{type(exc).__name__}: {str(exc)[:200]}",
         ) from exc
     return image.convert("RGB") if image.mode != "RGB" else image
 

@@ -56,7 +56,7 @@ def read_generated_image(body: bytes) -> GeneratedImage:
         if not isinstance(encoded, str) or not encoded:
             raise TypeError("b64_json is empty")
         data = base64.b64decode(encoded, validate=True)
-    except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error, RecursionError) as exc:
         raise ProviderError(
             "the provider's answer holds no readable picture",
             retryable=False,
@@ -119,7 +119,7 @@ def classify_provider_failure(status: int | None, body: bytes) -> ProviderFailur
 def _error_code(body: bytes) -> tuple[str | None, str | None]:
     try:
         error = json.loads(body)["error"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None, None
     if not isinstance(error, dict):
         return None, None

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .errors import BadRequest
+from .errors import BadRequest, EmptyPrompt, PromptTooLong
 from .records import Channel
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# What Twilio sends as a CallSid or MessageSid; anything else is not kept.
+_SID = re.compile(r"[A-Za-z]{2}[0-9A-Za-z]{32}")
 
 
 def parse_address(value: Any, field: str) -> str:
@@ -30,6 +32,11 @@ def parse_address(value: Any, field: str) -> str:
     return address
 
 
+def twilio_sid(value: Any) -> str | None:
+    """A CallSid or MessageSid as Twilio writes them, or None for anything else."""
+    return value if isinstance(value, str) and _SID.fullmatch(value) else None
+
+
 def clean_prompt(value: Any, max_chars: int) -> str:
     """Trim the prompt and drop control characters; it must keep 1..max_chars characters."""
     if not isinstance(value, str):
@@ -37,9 +44,11 @@ def clean_prompt(value: Any, max_chars: int) -> str:
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in value)
     text = " ".join(text.split())
     if not text:
-        raise BadRequest("'prompt' is empty: describe the picture in words")
+        raise EmptyPrompt("'prompt' is empty: describe the picture in words")
     if len(text) > max_chars:
-        raise BadRequest(f"'prompt' is too long: {len(text)} characters, at most {max_chars}")
+        raise PromptTooLong(
+            f"'prompt' is too long: {len(text)} characters, at most {max_chars}", length=len(text)
+        )
     return text
 
 
@@ -54,7 +63,8 @@ class PictureRequest:
     source_ref: str | None = None  # Twilio's CallSid or MessageSid
 
 
-def _pair(recipient: str, sender: str) -> None:
+def check_pair(recipient: str, sender: str) -> None:
+    """Both WhatsApp addresses, or both phone numbers: Twilio cannot bridge the two."""
     if recipient.startswith("whatsapp:") != sender.startswith("whatsapp:"):
         raise BadRequest("'to' and 'from' must both be WhatsApp addresses or both be numbers")
 
@@ -75,7 +85,7 @@ def parse_picture_request(
     if sender_value is None:
         raise BadRequest("'from' is required (or set TWILIO_FROM_NUMBER)")
     sender = parse_address(sender_value, "from")
-    _pair(recipient, sender)
+    check_pair(recipient, sender)
     prompt = clean_prompt(payload.get("prompt"), max_prompt_chars)
     channel = Channel.WHATSAPP if recipient.startswith("whatsapp:") else Channel.API
     return PictureRequest(recipient=recipient, sender=sender, prompt=prompt, channel=channel)
@@ -87,13 +97,13 @@ def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> Pict
     or MessageSid). Twilio signed it, so `to` is the person who called or wrote."""
     recipient = parse_address(form.get("to"), "to")
     sender = parse_address(form.get("from"), "from")
-    _pair(recipient, sender)
+    check_pair(recipient, sender)
     prompt = clean_prompt(form.get("prompt", ""), max_prompt_chars)
     if recipient.startswith("whatsapp:"):
         channel = Channel.WHATSAPP
     else:
         channel = Channel.VOICE if form.get("channel") == "voice" else Channel.SMS
-    source_ref = (form.get("source_ref") or "").strip() or None
+    source_ref = twilio_sid(form.get("source_ref"))
     return PictureRequest(recipient, sender, prompt, channel, source_ref)
 
 
@@ -141,9 +151,8 @@ def interpret_message(
         text = text[match.end() :]
     try:
         prompt = clean_prompt(text, max_prompt_chars)
-    except BadRequest:
-        cleaned = " ".join(text.split())
-        if not cleaned:
-            return IncomingCommand(Command.EMPTY_PROMPT)
-        return IncomingCommand(Command.TOO_LONG, length=len(cleaned))
+    except EmptyPrompt:
+        return IncomingCommand(Command.EMPTY_PROMPT)
+    except PromptTooLong as exc:
+        return IncomingCommand(Command.TOO_LONG, length=exc.length)
     return IncomingCommand(Command.PROMPT, prompt=prompt)

@@ -21,7 +21,7 @@ DEFAULT_IMAGE_MODEL = "gpt-image-1.5"
 IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 IMAGE_QUALITIES = ("low", "medium", "high", "auto")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9]\d{6,14}$")
+_ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 
 SECRET_NAMES = (
     "QSTASH_TOKEN",

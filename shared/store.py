@@ -68,6 +68,13 @@ class Claim:
     token: str | None = None
 
 
+def _storable(text: str, limit: int = 500) -> str:
+    """Text PostgreSQL will take: no NUL bytes, no lone surrogates, at most `limit` chars.
+    Error details come from vendors and callbacks, so they may hold either."""
+    clean = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return clean[:limit]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -162,7 +169,7 @@ class RequestStore:
         fields = {
             "status": RequestStatus.FAILED.value,
             "failure_reason": FailureReason.PUBLISH_FAILED.value,
-            "failure_detail": detail[:500],
+            "failure_detail": _storable(detail),
             "failed_at": _now(),
         }
         query = self._table().update(fields).eq("id", request_id).eq("status", "queued")
@@ -180,11 +187,19 @@ class RequestStore:
         )
 
     def release(self, request_id: str, token: str, error: str | None) -> None:
-        params = {"p_request_id": request_id, "p_token": token, "p_error": error}
+        params = {
+            "p_request_id": request_id,
+            "p_token": token,
+            "p_error": _storable(error) if error else None,
+        }
         _guard("releasing the claim", self._client.rpc("release_request", params).execute)
 
     def record_attempt(self, request_id: str, message_id: str | None, error: str) -> int | None:
-        params = {"p_request_id": request_id, "p_message_id": message_id, "p_error": error[:500]}
+        params = {
+            "p_request_id": request_id,
+            "p_message_id": message_id,
+            "p_error": _storable(error),
+        }
         call = self._client.rpc("record_attempt", params).execute
         data: Any = _guard("recording the attempt", call).data
         return data if isinstance(data, int) else None
@@ -230,7 +245,7 @@ class RequestStore:
         fields: dict[str, Any] = {
             "status": RequestStatus.FAILED.value,
             "failure_reason": reason.value,
-            "failure_detail": detail[:500],
+            "failure_detail": _storable(detail),
             "failed_at": _now(),
             "notified": notified,
             "message_sid": message_sid,
