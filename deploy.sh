@@ -47,6 +47,18 @@ run() {
   "$@"
 }
 
+# Run a command with VALUE on its stdin, or under --dry-run only print it. (Piping into `run`
+# under --dry-run would leave the pipe unread, and printf could die of SIGPIPE.)
+with_stdin() {
+  local value="$1"
+  shift
+  if ((DRY_RUN)); then
+    run "$@"
+  else
+    printf '%s' "$value" | "$@"
+  fi
+}
+
 load_settings() {
   if [[ -f "$ENV_FILE" ]]; then
     set -a
@@ -230,7 +242,7 @@ store_secret() {
   else
     say "storing a new version of $name"
     # The value goes through stdin, never the command line.
-    printf '%s' "$value" | run "${GCLOUD[@]}" secrets versions add "$name" --data-file=-
+    with_stdin "$value" "${GCLOUD[@]}" secrets versions add "$name" --data-file=-
   fi
   run "${GCLOUD[@]}" secrets add-iam-policy-binding "$name" \
     --member="serviceAccount:$SERVICE_ACCOUNT" --role=roles/secretmanager.secretAccessor \
@@ -298,7 +310,7 @@ cmd_schedule() {
   token="$(read_secret QSTASH_TOKEN)"
   say "scheduling the sweep ($cron)"
   # The token reaches curl as a header read from stdin, never on its command line.
-  printf 'Authorization: Bearer %s\n' "$token" | run curl -fsS -X POST -H @- \
+  with_stdin "Authorization: Bearer $token"$'\n' curl -fsS -X POST -H @- \
     -H "Upstash-Cron: $cron" -H "Upstash-Schedule-Id: picture-line-sweep" \
     "${QSTASH_URL:-https://qstash.upstash.io}/v2/schedules/$url?sweep=1"
   echo
