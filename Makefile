@@ -40,7 +40,7 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy shared devstack bench tests
+	$(PY) -m mypy shared devstack bench deploy tests
 	# Both functions' entry modules are called main: check them one at a time.
 	$(PY) -m mypy generate/main.py
 	$(PY) -m mypy composite/main.py
