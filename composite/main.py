@@ -1,5 +1,6 @@
 """`composite`: QStash calls this after every image-generation attempt (and, with `?sweep=1`,
-on a schedule to run the sweep; see shared/sweep.py).
+on a schedule to run the sweep; see shared/sweep.py). Twilio calls it with
+`?message_status=<request id>` to report how far each message got.
 
 It verifies the QStash signature against the configured public URL before reading anything,
 then lets the pipeline frame, store and send the picture (or record the failed attempt, or tell
@@ -18,10 +19,11 @@ import functions_framework
 from shared.callbacks import parse_callback, verify_qstash_signature
 from shared.delivery import handle_callback
 from shared.edge import handler, json_response, require_post, signed_url
-from shared.errors import BadRequest
+from shared.errors import BadRequest, SignatureError
 from shared.logs import bind, warning
-from shared.services import get_services
+from shared.services import Services, get_services
 from shared.sweep import sweep
+from shared.twilio_webhooks import verify_twilio_signature
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -36,6 +38,8 @@ def composite(request: flask.Request) -> flask.Response:
         return refusal
     services = get_services()
     settings = services.settings
+    if "message_status" in request.args:
+        return _message_status(request, services)
     raw = request.get_data(cache=True)
     keys = (
         settings.secret("QSTASH_CURRENT_SIGNING_KEY").reveal(),
@@ -66,6 +70,34 @@ def composite(request: flask.Request) -> flask.Response:
     if outcome.retry_later:
         return json_response(503, {"outcome": outcome.value}, **{"Retry-After": "60"})
     return json_response(200, {"outcome": outcome.value, "request_id": request_id})
+
+
+def _message_status(request: flask.Request, services: Services) -> flask.Response:
+    """Twilio's status callback for one of our messages: signed by Twilio, not QStash."""
+    settings = services.settings
+    if not settings.insecure_skip_signatures:
+        try:
+            verify_twilio_signature(
+                signed_url(settings.composite_url, request),
+                request.form,
+                request.headers.get("X-Twilio-Signature"),
+                settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+            )
+        except SignatureError as exc:
+            warning(exc.message, detail=exc.detail)
+            return json_response(403, {"error": "forbidden"})
+    try:
+        request_id = _request_id(request.args.get("message_status"))
+    except BadRequest as exc:
+        return json_response(400, {"error": exc.message})
+    bind(request_id=request_id)
+    sid, status = request.form.get("MessageSid", ""), request.form.get("MessageStatus", "")
+    code = request.form.get("ErrorCode", "")
+    error_code = int(code) if code.isascii() and code.isdigit() else None
+    recorded = services.store.record_message_status(request_id, sid, status, error_code)
+    if recorded and error_code:
+        warning("Twilio could not deliver a message", status=status, error_code=error_code)
+    return flask.Response(status=204)
 
 
 def _request_id(value: str | None) -> str:

@@ -196,6 +196,7 @@ def _send_picture(
             from_=record.sender,
             body=picture_caption(record.prompt, record.reference),
             media_url=media_url,
+            status_callback=status_callback_url(services, record.id),
         )
     except MessagingError as exc:
         if exc.retryable:
@@ -246,6 +247,7 @@ def _send_failure(
                 to=record.recipient,
                 from_=record.sender,
                 body=failure_notice(reason, record.prompt, record.reference),
+                status_callback=status_callback_url(services, record.id),
             ).sid
         except MessagingError as exc:
             if exc.retryable:
@@ -260,6 +262,11 @@ def _send_failure(
     )
     logs.warning("request failed", reason=reason.value, detail=detail, notified=sid is not None)
     return CallbackOutcome.FAILED
+
+
+def status_callback_url(services: Services, request_id: str) -> str:
+    """Where Twilio reports how far a request's message got (see composite/main.py)."""
+    return f"{services.settings.composite_url}?message_status={request_id}"
 
 
 SWEEP_OWNER = "sweep"

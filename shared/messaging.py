@@ -83,10 +83,22 @@ class Messenger:
             self._client = Client(self._account_sid, self._auth_token.reveal(), http_client=http)
         return self._client
 
-    def send(self, *, to: str, from_: str, body: str, media_url: str | None = None) -> SentMessage:
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        media_url: str | None = None,
+        status_callback: str | None = None,
+    ) -> SentMessage:
         try:
             message = self._twilio().messages.create(
-                to=to, from_=from_, body=body, media_url=[media_url] if media_url else None
+                to=to,
+                from_=from_,
+                body=body,
+                media_url=[media_url] if media_url else None,
+                status_callback=status_callback,
             )
         except TwilioRestException as exc:
             code = int(exc.code) if exc.code else None

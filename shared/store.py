@@ -204,6 +204,20 @@ class RequestStore:
         data: Any = _guard("recording the attempt", call).data
         return data if isinstance(data, int) else None
 
+    def record_message_status(
+        self, request_id: str, message_sid: str, status: str, error_code: int | None
+    ) -> bool:
+        """Remember how far a request's message got (Twilio's status callback); False if it
+        is not that request's message, or older news than we have."""
+        params = {
+            "p_request_id": request_id,
+            "p_message_sid": message_sid,
+            "p_status": status,
+            "p_error_code": error_code,
+        }
+        call = self._client.rpc("record_message_status", params).execute
+        return bool(_guard("recording the message status", call).data)
+
     def update_claimed(self, request_id: str, token: str, fields: dict[str, Any]) -> bool:
         """Write `fields` only while we still hold the claim; False if we lost it."""
         query = self._table().update(fields).eq("id", request_id).eq("claim_token", token)

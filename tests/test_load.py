@@ -101,12 +101,13 @@ def test_concurrent_prompts_with_duplicated_callbacks_send_one_mms_each(
         messages = stack.messages_to(number)
         assert [bool(m["media"]) for m in messages] == [True], f"{number}: {messages}"
     # 503 is by design: a copy arriving while another copy of the same callback holds the
-    # claim answers "busy", and QStash retries. A 500 would be a bug.
+    # claim answers "busy", and QStash retries. 204 answers Twilio's delivery receipts.
+    # A 500 would be a bug.
     recorded = callback_statuses(stack, set(ids))
-    assert set(recorded) <= {200, 503}, recorded
+    assert set(recorded) <= {200, 204, 503}, recorded
     assert recorded[200] >= PROMPTS
     answered = composite_statuses(capsys.readouterr().out)
-    assert set(answered) <= {200, 503}, answered
+    assert set(answered) <= {200, 204, 503}, answered
     assert answered.total() >= PROMPTS * DUPLICATES
 
 
