@@ -74,7 +74,8 @@ def log(severity: str, message: str, **fields: Any) -> None:
     }
     entry.update(_masked(_context.get() or {}))
     entry.update(_masked(fields))
-    line = json.dumps(entry, default=str, ensure_ascii=False)
+    # ASCII-escaped: a lone surrogate from a vendor would make a real stdout raise.
+    line = json.dumps(entry, default=str, ensure_ascii=True)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     for sink in _sinks:
