@@ -17,8 +17,9 @@ import requests
 from .errors import PublishError
 from .secrets import Secret
 
+# Two tries of (connect + read) still fit Studio's 10 s limit for the whole answer.
 CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,16 @@ class QStashPublisher:
     def publish(self, job: GenerationJob, provider_key: Secret) -> str:
         """Publish the job; return QStash's message id or raise `PublishError`."""
         headers = publish_headers(job, self._token.reveal(), provider_key.reveal())
+        url = f"{self._base_url}/v2/publish/{job.destination}"
+        body = json.dumps(job.body, separators=(",", ":")).encode()
         try:
-            response = self._session.post(
-                f"{self._base_url}/v2/publish/{job.destination}",
-                data=json.dumps(job.body, separators=(",", ":")).encode(),
-                headers=headers,
-                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-            )
+            try:
+                response = self._post(url, body, headers)
+            except requests.ReadTimeout:
+                # QStash may have taken the job before its answer was lost. The request id
+                # is the deduplication id, so asking again is safe: QStash enqueues no second
+                # copy and answers with the first one's message id.
+                response = self._post(url, body, headers)
         except requests.RequestException as exc:
             raise PublishError(
                 "QStash could not be reached", retryable=True, detail=type(exc).__name__
@@ -88,6 +92,11 @@ class QStashPublisher:
             return str(response.json()["messageId"])
         except (ValueError, KeyError, TypeError) as exc:
             raise PublishError("QStash answered without a message id", retryable=True) from exc
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return self._session.post(
+            url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+        )
 
     def cancel(self, message_id: str) -> bool:
         """Stop QStash from retrying a message that can no longer succeed; best effort."""

@@ -594,3 +594,52 @@ def test_a_missing_secret_fails_before_anything_is_recorded(
     assert response.status_code == 500
     assert response.json() == {"error": "the service is misconfigured"}
     assert stack.sql("select id from public.requests where recipient = %s", caller) == []
+
+
+def test_a_publish_whose_answer_was_lost_is_asked_again_and_not_doubled(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    """QStash took the job but its answer never came back: generate asks again with the same
+    deduplication id, gets the same message, and the request is delivered once."""
+    qstash = stack.env["QSTASH_URL"]
+    forwarded: list[int] = []
+
+    def slow_first_answer(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> list[bytes]:
+        path = environ["PATH_INFO"] + (
+            "?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""
+        )
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        headers = {
+            k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        headers["Content-Type"] = environ.get("CONTENT_TYPE", "")
+        answer = requests.post(
+            qstash + path, data=environ["wsgi.input"].read(length), headers=headers, timeout=10
+        )
+        forwarded.append(answer.status_code)
+        if len(forwarded) == 1:
+            time.sleep(4)  # longer than generate waits for an answer
+        start_response(f"{answer.status_code} X", [("Content-Type", "application/json")])
+        return [answer.content]
+
+    from devstack.serving import serve_in_thread
+
+    proxy = serve_in_thread(slow_first_answer)
+    try:
+        function_setting("QSTASH_URL", proxy.url)
+        response = stack.submit("a message in a bottle", to=caller)
+        assert response.status_code == 202, response.text
+        assert forwarded == [200, 202]  # the second copy was deduplicated by QStash
+        row = stack.wait_finished(response.json()["request_id"])
+        assert row["status"] == "delivered"
+        jobs = [
+            m
+            for m in stack.qstash_messages()
+            if m["kind"] == "message" and m["id"] == row["qstash_message_id"]
+        ]
+        assert len(jobs) == 1
+        assert len(stack.messages_to(caller)) == 1
+    finally:
+        proxy.stop()
