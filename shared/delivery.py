@@ -233,10 +233,14 @@ def _send_failure(
     detail: str,
     source_message_id: str | None,
     services: Services,
+    *,
+    looked_up: bool = False,
 ) -> CallbackOutcome:
+    """Send the failure notice once and mark the request failed. `looked_up`: the caller
+    already asked Twilio for an earlier send and found none."""
     marker = f"Ref {record.reference}"
     sid: str | None = None
-    if record.send_started_at:
+    if record.send_started_at and not looked_up:
         sid = services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
     if sid is None:
         extra = {"qstash_message_id": source_message_id} if source_message_id else {}
@@ -277,7 +281,9 @@ def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
     has its picture (a run died after sending), otherwise failed as expired and told."""
 
     def work(record: RequestRecord, token: str) -> CallbackOutcome:
+        looked_up = False
         if record.send_started_at and record.image_path:
+            looked_up = True
             marker = f"Ref {record.reference}"
             sid = services.messenger.find_sent(
                 to=record.recipient, from_=record.sender, marker=marker
@@ -286,7 +292,9 @@ def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
                 _record_delivered(record, token, sid, {}, services)
                 return CallbackOutcome.DELIVERED
         detail = "stuck past its deadline; finished by the sweep"
-        return _send_failure(record, token, FailureReason.EXPIRED, detail, None, services)
+        return _send_failure(
+            record, token, FailureReason.EXPIRED, detail, None, services, looked_up=looked_up
+        )
 
     return _with_claim(request_id, SWEEP_OWNER, services, work)
 

@@ -197,6 +197,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if composite_url and urlsplit(composite_url).query:
         read.problems.append("COMPOSITE_URL must not have a query string")
     project = read.text("GOOGLE_CLOUD_PROJECT")
+    image = ImageOptions(
+        model=read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL,
+        size=read.choice("IMAGE_SIZE", "1024x1024", IMAGE_SIZES),
+        quality=read.choice("IMAGE_QUALITY", "low", IMAGE_QUALITIES),
+        compression=read.integer("IMAGE_COMPRESSION", 80, 10, 100),
+    )
+    image_cost = read.optional_number("IMAGE_COST_USD", None)
+    if image_cost is None:
+        image_cost = IMAGE_COST_BY_QUALITY.get(image.quality, IMAGE_COST_BY_QUALITY["auto"])
     settings = Settings(
         composite_url=composite_url or "",
         supabase_url=read.url("SUPABASE_URL", required=True) or "",
@@ -206,12 +215,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         openai_base_url=read.url("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL)
         or DEFAULT_OPENAI_BASE_URL,
         twilio_api_base_url=read.url("TWILIO_API_BASE_URL"),
-        image=ImageOptions(
-            model=read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL,
-            size=read.choice("IMAGE_SIZE", "1024x1024", IMAGE_SIZES),
-            quality=read.choice("IMAGE_QUALITY", "low", IMAGE_QUALITIES),
-            compression=read.integer("IMAGE_COMPRESSION", 80, 10, 100),
-        ),
+        image=image,
         generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 5),
         generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 1, 900),
         callback_retries=read.integer("CALLBACK_RETRIES", 5, 0, 20),
@@ -231,11 +235,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             budget_usd=read.optional_number("DAILY_BUDGET_USD", None),
             allowlist=read.addresses("ALLOWLIST"),
         ),
-        estimated_cost_usd=(
-            read.optional_number("IMAGE_COST_USD", None)
-            or IMAGE_COST_BY_QUALITY.get(environ.get("IMAGE_QUALITY", "low").strip(), 0.042)
-        )
-        + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
+        estimated_cost_usd=image_cost + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
         insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
         moderation=read.flag("MODERATION"),
         sweep_after_minutes=read.integer("SWEEP_AFTER_MINUTES", 60, 5, 7 * 24 * 60),
