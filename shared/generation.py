@@ -12,11 +12,20 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProviderError
 from .records import FailureReason
 from .settings import ImageOptions
+
+if TYPE_CHECKING:
+    # The SDK's own parameter types make mypy refuse a key or value OpenAI does not take; the
+    # functions never import openai at run time (it is a dev dependency).
+    from openai.types.image_generate_params import (
+        ImageGenerateParamsNonStreaming as GenerationBody,
+    )
+else:
+    GenerationBody = dict
 
 
 def safety_identifier(salt: str, recipient: str) -> str:
@@ -26,10 +35,12 @@ def safety_identifier(salt: str, recipient: str) -> str:
     return f"pl_{digest[:40]}"
 
 
-def generation_body(options: ImageOptions, prompt: str, safety_id: str) -> dict[str, Any]:
-    """The JSON for `POST /v1/images/generations`."""
+def generation_body(
+    options: ImageOptions, prompt: str, safety_id: str, *, model: str | None = None
+) -> GenerationBody:
+    """The JSON for `POST /v1/images/generations` (`model` overrides the configured one)."""
     return {
-        "model": options.model,
+        "model": model or options.model,
         "prompt": prompt,
         "n": 1,
         "size": options.size,
@@ -87,6 +98,7 @@ class ProviderFailure:
     detail: str
 
 
+MODEL_NOT_FOUND = "model_not_found"
 _REFUSAL_CODES = {"moderation_blocked", "content_policy_violation"}
 _MONEY_CODES = {
     "insufficient_quota",
@@ -106,6 +118,9 @@ def classify_provider_failure(status: int | None, body: bytes) -> ProviderFailur
     detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
     if code in _REFUSAL_CODES:
         return ProviderFailure(FailureReason.REFUSED, False, detail)
+    if code == MODEL_NOT_FOUND:
+        # A retired or unknown model [DOC]: only another model can help (see delivery.py).
+        return ProviderFailure(FailureReason.MODEL_UNAVAILABLE, False, detail)
     if code in _MONEY_CODES or (code and code.endswith("_spend_limit_exceeded")):
         return ProviderFailure(FailureReason.PROVIDER_ERROR, False, detail)
     if status == 429 or status == 503:

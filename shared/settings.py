@@ -12,14 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import image_models
 from .errors import ConfigError
+from .image_models import GPT_IMAGE_2_PRICES, Quality, TokenPrices
 from .secrets import Secret, SecretSource
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_IMAGE_MODEL = "gpt-image-1.5"
-IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
-IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+# The low-latency current model: a caller waits for it (see README "Which model").
+DEFAULT_IMAGE_MODEL = "gpt-image-2.6-flare"
+DEFAULT_COMPRESSION = 80
+# QStash's largest message on the Free plan [DOC pricing]; a longer callback is truncated.
+FREE_PLAN_MESSAGE_BYTES = 1_000_000
+# Free allows 3 retries [3P]; a higher Upstash-Retries may be refused [UNCONFIRMED].
+FREE_PLAN_MAX_RETRIES = 3
+_MESSAGING_SERVICE = re.compile(r"^MG[0-9a-f]{32}$")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 
@@ -32,6 +39,7 @@ SECRET_NAMES = (
     "TWILIO_AUTH_TOKEN",
     "OPERATOR_KEY",
     "SAFETY_IDENTIFIER_SALT",
+    "STUDIO_FLOW_KEY",
 )
 
 
@@ -41,13 +49,11 @@ class ImageOptions:
 
     model: str = DEFAULT_IMAGE_MODEL
     size: str = "1024x1024"
-    quality: str = "low"
-    compression: int = 80
-
-
-# Rough per-image prices (USD, 1024x1024) used only for the daily budget; set IMAGE_COST_USD
-# to your model's real price.
-IMAGE_COST_BY_QUALITY = {"low": 0.011, "medium": 0.042, "high": 0.167, "auto": 0.042}
+    quality: Quality = "low"
+    compression: int = DEFAULT_COMPRESSION
+    # Asked for instead, once per request, when the provider says `model` is gone.
+    fallback_model: str | None = None
+    prices: TokenPrices = GPT_IMAGE_2_PRICES
 
 
 @dataclass(frozen=True)
@@ -83,14 +89,19 @@ class Settings:
     image: ImageOptions = ImageOptions()
     generation_retries: int = 2
     generation_timeout_s: int = 300
-    callback_retries: int = 5
+    callback_retries: int = 3
+    qstash_max_message_bytes: int = FREE_PLAN_MESSAGE_BYTES
     bucket: str = "pictures"
     frame_path: str | None = None
     brand_name: str = "PICTURE LINE"
     jpeg_quality: int = 85
+    # What a carrier takes safely: US carriers cap MMS media at 600 KB on some senders [DOC].
+    mms_max_bytes: int = 600_000
+    mms_max_edge: int = 1536
     claim_lease_s: int = 180
     max_prompt_chars: int = 1000
     twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
     sms_keyword: str = "DRAW"
     limits: Limits = Limits()
     # Local experiments only: skip QStash and Twilio signature checks. Refused unless every
@@ -100,9 +111,17 @@ class Settings:
     sweep_after_minutes: int = 60
     retention_days: int | None = 30
     store_timeout_s: float = 10.0
-    estimated_cost_usd: float = 0.031
+    mms_cost_usd: float = 0.02
     google_cloud_project: str | None = None
     secrets: SecretSource | None = None
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        """What a request should cost (picture + MMS), counted against the daily budget
+        until the provider's answer says what the picture really cost."""
+        image = self.image
+        picture = image_models.estimated_image_cost(image.size, image.quality, image.prices)
+        return round(picture + self.mms_cost_usd, 4)
 
     def secret(self, name: str) -> Secret:
         if name not in SECRET_NAMES:
@@ -190,6 +209,48 @@ class _Reader:
         return value
 
 
+def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
+    """The image request, checked against the models and against QStash's message limit."""
+    model = read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL
+    fallback = read.text("IMAGE_MODEL_FALLBACK")
+    size = read.text("IMAGE_SIZE", "1024x1024") or "1024x1024"
+    quality_text = read.text("IMAGE_QUALITY", "low") or "low"
+    quality: Quality = image_models.parse_quality(model, quality_text) or "low"
+    for name, chosen in (("IMAGE_MODEL", model), ("IMAGE_MODEL_FALLBACK", fallback)):
+        if chosen is None:
+            continue
+        if chosen in image_models.RETIRED_MODELS:
+            instead = image_models.RETIRED_MODELS[chosen]
+            read.problems.append(f"{name} {chosen} was shut down by OpenAI; use {instead}")
+        if problem := image_models.size_problem(chosen, size):
+            read.problems.append(f"IMAGE_SIZE {size} does not work with {chosen}: {problem}")
+        if image_models.parse_quality(chosen, quality_text) is None:
+            allowed = ", ".join(image_models.qualities_for(chosen))
+            read.problems.append(f"IMAGE_QUALITY must be one of {allowed} for {chosen}")
+    if fallback == model:
+        read.problems.append("IMAGE_MODEL_FALLBACK must differ from IMAGE_MODEL")
+    prices = GPT_IMAGE_2_PRICES
+    if raw_prices := read.text("IMAGE_TOKEN_PRICES_USD"):
+        try:
+            prices = TokenPrices.parse(raw_prices)
+        except ValueError as exc:
+            read.problems.append(f"IMAGE_TOKEN_PRICES_USD must be {exc}, got {raw_prices!r}")
+    fits = image_models.highest_fitting_compression(size, quality, message_limit)
+    if read.text("IMAGE_COMPRESSION") is None:
+        # Left to us: the default, lowered as far as needed to fit the plan's message size.
+        compression = min(DEFAULT_COMPRESSION, fits or DEFAULT_COMPRESSION)
+    else:
+        compression = read.integer("IMAGE_COMPRESSION", DEFAULT_COMPRESSION, 10, 100)
+    if fits is None or compression > fits:
+        can = f"at most IMAGE_COMPRESSION={fits}" if fits else "no compression fits"
+        read.problems.append(
+            f"a {size} {quality} picture would not fit QStash's {message_limit}-byte message"
+            f" limit (QSTASH_MAX_MESSAGE_BYTES; the Free plan's is {FREE_PLAN_MESSAGE_BYTES}):"
+            f" {can}; choose a smaller IMAGE_SIZE or set your plan's limit"
+        )
+    return ImageOptions(model, size, quality, compression, fallback, prices)
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build `Settings` from the environment, or raise `ConfigError` listing every problem."""
     read = _Reader(environ)
@@ -197,15 +258,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if composite_url and urlsplit(composite_url).query:
         read.problems.append("COMPOSITE_URL must not have a query string")
     project = read.text("GOOGLE_CLOUD_PROJECT")
-    image = ImageOptions(
-        model=read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL,
-        size=read.choice("IMAGE_SIZE", "1024x1024", IMAGE_SIZES),
-        quality=read.choice("IMAGE_QUALITY", "low", IMAGE_QUALITIES),
-        compression=read.integer("IMAGE_COMPRESSION", 80, 10, 100),
+    message_limit = read.integer(
+        "QSTASH_MAX_MESSAGE_BYTES", FREE_PLAN_MESSAGE_BYTES, 100_000, 100_000_000
     )
-    image_cost = read.optional_number("IMAGE_COST_USD", None)
-    if image_cost is None:
-        image_cost = IMAGE_COST_BY_QUALITY.get(image.quality, IMAGE_COST_BY_QUALITY["auto"])
+    image = _image_options(read, message_limit)
     settings = Settings(
         composite_url=composite_url or "",
         supabase_url=read.url("SUPABASE_URL", required=True) or "",
@@ -216,16 +272,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         or DEFAULT_OPENAI_BASE_URL,
         twilio_api_base_url=read.url("TWILIO_API_BASE_URL"),
         image=image,
-        generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 5),
+        generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 20),
         generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 1, 900),
-        callback_retries=read.integer("CALLBACK_RETRIES", 5, 0, 20),
+        callback_retries=read.integer("CALLBACK_RETRIES", FREE_PLAN_MAX_RETRIES, 0, 20),
+        qstash_max_message_bytes=message_limit,
         bucket=read.text("SUPABASE_BUCKET", "pictures") or "pictures",
         frame_path=read.text("FRAME_PATH"),
         brand_name=read.text("BRAND_NAME", "PICTURE LINE") or "PICTURE LINE",
         jpeg_quality=read.integer("JPEG_QUALITY", 85, 50, 95),
+        mms_max_bytes=read.integer("MMS_MAX_BYTES", 600_000, 50_000, 5_000_000),
+        mms_max_edge=read.integer("MMS_MAX_EDGE", 1536, 256, 4096),
         claim_lease_s=read.integer("CLAIM_LEASE_SECONDS", 180, 30, 3600),
         max_prompt_chars=read.integer("MAX_PROMPT_CHARS", 1000, 1, 4000),
         twilio_from_number=read.text("TWILIO_FROM_NUMBER"),
+        twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
         # An empty SMS_KEYWORD makes every message a prompt.
         sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
         limits=Limits(
@@ -235,7 +295,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             budget_usd=read.optional_number("DAILY_BUDGET_USD", None),
             allowlist=read.addresses("ALLOWLIST"),
         ),
-        estimated_cost_usd=image_cost + (read.optional_number("MMS_COST_USD", 0.02) or 0.0),
+        mms_cost_usd=read.optional_number("MMS_COST_USD", 0.02) or 0.0,
         insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
         moderation=read.flag("MODERATION"),
         sweep_after_minutes=read.integer("SWEEP_AFTER_MINUTES", 60, 5, 7 * 24 * 60),
@@ -257,6 +317,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read.problems.append("TWILIO_FROM_NUMBER must be an E.164 number like +15551234567")
     if " " in settings.sms_keyword:
         read.problems.append("SMS_KEYWORD must be one word")
+    service = settings.twilio_messaging_service_sid
+    if service and not _MESSAGING_SERVICE.match(service):
+        read.problems.append("TWILIO_MESSAGING_SERVICE_SID must look like MG followed by 32 hex")
+    if "IMAGE_COST_USD" in environ:
+        read.problems.append(
+            "IMAGE_COST_USD is no longer read: prices come from the provider's token counts;"
+            " set IMAGE_TOKEN_PRICES_USD (text in, image in, image out per 1M tokens) instead"
+        )
     sid = settings.twilio_account_sid
     if sid and not (sid.startswith("AC") and len(sid) == 34):
         read.problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")

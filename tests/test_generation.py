@@ -18,7 +18,7 @@ from shared.settings import ImageOptions
 
 def test_generation_body_asks_a_gpt_image_model_for_jpeg() -> None:
     body = generation_body(ImageOptions(), "a crab", "pl_abc")
-    assert body["model"] == "gpt-image-1.5"
+    assert body["model"] == "gpt-image-2.6-flare"
     assert body["output_format"] == "jpeg"
     assert body["output_compression"] == 80
     assert body["n"] == 1
@@ -100,7 +100,7 @@ def _error(code: str, kind: str = "invalid_request_error") -> bytes:
         (502, b"<html>bad gateway</html>", FailureReason.PROVIDER_ERROR, True),
         (401, _error("invalid_api_key"), FailureReason.PROVIDER_ERROR, False),
         (400, _error("unknown_parameter"), FailureReason.PROVIDER_ERROR, False),
-        (404, _error("model_not_found"), FailureReason.PROVIDER_ERROR, False),
+        (404, _error("model_not_found"), FailureReason.MODEL_UNAVAILABLE, False),
         (None, b"", FailureReason.PROVIDER_ERROR, True),
     ],
 )

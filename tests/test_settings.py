@@ -19,7 +19,7 @@ MINIMAL = {
 
 def test_load_settings_applies_documented_defaults() -> None:
     settings = load_settings(MINIMAL)
-    assert settings.image.model == "gpt-image-1.5"
+    assert settings.image.model == "gpt-image-2.6-flare"
     assert settings.image.size == "1024x1024"
     assert settings.qstash_url == "https://qstash.upstash.io"
     assert settings.openai_base_url == "https://api.openai.com/v1"
@@ -32,7 +32,7 @@ def test_load_settings_lists_every_problem_at_once() -> None:
             {
                 "COMPOSITE_URL": "composite.example.com",
                 "TWILIO_ACCOUNT_SID": "nope",
-                "IMAGE_SIZE": "512x512",
+                "IMAGE_SIZE": "1000x1000",
                 "GENERATION_RETRIES": "many",
             }
         )
@@ -108,3 +108,70 @@ def test_skipping_signatures_is_refused_for_public_urls() -> None:
     }
     assert load_settings({**local, "INSECURE_SKIP_SIGNATURES": "true"}).insecure_skip_signatures
     assert not load_settings(local).insecure_skip_signatures
+
+
+# --- models, sizes and QStash's message limit ----------------------------------------------
+
+
+def test_a_retired_model_is_refused_with_its_replacement() -> None:
+    with pytest.raises(ConfigError, match="gpt-image-1.5 was shut down by OpenAI; use gpt-image-2"):
+        load_settings({**MINIMAL, "IMAGE_MODEL": "gpt-image-1.5"})
+    with pytest.raises(ConfigError, match="IMAGE_MODEL_FALLBACK gpt-image-1-mini was shut down"):
+        load_settings({**MINIMAL, "IMAGE_MODEL_FALLBACK": "gpt-image-1-mini"})
+
+
+def test_the_fallback_must_be_another_model_that_can_make_the_size() -> None:
+    with pytest.raises(ConfigError, match="must differ"):
+        load_settings({**MINIMAL, "IMAGE_MODEL_FALLBACK": "gpt-image-2.6-flare"})
+    settings = load_settings({**MINIMAL, "IMAGE_MODEL_FALLBACK": "gpt-image-2.6-sunburst"})
+    assert settings.image.fallback_model == "gpt-image-2.6-sunburst"
+
+
+def test_any_size_the_model_makes_is_accepted_and_others_are_refused_with_the_reason() -> None:
+    assert load_settings({**MINIMAL, "IMAGE_SIZE": "1536x864"}).image.size == "1536x864"
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        load_settings({**MINIMAL, "IMAGE_SIZE": "1000x1000"})
+
+
+def test_a_quality_the_model_does_not_take_is_refused() -> None:
+    assert load_settings({**MINIMAL, "IMAGE_QUALITY": "max"}).image.quality == "max"
+    with pytest.raises(ConfigError, match="IMAGE_QUALITY must be one of"):
+        load_settings({**MINIMAL, "IMAGE_MODEL": "gpt-image-2", "IMAGE_QUALITY": "max"})
+
+
+def test_the_defaults_fit_the_free_plan() -> None:
+    settings = load_settings(MINIMAL)
+    assert settings.qstash_max_message_bytes == 1_000_000
+    # QStash's Free plan allows 3 retries [3P]; ours stay within it.
+    assert settings.generation_retries <= 3 and settings.callback_retries <= 3
+
+
+def test_the_default_compression_is_lowered_to_fit_the_plan() -> None:
+    assert load_settings({**MINIMAL, "IMAGE_SIZE": "2560x1440"}).image.compression < 80
+
+
+def test_a_size_that_cannot_fit_the_plan_is_refused_naming_the_limit() -> None:
+    with pytest.raises(ConfigError, match="1000000-byte message limit"):
+        load_settings({**MINIMAL, "IMAGE_SIZE": "3840x2160"})
+    with pytest.raises(ConfigError, match="at most IMAGE_COMPRESSION="):
+        load_settings({**MINIMAL, "IMAGE_SIZE": "2560x1440", "IMAGE_COMPRESSION": "95"})
+    paid = {**MINIMAL, "IMAGE_SIZE": "3840x2160", "QSTASH_MAX_MESSAGE_BYTES": "10000000"}
+    assert load_settings(paid).image.size == "3840x2160"
+
+
+def test_the_budget_estimate_comes_from_token_prices() -> None:
+    cheap = load_settings({**MINIMAL, "IMAGE_TOKEN_PRICES_USD": "0,0,0", "MMS_COST_USD": "0"})
+    assert cheap.estimated_cost_usd == 0
+    dear = load_settings({**MINIMAL, "IMAGE_QUALITY": "high"})
+    assert dear.estimated_cost_usd > load_settings(MINIMAL).estimated_cost_usd
+    with pytest.raises(ConfigError, match="IMAGE_TOKEN_PRICES_USD"):
+        load_settings({**MINIMAL, "IMAGE_TOKEN_PRICES_USD": "cheap"})
+    with pytest.raises(ConfigError, match="IMAGE_COST_USD is no longer read"):
+        load_settings({**MINIMAL, "IMAGE_COST_USD": "0.04"})
+
+
+def test_a_messaging_service_sid_must_look_like_one() -> None:
+    sid = "MG" + "0123456789abcdef" * 2
+    assert load_settings({**MINIMAL, "TWILIO_MESSAGING_SERVICE_SID": sid}).twilio_messaging_service_sid == sid
+    with pytest.raises(ConfigError, match="TWILIO_MESSAGING_SERVICE_SID"):
+        load_settings({**MINIMAL, "TWILIO_MESSAGING_SERVICE_SID": "PN123"})
