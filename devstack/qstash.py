@@ -14,9 +14,15 @@ What it does, in one pass:
   backoff rules as the real service; every computed delay is multiplied by
   ``QStashConfig.retry_delay_scale`` so tests run in milliseconds.
 * After every attempt a callback message is published if ``Upstash-Callback`` was given; after
-  the final failure the message gets a DLQ id and the failure callback fires.
-* ``/__dev/*`` endpoints (no auth) let tests list messages, wait for idleness, tweak knobs and
-  reset state.
+  the final failure the message gets a DLQ id and the failure callback fires. A provider answer
+  larger than the plan's max message size reaches the callback cut to that many bytes.
+* ``QStashConfig.plan`` (free, payg, fixed) sets the max message size and the retry cap; a retry
+  count above the cap is rejected with 400 or clamped (``retries_over_cap``).
+* ``QStashConfig.sub_includes_query`` chooses whether the JWT ``sub`` keeps the URL's query.
+* ``POST /v2/schedules/<destination>`` stores a schedule (no cron runs it); the dev endpoint
+  ``POST /__dev/schedules/<id>/trigger`` delivers one message from it now.
+* ``/__dev/*`` endpoints (no auth) let tests list messages, wait for idleness, tweak knobs,
+  trigger schedules and reset state.
 
 Nothing here is imported by production code.
 """
@@ -55,12 +61,15 @@ __all__ = [
     "DEV_NEXT_SIGNING_KEY",
     "DEV_TOKEN",
     "INVALID_DESTINATION_ERROR",
+    "PLAN_LIMITS",
+    "PlanLimits",
     "QStashConfig",
     "QStashEmulator",
     "create_app",
     "evaluate_retry_delay",
     "make_signature",
     "parse_duration",
+    "signature_subject",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,15 +82,37 @@ DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
 INVALID_DESTINATION_ERROR = (
     "invalid destination url: endpoint has invalid scheme, add http:// or https://"
 )
-DEFAULT_RETRIES = 3
+DEFAULT_RETRIES = 3  # [DOC] used when Upstash-Retries is absent
 MAX_BACKOFF_S = 86_400.0  # every retry delay is capped at one day
 JWT_LIFETIME_S = 300
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
+Plan = Literal["free", "payg", "fixed"]
+RetriesOverCap = Literal["reject", "clamp"]
 State = Literal["pending", "in_flight", "delivered", "retry", "failed", "cancelled"]
 Kind = Literal["message", "callback", "failure_callback"]
 TERMINAL_STATES: frozenset[str] = frozenset({"delivered", "failed", "cancelled"})
 _WAITING_STATES: frozenset[str] = frozenset({"pending", "retry"})
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """The limits of one QStash plan that the emulator enforces."""
+
+    max_message_size: int
+    """Bytes, decimal megabytes (1 MB = 1,000,000; decimal rather than MiB is [UNCONFIRMED])."""
+    max_retries: int
+
+
+PLAN_LIMITS: dict[Plan, PlanLimits] = {
+    # Sizes: [DOC pricing] upstash.com/pricing/qstash.md: Free 1 MB, pay-as-you-go 10 MB,
+    # fixed 50 MB. Retry caps: [3P] the older pricing page (3 / 5 / 20, the last for "Pro");
+    # whether they still hold today is [UNCONFIRMED] (the docs only say "based on your plan").
+    "free": PlanLimits(max_message_size=1_000_000, max_retries=3),
+    "payg": PlanLimits(max_message_size=10_000_000, max_retries=5),
+    "fixed": PlanLimits(max_message_size=50_000_000, max_retries=20),
+}
+RETRIES_OVER_CAP: frozenset[str] = frozenset({"reject", "clamp"})
 
 
 @dataclass
@@ -91,8 +122,24 @@ class QStashConfig:
     token: str = DEV_TOKEN
     current_signing_key: str = DEV_CURRENT_SIGNING_KEY
     next_signing_key: str = DEV_NEXT_SIGNING_KEY
-    max_message_size: int = 1_000_000
-    """Bytes. A larger publish body gets 413; a callback's `body` is truncated to it."""
+    plan: Plan = "free"
+    """Chooses the default `max_message_size` and `max_retries` (see PLAN_LIMITS)."""
+    max_message_size: int | None = None
+    """Bytes; None means the plan's. A larger publish body gets 413; a callback's `body` is the
+    provider's answer cut to this many bytes ([DOC callbacks] "We may truncate the response
+    body if it exceeds your plan limits (Max Message Size)"; how is [UNCONFIRMED])."""
+    max_retries: int | None = None
+    """The retry cap; None means the plan's. Applies to Upstash-Retries and to the callbacks'
+    Upstash-Callback-Retries / Upstash-Failure-Callback-Retries."""
+    retries_over_cap: RetriesOverCap = "reject"
+    """What a retry count above the cap does: `reject` answers the publish 400 `{"error": ...}`,
+    `clamp` silently uses the cap. Which one QStash does is [UNCONFIRMED]. Reject is the default
+    because it is the stricter: code that passes against it also passes if QStash clamps, while
+    code tested only against clamp could see every publish refused in production."""
+    sub_includes_query: bool = True
+    """Whether the JWT `sub` is the URL called with its query string (True) or without it.
+    [DOC] `sub` is "the url of your endpoint, where this request is sent to"; whether the query
+    is part of it is [UNCONFIRMED] (very likely, since QStash keeps URLs verbatim [SDK tests])."""
     retry_delay_scale: float = 1.0
     """Multiplies every computed retry delay (backoff, Upstash-Retry-Delay, Retry-After)."""
     default_timeout_s: float = 900.0
@@ -106,6 +153,26 @@ class QStashConfig:
     """How long a deduplication id is remembered (the docs say 10 minutes)."""
     delivery_workers: int = 32
     """Size of the worker pool that performs HTTP deliveries."""
+
+    def __post_init__(self) -> None:
+        if self.plan not in PLAN_LIMITS:
+            raise ValueError(f"unknown plan {self.plan!r}; known: {sorted(PLAN_LIMITS)}")
+        if self.retries_over_cap not in RETRIES_OVER_CAP:
+            raise ValueError(f"retries_over_cap must be one of {sorted(RETRIES_OVER_CAP)}")
+
+    @property
+    def message_size_limit(self) -> int:
+        """The max message size in force: the explicit setting, else the plan's."""
+        if self.max_message_size is not None:
+            return self.max_message_size
+        return PLAN_LIMITS[self.plan].max_message_size
+
+    @property
+    def retry_cap(self) -> int:
+        """The max retries in force: the explicit setting, else the plan's."""
+        if self.max_retries is not None:
+            return self.max_retries
+        return PLAN_LIMITS[self.plan].max_retries
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,9 +376,10 @@ def _go_json(value: object) -> bytes:
 def make_signature(signing_key: str, url: str, body: bytes, *, now: float | None = None) -> str:
     """Build the `Upstash-Signature` JWT for a request to `url` carrying `body`.
 
-    Claims follow the real service: `sub` is the exact URL string, `body` is the padded
-    base64url SHA-256 of the raw bytes, `jti` is a string (PyJWT >= 2.10 insists) and there
-    is no `aud` (PyJWT rejects a non-empty one when no audience is expected).
+    Claims follow the real service: `sub` is `url` exactly as given (the emulator passes the
+    URL with or without its query, see `signature_subject`), `body` is the padded base64url
+    SHA-256 of the raw bytes, `jti` is a string (PyJWT >= 2.10 insists) and there is no `aud`
+    (PyJWT rejects a non-empty one when no audience is expected).
     """
     issued_at = int(time.time() if now is None else now)
     digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii")
@@ -325,6 +393,15 @@ def make_signature(signing_key: str, url: str, body: bytes, *, now: float | None
         "body": digest,
     }
     return jwt.encode(claims, signing_key, algorithm="HS256")
+
+
+def signature_subject(url: str, include_query: bool) -> str:
+    """The JWT `sub` for a request to `url`: the URL string as is, or cut before its `?`.
+
+    Byte for byte otherwise (no re-encoding, no normalisation), since receivers compare `sub`
+    with a configured string exactly ([SDK] qstash-py `Receiver`: `decoded["sub"] != url`).
+    """
+    return url if include_query else url.partition("?")[0]
 
 
 def _is_http_url(url: str) -> bool:
@@ -351,6 +428,7 @@ class _CallbackSpec:
     """Where and how a (failure) callback message is sent; None fields inherit the source's."""
 
     url: str
+    failure: bool = False  # from Upstash-Failure-Callback-* rather than Upstash-Callback-*
     method: str = "POST"
     forward: tuple[tuple[str, str], ...] = ()
     retries: int | None = None
@@ -413,6 +491,7 @@ class _Message:
     retried: int = 0
     attempts: list[_Attempt] = field(default_factory=list)
     dlq_id: str | None = None
+    schedule_id: str | None = None  # set when a schedule produced the message
     schedule_token: int = 0
     held_callbacks: list[_Message] = field(default_factory=list)
 
@@ -427,6 +506,19 @@ class _PublishRequest:
     caller_ip: str
     queue: str | None = None
     all_headers_forwardable: list[tuple[str, str]] = field(default_factory=list)
+    schedule_id: str | None = None
+
+
+@dataclass
+class _Schedule:
+    """A stored schedule: the publish it repeats, and a parsed template of it for listings."""
+
+    id: str
+    cron: str
+    request: _PublishRequest
+    template: _Message
+    created_at_ms: int
+    last_run_ms: int | None = None
 
 
 class _Options:
@@ -516,6 +608,7 @@ def _parse_callback(options: _Options, prefix: str) -> _CallbackSpec | None:
     retries_raw = options.get(f"{prefix}-Retries")
     return _CallbackSpec(
         url=url,
+        failure=prefix == "Upstash-Failure-Callback",
         method=_parse_method(options, f"{prefix}-Method"),
         forward=forward,
         retries=None if retries_raw is None else _parse_int(options, f"{prefix}-Retries", 0),
@@ -667,6 +760,7 @@ class QStashEmulator:
         self._seq = 0
         self._queues: dict[str, collections.deque[_Message]] = {}
         self._queue_active: dict[str, _Message] = {}
+        self._schedules: dict[str, _Schedule] = {}
         self._generation = 0
         self._busy = 0  # jobs queued or running in the worker pool
         self._last_dlq: tuple[int, int] = (0, 0)
@@ -707,10 +801,11 @@ class QStashEmulator:
             return self._cond.wait_for(self._is_idle, timeout=timeout)
 
     def reset(self, restore_config: bool = False) -> None:
-        """Forget every message; late results of in-flight attempts are dropped."""
+        """Forget every message and schedule; late results of in-flight attempts are dropped."""
         with self._cond:
             self._generation += 1
             self._messages.clear()
+            self._schedules.clear()
             self._dedup.clear()
             self._heap.clear()
             self._queues.clear()
@@ -733,42 +828,7 @@ class QStashEmulator:
         Raises:
             ApiError: the request is invalid (400) or too large (413).
         """
-        if not _is_http_url(req.destination):
-            raise ApiError(400, INVALID_DESTINATION_ERROR)
-        if len(req.body) > self.config.max_message_size:
-            raise ApiError(
-                413,
-                f"message size {len(req.body)} exceeds the max message size "
-                f"{self.config.max_message_size}",
-            )
-        options = _Options(req.options)
-        headers = _delivered_headers(req, options)
-        created_at = _now_ms()
-        message = _Message(
-            id=_random_id("msg_"),
-            kind="message",
-            url=req.destination,
-            method=_parse_method(options, "Upstash-Method"),
-            body=req.body,
-            headers=headers,
-            max_retries=_parse_int(options, "Upstash-Retries", DEFAULT_RETRIES),
-            retry_delay=_parse_retry_delay(options, "Upstash-Retry-Delay"),
-            timeout_s=_parse_optional_duration(options, "Upstash-Timeout")
-            or self.config.default_timeout_s,
-            created_at_ms=created_at,
-            not_before_ms=_not_before_ms(options, created_at, queued=req.queue is not None),
-            caller_ip=req.caller_ip,
-            generation=0,
-            callback=_parse_callback(options, "Upstash-Callback"),
-            failure_callback=_parse_callback(options, "Upstash-Failure-Callback"),
-            label=options.get("Upstash-Label"),
-            redact=frozenset(
-                part.strip().lower()
-                for part in (options.get("Upstash-Redact-Fields") or "").split(",")
-                if part.strip()
-            ),
-        )
-        dedup_key = self._dedup_key(req, options, headers)
+        message, dedup_key = self._build_message(req)
         with self._cond:
             if dedup_key is not None:
                 existing = self._find_duplicate(dedup_key)
@@ -786,6 +846,84 @@ class QStashEmulator:
                 self._schedule_locked(message, max(0, message.not_before_ms - _now_ms()) / 1000)
         log.info("qstash: accepted %s for %s", message.id, _loggable(message.url))
         return 200, {"messageId": message.id}
+
+    def _build_message(self, req: _PublishRequest) -> tuple[_Message, str | None]:
+        """Parse a publish into an unstored message and its dedup key (None: no dedup).
+
+        Raises:
+            ApiError: the request is invalid (400) or too large (413).
+        """
+        if not _is_http_url(req.destination):
+            raise ApiError(400, INVALID_DESTINATION_ERROR)
+        size_limit = self.config.message_size_limit
+        if len(req.body) > size_limit:
+            raise ApiError(
+                413, f"message size {len(req.body)} exceeds the max message size {size_limit}"
+            )
+        options = _Options(req.options)
+        headers = _delivered_headers(req, options)
+        created_at = _now_ms()
+        message = _Message(
+            id=_random_id("msg_"),
+            kind="message",
+            url=req.destination,
+            method=_parse_method(options, "Upstash-Method"),
+            body=req.body,
+            headers=headers,
+            max_retries=self._capped_retries(options, "Upstash-Retries"),
+            retry_delay=_parse_retry_delay(options, "Upstash-Retry-Delay"),
+            timeout_s=_parse_optional_duration(options, "Upstash-Timeout")
+            or self.config.default_timeout_s,
+            created_at_ms=created_at,
+            not_before_ms=_not_before_ms(options, created_at, queued=req.queue is not None),
+            caller_ip=req.caller_ip,
+            generation=0,
+            callback=self._capped_callback(_parse_callback(options, "Upstash-Callback")),
+            failure_callback=self._capped_callback(
+                _parse_callback(options, "Upstash-Failure-Callback")
+            ),
+            label=options.get("Upstash-Label"),
+            redact=frozenset(
+                part.strip().lower()
+                for part in (options.get("Upstash-Redact-Fields") or "").split(",")
+                if part.strip()
+            ),
+            schedule_id=req.schedule_id,
+        )
+        return message, self._dedup_key(req, options, headers)
+
+    def _cap_retries(self, value: int, name: str) -> int:
+        """Hold an explicit retry count to the plan's cap: reject (400) or clamp, as configured.
+
+        Raises:
+            ApiError: `value` exceeds the cap and `retries_over_cap` is "reject".
+        """
+        cap = self.config.retry_cap
+        if value <= cap:
+            return value
+        if self.config.retries_over_cap == "clamp":
+            return cap
+        # [DOC] errors are `{"error": "..."}` (OpenAPI `Error`); this text is [UNCONFIRMED].
+        raise ApiError(
+            400,
+            f"invalid {name} header: {value} exceeds the max retries {cap} "
+            f"allowed on the {self.config.plan} plan",
+        )
+
+    def _capped_retries(self, options: _Options, name: str) -> int:
+        """Upstash-Retries, default 3; an absent header never fails, it just meets the cap."""
+        raw = options.get(name)
+        if raw is None or raw.strip() == "":
+            return min(DEFAULT_RETRIES, self.config.retry_cap)
+        return self._cap_retries(_parse_int(options, name, DEFAULT_RETRIES), name)
+
+    def _capped_callback(self, spec: _CallbackSpec | None) -> _CallbackSpec | None:
+        """The callback spec with its own `-Retries` held to the cap; None inherits the source's,
+        which is capped already."""
+        if spec is None or spec.retries is None:
+            return spec
+        name = "Upstash-Failure-Callback-Retries" if spec.failure else "Upstash-Callback-Retries"
+        return dataclasses.replace(spec, retries=self._cap_retries(spec.retries, name))
 
     @staticmethod
     def _dedup_key(
@@ -913,7 +1051,7 @@ class QStashEmulator:
                 return
             retried = message.retried
             copies = max(1, self.config.duplicate_deliveries)
-            max_body = self.config.max_message_size
+            max_body = self.config.message_size_limit
         try:
             delivery = self._build_delivery(message, retried)
         except Exception:
@@ -942,6 +1080,10 @@ class QStashEmulator:
         for name, value in message.headers:
             # http.client cannot send a repeated name from a dict; join like a proxy would.
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        subject = signature_subject(message.url, self.config.sub_includes_query)
+        if message.schedule_id is not None:
+            # [DOC receiving] the header is sent only on messages a schedule triggered
+            headers["Upstash-Schedule-Id"] = message.schedule_id
         headers.update(
             {
                 "User-Agent": "Upstash-QStash",
@@ -951,7 +1093,7 @@ class QStashEmulator:
                 "Upstash-Caller-Ip": message.caller_ip,
                 "Upstash-Region": self.config.region,
                 "Upstash-Signature": make_signature(
-                    self.config.current_signing_key, message.url, message.body
+                    self.config.current_signing_key, subject, message.body
                 ),
             }
         )
@@ -1049,29 +1191,127 @@ class QStashEmulator:
     # -- dev knobs ---------------------------------------------------------------------------
 
     def update_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a partial update of the tunable settings and return them all.
+        """Apply a partial update of the tunable settings and return them all (`config_json`).
+
+        `plan` only changes the defaults: an explicit `max_message_size` or `max_retries`
+        stays in force across a plan change until it is set back to None (JSON null).
 
         Raises:
             ApiError: an unknown key or a value of the wrong type or range.
         """
-        validators: dict[str, Callable[[Any], bool]] = {
-            "retry_delay_scale": lambda v: _is_number(v) and v >= 0,
-            "max_message_size": lambda v: _is_int(v) and v >= 1,
-            "duplicate_deliveries": lambda v: _is_int(v) and v >= 1,
-            "reorder_callbacks": lambda v: isinstance(v, bool),
-            "default_timeout_s": lambda v: _is_number(v) and v > 0,
-            "dedup_window_s": lambda v: _is_number(v) and v >= 0,
-        }
         for key, value in changes.items():
-            check = validators.get(key)
+            check = _CONFIG_VALIDATORS.get(key)
             if check is None:
-                raise ApiError(400, f"unknown setting {key!r}; known: {sorted(validators)}")
+                raise ApiError(400, f"unknown setting {key!r}; known: {sorted(_CONFIG_VALIDATORS)}")
             if not check(value):
                 raise ApiError(400, f"invalid value for {key!r}: {value!r}")
         with self._cond:
             for key, value in changes.items():
                 setattr(self.config, key, value)
-            return {key: getattr(self.config, key) for key in validators}
+            return self.config_json()
+
+    def config_json(self) -> dict[str, Any]:
+        """The tunable settings, plus the limits in force (`effective`) after plan defaults."""
+        with self._cond:
+            data: dict[str, Any] = {key: getattr(self.config, key) for key in _CONFIG_VALIDATORS}
+            data["effective"] = {
+                "max_message_size": self.config.message_size_limit,
+                "max_retries": self.config.retry_cap,
+            }
+            return data
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def create_schedule(self, req: _PublishRequest) -> dict[str, Any]:
+        """Store (or replace, by Upstash-Schedule-Id) a schedule; no cron ever runs it here.
+
+        The publish options are validated now, exactly as a publish would be, so a schedule
+        that could never deliver is refused at creation.
+
+        Raises:
+            ApiError: a missing or malformed cron or schedule id, or an invalid publish (400/413).
+        """
+        options = _Options(req.options)
+        cron = (options.get("Upstash-Cron") or "").strip()
+        if not _is_cron(cron):
+            raise ApiError(400, f"invalid Upstash-Cron header: {cron!r}")
+        schedule_id = (options.get("Upstash-Schedule-Id") or "").strip() or _random_id("scd_")
+        if not _SCHEDULE_ID.fullmatch(schedule_id):
+            raise ApiError(400, f"invalid Upstash-Schedule-Id header: {schedule_id!r}")
+        request = dataclasses.replace(req, queue=None, schedule_id=schedule_id)
+        template, _ = self._build_message(request)
+        with self._cond:
+            self._schedules[schedule_id] = _Schedule(
+                id=schedule_id,
+                cron=cron,
+                request=request,
+                template=template,
+                created_at_ms=_now_ms(),
+            )
+        log.info("qstash: schedule %s for %s", schedule_id, _loggable(request.destination))
+        return {"scheduleId": schedule_id}
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [_schedule_json(s) for s in self._schedules.values()]
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
+        with self._cond:
+            schedule = self._schedules.get(schedule_id)
+            return None if schedule is None else _schedule_json(schedule)
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        with self._cond:
+            return self._schedules.pop(schedule_id, None) is not None
+
+    def trigger_schedule(self, schedule_id: str) -> tuple[int, dict[str, Any]] | None:
+        """Publish one message from the schedule now; None if there is no such schedule.
+
+        Raises:
+            ApiError: the stored publish is no longer valid under the current config (for
+                example a plan with a lower retry cap).
+        """
+        with self._cond:
+            schedule = self._schedules.get(schedule_id)
+            if schedule is None:
+                return None
+            schedule.last_run_ms = _now_ms()
+            request = schedule.request
+        return self.publish(request)
+
+
+def _is_optional_int(value: object, minimum: int) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+_CONFIG_VALIDATORS: dict[str, Callable[[Any], bool]] = {
+    "retry_delay_scale": lambda v: _is_number(v) and v >= 0,
+    "plan": lambda v: isinstance(v, str) and v in PLAN_LIMITS,
+    "max_message_size": lambda v: _is_optional_int(v, 1),  # null: back to the plan's
+    "max_retries": lambda v: _is_optional_int(v, 0),  # null: back to the plan's
+    "retries_over_cap": lambda v: isinstance(v, str) and v in RETRIES_OVER_CAP,
+    "sub_includes_query": lambda v: isinstance(v, bool),
+    "duplicate_deliveries": lambda v: _is_int(v) and v >= 1,
+    "reorder_callbacks": lambda v: isinstance(v, bool),
+    "default_timeout_s": lambda v: _is_number(v) and v > 0,
+    "dedup_window_s": lambda v: _is_number(v) and v >= 0,
+}
+"""The settings POST /__dev/config may change, with their checks."""
+
+_SCHEDULE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # the allowed alphabet is [UNCONFIRMED]
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,?#-]+")
+
+
+def _is_cron(text: str) -> bool:
+    """Five cron fields, optionally after a `CRON_TZ=<zone>` prefix; the fields are only
+    checked loosely, since nothing here evaluates them. [DOC schedules] evaluates in UTC and
+    has a timezone option; that it is spelled as this prefix is [UNCONFIRMED]."""
+    fields = text.split()
+    if fields and fields[0].startswith(("CRON_TZ=", "TZ=")):
+        fields = fields[1:]
+    return len(fields) == 5 and all(_CRON_FIELD.fullmatch(f) for f in fields)
 
 
 def _is_int(value: object) -> bool:
@@ -1114,6 +1354,8 @@ def _callback_payload(source: _Message, retried: int, outcome: _Outcome) -> dict
         payload["notBefore"] = source.not_before_ms
     if source.created_at_ms:
         payload["createdAt"] = source.created_at_ms
+    if source.schedule_id:
+        payload["scheduleId"] = source.schedule_id
     if source.caller_ip:
         payload["callerIP"] = source.caller_ip
     return payload
@@ -1157,6 +1399,35 @@ def _message_json(message: _Message) -> dict[str, Any]:
     return data
 
 
+def _schedule_json(schedule: _Schedule) -> dict[str, Any]:
+    """`GET /v2/schedules[/{id}]`: the fields the SDK's `parse_schedule_response` reads."""
+    template = schedule.template
+    data: dict[str, Any] = {
+        "scheduleId": schedule.id,
+        "cron": schedule.cron,
+        "createdAt": schedule.created_at_ms,
+        "destination": template.url,
+        "method": template.method,
+        "header": _header_map(template.headers),
+        "retries": template.max_retries,
+        "callerIP": template.caller_ip,
+        "isPaused": False,
+    }
+    try:
+        data["body"] = template.body.decode("utf-8")
+    except UnicodeDecodeError:
+        data["bodyBase64"] = _b64(template.body)
+    optional = {
+        "callback": template.callback.url if template.callback else None,
+        "failureCallback": template.failure_callback.url if template.failure_callback else None,
+        "retryDelayExpression": template.retry_delay,
+        "label": template.label,
+        "lastScheduleTime": schedule.last_run_ms,
+    }
+    data.update({key: value for key, value in optional.items() if value})
+    return data
+
+
 def _dev_summary(message: _Message) -> dict[str, Any]:
     return {
         "id": message.id,
@@ -1168,6 +1439,7 @@ def _dev_summary(message: _Message) -> dict[str, Any]:
         "label": message.label,
         "queue": message.queue,
         "maxRetries": message.max_retries,
+        "scheduleId": message.schedule_id,
         "attempts": [
             {"retried": a.retried, "status": a.status, "at": a.at, "error": a.error}
             for a in message.attempts
@@ -1228,13 +1500,12 @@ def _bearer_token() -> str | None:
     return request.args.get("qstash_token")
 
 
-def _publish_from_request(
-    emulator: QStashEmulator, raw_dest: str, queue_name: str | None
-) -> tuple[Response, int]:
+def _request_as_publish(raw_dest: str, queue_name: str | None) -> _PublishRequest:
+    """The current Flask request as a publish to `raw_dest` (the raw path after the prefix)."""
     _, raw_query = _raw_target()
     destination, query_options = _split_destination(raw_dest, raw_query)
     headers = list(request.headers.items())
-    req = _PublishRequest(
+    return _PublishRequest(
         destination=destination,
         body=request.get_data(),
         options=headers + query_options,  # a real header wins over a query parameter
@@ -1242,7 +1513,12 @@ def _publish_from_request(
         queue=queue_name,
         all_headers_forwardable=headers,
     )
-    status, reply = emulator.publish(req)
+
+
+def _publish_from_request(
+    emulator: QStashEmulator, raw_dest: str, queue_name: str | None
+) -> tuple[Response, int]:
+    status, reply = emulator.publish(_request_as_publish(raw_dest, queue_name))
     return jsonify(reply), status
 
 
@@ -1351,6 +1627,33 @@ def create_app(config: QStashConfig | None = None) -> Flask:
     def keys() -> tuple[Response, int]:
         return jsonify(current=cfg.current_signing_key, next=cfg.next_signing_key), 200
 
+    # [SDK] qstash-py `ScheduleApi`: create POSTs the publish headers plus Upstash-Cron (and
+    # Upstash-Schedule-Id to replace one) to /v2/schedules/<destination> and reads
+    # `scheduleId`; list/get/delete use /v2/schedules[/<id>]. Pause, resume, queues and URL
+    # groups as destinations are not emulated.
+    @app.post("/v2/schedules/<path:_destination>")
+    def create_schedule(_destination: str) -> tuple[Response, int]:
+        raw_path, _ = _raw_target()
+        raw_dest = raw_path.split("/v2/schedules/", 1)[1]
+        return jsonify(emulator.create_schedule(_request_as_publish(raw_dest, None))), 200
+
+    @app.get("/v2/schedules")
+    def list_schedules() -> tuple[Response, int]:
+        return jsonify(emulator.list_schedules()), 200
+
+    @app.get("/v2/schedules/<schedule_id>")
+    def get_schedule(schedule_id: str) -> tuple[Response, int]:
+        schedule = emulator.get_schedule(schedule_id)
+        if schedule is None:
+            raise ApiError(404, "schedule not found")
+        return jsonify(schedule), 200
+
+    @app.delete("/v2/schedules/<schedule_id>")
+    def delete_schedule(schedule_id: str) -> tuple[Response, int] | tuple[str, int]:
+        if not emulator.delete_schedule(schedule_id):
+            raise ApiError(404, "schedule not found")
+        return "", 200
+
     # -- dev-only control endpoints (no auth; never exposed beyond loopback) ----------------
 
     @app.get("/__dev/messages")
@@ -1366,12 +1669,24 @@ def create_app(config: QStashConfig | None = None) -> Flask:
         idle = emulator.wait_idle(float(timeout))
         return jsonify(idle=idle), 200 if idle else 408
 
+    @app.get("/__dev/config")
+    def dev_get_config() -> tuple[Response, int]:
+        return jsonify(emulator.config_json()), 200
+
     @app.post("/__dev/config")
     def dev_config() -> tuple[Response, int]:
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict):
             raise ApiError(400, "body must be a JSON object")
         return jsonify(emulator.update_config(payload)), 200
+
+    @app.post("/__dev/schedules/<schedule_id>/trigger")
+    def dev_trigger_schedule(schedule_id: str) -> tuple[Response, int]:
+        result = emulator.trigger_schedule(schedule_id)
+        if result is None:
+            raise ApiError(404, "schedule not found")
+        status, reply = result
+        return jsonify(reply), status
 
     @app.post("/__dev/reset")
     def dev_reset() -> tuple[Response, int]:

@@ -7,7 +7,10 @@ scripted statuses so retries, failures and timeouts can be provoked.
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -28,12 +31,14 @@ from devstack.qstash import (
     DEV_NEXT_SIGNING_KEY,
     DEV_TOKEN,
     INVALID_DESTINATION_ERROR,
+    PLAN_LIMITS,
     QStashConfig,
     QStashEmulator,
     create_app,
     evaluate_retry_delay,
     make_signature,
     parse_duration,
+    signature_subject,
 )
 from devstack.serving import RunningServer, serve_in_thread
 
@@ -634,6 +639,445 @@ def test_dev_endpoints_wait_idle_config_and_reset(stack: Stack) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# The JWT `sub`: with or without the query string ([UNCONFIRMED] which one QStash signs)
+# ------------------------------------------------------------------------------------------
+
+
+def verified_claims(seen: Seen) -> dict[str, Any]:
+    """The JWT claims, checked with the signing key (not just decoded)."""
+    claims: dict[str, Any] = jwt.decode(
+        seen.headers["Upstash-Signature"],
+        DEV_CURRENT_SIGNING_KEY,
+        algorithms=["HS256"],
+        issuer="Upstash",
+    )
+    return claims
+
+
+@pytest.mark.parametrize("include_query", [True, False])
+def test_sub_form_applies_to_deliveries_callbacks_and_failure_callbacks(
+    stack: Stack, include_query: bool
+) -> None:
+    stack.configure(sub_includes_query=include_query)
+    stack.dest.script("/composite", Reply(status=500, body=b"down"))
+    dest_url = f"{stack.dest.url}/composite?rid=abc&x=1%202"
+    cb_url = f"{stack.dest.url}/cb?request=r-1"
+    failed_url = f"{stack.dest.url}/failed?request=r-1&final=1"
+    stack.publish(url=dest_url, body="x", retries=0, callback=cb_url, failure_callback=failed_url)
+    stack.wait()
+
+    [delivery] = stack.dest.on("/composite")
+    [callback] = stack.dest.on("/cb")
+    [failure] = stack.dest.on("/failed")
+    for seen, full_url in ((delivery, dest_url), (callback, cb_url), (failure, failed_url)):
+        assert seen.url == full_url  # the request itself always goes to the URL with its query
+        bare_url = full_url.partition("?")[0]
+        signed, other = (full_url, bare_url) if include_query else (bare_url, full_url)
+        token, body = seen.headers["Upstash-Signature"], seen.body.decode()
+        RECEIVER.verify(signature=token, body=body, url=signed)
+        # The Receiver reports the next key's error, which hides "Invalid subject".
+        with pytest.raises(SignatureError):
+            RECEIVER.verify(signature=token, body=body, url=other)
+        assert verified_claims(seen)["sub"] == signed
+
+
+def test_sub_includes_the_query_by_default(stack: Stack) -> None:
+    assert requests.get(f"{stack.url}/__dev/config", timeout=5).json()["sub_includes_query"]
+    stack.publish(url=f"{stack.dest.url}/q?a=1", body="x", retries=0)
+    stack.wait()
+    [seen] = stack.dest.on("/q")
+    assert verified_claims(seen)["sub"] == f"{stack.dest.url}/q?a=1"
+
+
+# ------------------------------------------------------------------------------------------
+# Plan limits: max message size and the retry cap
+# ------------------------------------------------------------------------------------------
+
+
+def test_plan_presets_and_explicit_overrides_in_dev_config(stack: Stack) -> None:
+    config = requests.get(f"{stack.url}/__dev/config", timeout=5).json()
+    assert config["plan"] == "free" and config["retries_over_cap"] == "reject"
+    assert config["max_message_size"] is None and config["max_retries"] is None
+    assert config["effective"] == {"max_message_size": 1_000_000, "max_retries": 3}
+
+    def configure(**changes: Any) -> dict[str, Any]:
+        reply = requests.post(f"{stack.url}/__dev/config", json=changes, timeout=5)
+        assert reply.status_code == 200, reply.text
+        effective: dict[str, Any] = reply.json()["effective"]
+        return effective
+
+    assert configure(plan="payg") == {"max_message_size": 10_000_000, "max_retries": 5}
+    assert configure(plan="fixed") == {"max_message_size": 50_000_000, "max_retries": 20}
+    assert configure(max_message_size=100) == {"max_message_size": 100, "max_retries": 20}
+    assert configure(plan="free") == {"max_message_size": 100, "max_retries": 3}  # kept
+    assert configure(max_message_size=None, max_retries=7) == {
+        "max_message_size": 1_000_000,
+        "max_retries": 7,
+    }
+    for bad in (
+        {"plan": "pro"},
+        {"retries_over_cap": "ignore"},
+        {"max_retries": -1},
+        {"max_retries": True},
+        {"max_message_size": 0},
+        {"sub_includes_query": "yes"},
+    ):
+        reply = requests.post(f"{stack.url}/__dev/config", json=bad, timeout=5)
+        assert reply.status_code == 400, bad
+        assert set(reply.json()) == {"error"}
+    with pytest.raises(ValueError):
+        QStashConfig(plan="pro")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "plan, size, status",
+    [
+        ("free", 1_000_000, 200),
+        ("free", 1_000_001, 413),
+        ("payg", 1_000_001, 200),
+        ("payg", 10_000_001, 413),
+    ],
+)
+def test_publish_size_limit_follows_the_plan(
+    stack: Stack, plan: str, size: int, status: int
+) -> None:
+    stack.configure(plan=plan)
+    reply = requests.post(
+        f"{stack.url}/v2/publish/{stack.dest.url}/big-in",
+        headers=AUTH,
+        data=b"a" * size,
+        timeout=10,
+    )
+    assert reply.status_code == status, reply.text
+    stack.wait()
+    assert len(stack.dest.on("/big-in")) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize(
+    "header", ["Upstash-Retries", "Upstash-Callback-Retries", "Upstash-Failure-Callback-Retries"]
+)
+def test_retries_above_the_plan_cap_are_rejected_by_default(stack: Stack, header: str) -> None:
+    base = {
+        **AUTH,
+        "Upstash-Delay": "1h",  # stays pending, so it can be looked at and cancelled
+        "Upstash-Callback": f"{stack.dest.url}/cb",
+        "Upstash-Failure-Callback": f"{stack.dest.url}/failed",
+    }
+    url = f"{stack.url}/v2/publish/{stack.dest.url}/x"
+    at_cap = requests.post(url, headers={**base, header: "3"}, data="x", timeout=5)
+    assert at_cap.status_code == 200, at_cap.text
+    if header == "Upstash-Retries":
+        assert stack.client.message.get(at_cap.json()["messageId"]).max_retries == 3
+    stack.client.message.cancel(at_cap.json()["messageId"])
+
+    over = requests.post(url, headers={**base, header: "4"}, data="x", timeout=5)
+    assert over.status_code == 400
+    error = over.json()
+    assert list(error) == ["error"] and header in error["error"] and "3" in error["error"]
+    assert [m["state"] for m in stack.messages()] == ["cancelled"]  # nothing was stored
+
+    stack.configure(plan="payg")  # the cap is the plan's: 5 now
+    assert requests.post(url, headers={**base, header: "5"}, data="x", timeout=5).ok
+    assert requests.post(url, headers={**base, header: "6"}, timeout=5).status_code == 400
+
+
+def test_rejected_retries_reach_the_sdk_and_batch_items_as_errors(stack: Stack) -> None:
+    with pytest.raises(QStashError, match="status: 400"):
+        stack.publish(url=f"{stack.dest.url}/x", body="x", retries=4)
+    reply = requests.post(
+        f"{stack.url}/v2/batch",
+        headers=AUTH,
+        json=[
+            {"destination": f"{stack.dest.url}/b1", "headers": {"Upstash-Retries": "9"}},
+            {"destination": f"{stack.dest.url}/b2", "headers": {"Upstash-Retries": "1"}},
+        ],
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    over, ok = reply.json()
+    assert list(over) == ["error"] and "Upstash-Retries" in over["error"]
+    assert ok["messageId"].startswith("msg_")
+
+
+def test_missing_retries_header_takes_the_default_held_to_the_cap(stack: Stack) -> None:
+    stack.configure(max_retries=1)  # below the default of 3: absent must not be refused
+    res = stack.publish(url=f"{stack.dest.url}/later", body="x", delay="1h")
+    assert stack.client.message.get(res.message_id).max_retries == 1
+    with pytest.raises(QStashError, match="status: 400"):
+        stack.publish(url=f"{stack.dest.url}/later", body="x", retries=2)
+
+
+@pytest.mark.parametrize("plan, cap", [("free", 3), ("payg", 5)])
+def test_clamp_uses_the_cap_in_get_message_and_callbacks(stack: Stack, plan: str, cap: int) -> None:
+    stack.configure(plan=plan, retries_over_cap="clamp")
+    later = stack.publish(url=f"{stack.dest.url}/later", body="x", delay="1h", retries=50)
+    assert stack.client.message.get(later.message_id).max_retries == cap
+    stack.client.message.cancel(later.message_id)
+
+    # One more failure than the cap allows attempts for: unclamped, attempt cap+2 would succeed.
+    stack.dest.script("/down", *[Reply(status=500)] * (cap + 1))
+    stack.dest.script("/failed", *[Reply(status=500)] * (cap + 1))
+    res = stack.publish(
+        url=f"{stack.dest.url}/down",
+        body="x",
+        retries=50,
+        retry_delay="0",
+        callback=f"{stack.dest.url}/cb",
+        callback_headers={"Retries": "0"},  # below the cap: kept, not the source's
+        failure_callback=f"{stack.dest.url}/failed",
+        failure_callback_headers={"Retries": "50"},
+    )
+    stack.wait()
+    assert len(stack.dest.on("/down")) == cap + 1
+    bodies = [c.json() for c in stack.dest.on("/cb")]
+    assert sorted(b.get("retried", 0) for b in bodies) == list(range(cap + 1))
+    assert {b["maxRetries"] for b in bodies} == {cap}
+    failures = stack.dest.on("/failed")
+    assert len(failures) == cap + 1  # the failure callback's own 50 retries were clamped too
+    assert {f.json()["maxRetries"] for f in failures} == {cap}
+    assert {f.json()["retried"] for f in failures} == {cap}
+    listed = stack.messages()
+    [source] = [m for m in listed if m["id"] == res.message_id]
+    [failure_message] = [m for m in listed if m["kind"] == "failure_callback"]
+    assert (source["state"], source["maxRetries"]) == ("failed", cap)
+    assert (failure_message["state"], failure_message["maxRetries"]) == ("failed", cap)
+    assert {m["maxRetries"] for m in listed if m["kind"] == "callback"} == {0}
+
+
+def test_clamp_holds_callback_retries_to_the_cap(stack: Stack) -> None:
+    stack.configure(retries_over_cap="clamp")
+    stack.dest.script("/cb", *[Reply(status=500)] * 4, Reply(status=200))
+    stack.publish(
+        url=f"{stack.dest.url}/ok",
+        body="x",
+        retries=0,
+        retry_delay="0",
+        callback=f"{stack.dest.url}/cb",
+        callback_headers={"Retries": "50"},
+    )
+    stack.wait()
+    assert len(stack.dest.on("/cb")) == 4  # 1 + 3 retries; unclamped, the 5th would succeed
+    [callback] = stack.messages("callback")
+    assert (callback["state"], callback["maxRetries"]) == ("failed", 3)
+
+
+# ------------------------------------------------------------------------------------------
+# Truncation of the provider's answer, and what the callback carries besides
+# ------------------------------------------------------------------------------------------
+
+
+def provider_answer(size: int) -> bytes:
+    """`size` bytes of JSON-looking, non-repeating content, so a prefix is recognisable."""
+    filler = base64.b64encode(hashlib.sha256(b"seed").digest() * (size // 32 + 1)).decode()
+    raw = ('{"data":[{"b64_json":"' + filler).encode()
+    return raw[: size - 4] + b'"}]}'
+
+
+@pytest.mark.parametrize("size", [999, 1000, 1001, 5000])
+def test_callback_body_is_the_answer_cut_to_max_message_size(stack: Stack, size: int) -> None:
+    stack.configure(max_message_size=1000)
+    answer = provider_answer(size)
+    assert len(answer) == size
+    stack.dest.script(
+        "/big",
+        Reply(body=answer, headers={"Content-Type": "application/json", "X-Request-Id": "r-1"}),
+    )
+    stack.publish(url=f"{stack.dest.url}/big", body="x", callback=f"{stack.dest.url}/cb")
+    stack.wait()
+    [callback] = stack.dest.on("/cb")
+    callback.verify()
+    payload = callback.json()
+    encoded = payload["body"]
+    decoded = base64.b64decode(encoded, validate=True)  # still strict, padded base64
+    kept = min(size, 1000)
+    assert decoded == answer[:kept]
+    assert len(encoded) == 4 * math.ceil(kept / 3)
+    # The provider's own headers, describing the whole answer, not the cut one.
+    assert payload["header"]["Content-Length"] == [str(size)]
+    assert payload["header"]["Content-Type"] == ["application/json"]
+    assert payload["header"]["X-Request-Id"] == ["r-1"]
+    if size > 1000:
+        with pytest.raises(ValueError):
+            json.loads(decoded)  # what the composite handler must survive
+    else:
+        assert json.loads(decoded)["data"]
+
+
+def test_failure_callback_body_is_cut_the_same_way(stack: Stack) -> None:
+    stack.configure(max_message_size=1000)
+    answer = provider_answer(5000)
+    stack.dest.script("/down", Reply(status=500, body=answer))
+    stack.publish(
+        url=f"{stack.dest.url}/down",
+        body="x",
+        retries=0,
+        callback=f"{stack.dest.url}/cb",
+        failure_callback=f"{stack.dest.url}/failed",
+    )
+    stack.wait()
+    for seen in (*stack.dest.on("/cb"), *stack.dest.on("/failed")):
+        payload = seen.json()
+        assert base64.b64decode(payload["body"], validate=True) == answer[:1000]
+        assert payload["header"]["Content-Length"] == ["5000"]
+    assert "dlqId" in stack.dest.on("/failed")[0].json()
+
+
+@pytest.mark.parametrize("plan, kept", [("free", 1_000_000), ("payg", 1_000_500)])
+def test_truncation_limit_follows_the_plan(stack: Stack, plan: str, kept: int) -> None:
+    stack.configure(plan=plan)
+    answer = provider_answer(1_000_500)
+    stack.dest.script("/big", Reply(body=answer))
+    stack.publish(url=f"{stack.dest.url}/big", body="x", callback=f"{stack.dest.url}/cb")
+    stack.wait()
+    [callback] = stack.dest.on("/cb")
+    callback.verify()
+    assert base64.b64decode(callback.json()["body"], validate=True) == answer[:kept]
+
+
+def test_gzipped_answer_is_cut_after_decoding_without_its_length_headers(stack: Stack) -> None:
+    """Go's transport undoes gzip it asked for and drops Content-Encoding and Content-Length."""
+    stack.configure(max_message_size=1000)
+    answer = provider_answer(5000)
+    stack.dest.script(
+        "/gz", Reply(body=gzip.compress(answer), headers={"Content-Encoding": "gzip"})
+    )
+    stack.publish(url=f"{stack.dest.url}/gz", body="x", callback=f"{stack.dest.url}/cb")
+    stack.wait()
+    payload = stack.dest.on("/cb")[0].json()
+    assert base64.b64decode(payload["body"]) == answer[:1000]
+    assert "Content-Length" not in payload["header"]
+    assert "Content-Encoding" not in payload["header"]
+
+
+def test_forwarded_headers_come_back_in_the_signed_source_header(stack: Stack) -> None:
+    """Success, failing-status and unreachable attempts all echo the publish's forwarded headers."""
+    stack.dest.script("/down", Reply(status=500))
+    publish_headers = {
+        **AUTH,
+        "Content-Type": "text/plain",
+        "Upstash-Forward-X-Foo": "v",
+        "upstash-forward-x-request-id": "req-42",  # lower case on the wire: canonicalised
+        "Upstash-Retries": "0",
+        "Upstash-Callback": f"{stack.dest.url}/cb",
+        "Upstash-Failure-Callback": f"{stack.dest.url}/failed",
+    }
+    for destination in (
+        f"{stack.dest.url}/ok",
+        f"{stack.dest.url}/down",
+        "http://127.0.0.1:1/nothing-listens-here",
+    ):
+        reply = requests.post(
+            f"{stack.url}/v2/publish/{destination}",
+            headers=publish_headers,
+            data=destination,  # distinct bodies: no content-based surprises
+            timeout=5,
+        )
+        assert reply.status_code == 200, reply.text
+    stack.wait()
+
+    callbacks = stack.dest.on("/cb")
+    failures = stack.dest.on("/failed")
+    assert len(callbacks) == 3 and len(failures) == 2
+    expected = {"X-Foo": ["v"], "X-Request-Id": ["req-42"], "Content-Type": ["text/plain"]}
+    for seen in (*callbacks, *failures):
+        seen.verify()  # the body, sourceHeader included, is covered by the signature
+        assert seen.json()["sourceHeader"] == expected
+    by_url = {c.json()["url"]: c.json() for c in callbacks}
+    assert by_url[f"{stack.dest.url}/ok"]["status"] == 200
+    assert by_url[f"{stack.dest.url}/down"]["status"] == 500
+    assert "status" not in by_url["http://127.0.0.1:1/nothing-listens-here"]
+    assert all("dlqId" in f.json() for f in failures)
+
+
+# ------------------------------------------------------------------------------------------
+# Schedules (created like deploy.sh does, triggered by hand)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("include_query", [True, False])
+def test_schedule_is_created_replaced_listed_and_triggered(
+    stack: Stack, include_query: bool
+) -> None:
+    stack.configure(sub_includes_query=include_query)
+    dest_url = f"{stack.dest.url}/composite?sweep=1"
+    create = f"{stack.url}/v2/schedules/{dest_url}"
+    headers = {
+        **AUTH,
+        "Upstash-Cron": "*/10 * * * *",
+        "Upstash-Schedule-Id": "picture-line-sweep",
+    }
+    first = requests.post(create, headers=headers, timeout=5)  # deploy.sh sends no body
+    assert (first.status_code, first.json()) == (200, {"scheduleId": "picture-line-sweep"})
+    trigger = f"{stack.url}/__dev/schedules/picture-line-sweep/trigger"
+    run1 = requests.post(trigger, timeout=5)
+    assert run1.status_code == 200, run1.text
+    stack.wait()
+
+    replaced = requests.post(
+        create,
+        headers={
+            **headers,
+            "Upstash-Cron": "*/5 * * * *",
+            "Content-Type": "application/json",
+            "Upstash-Callback": f"{stack.dest.url}/cb",
+        },
+        data=b'{"sweep":true}',
+        timeout=5,
+    )
+    assert replaced.json() == {"scheduleId": "picture-line-sweep"}
+    [schedule] = stack.client.schedule.list()
+    assert (schedule.schedule_id, schedule.cron) == ("picture-line-sweep", "*/5 * * * *")
+    assert schedule.destination == dest_url and schedule.body == '{"sweep":true}'
+    assert schedule.retries == 3 and schedule.callback == f"{stack.dest.url}/cb"
+    assert stack.client.schedule.get("picture-line-sweep").last_schedule_time is None
+    run2 = requests.post(trigger, timeout=5)
+    assert run2.status_code == 200
+    assert stack.client.schedule.get("picture-line-sweep").last_schedule_time is not None
+    stack.wait()
+
+    deliveries = stack.dest.on("/composite")
+    assert len(deliveries) == 2  # nothing but the two triggers delivered anything
+    ids = [run1.json()["messageId"], run2.json()["messageId"]]
+    assert [d.headers["Upstash-Message-Id"] for d in deliveries] == ids
+    assert [d.body for d in deliveries] == [b"", b'{"sweep":true}']
+    signed = dest_url if include_query else dest_url.partition("?")[0]
+    for delivery in deliveries:
+        assert delivery.url == dest_url
+        assert delivery.headers["Upstash-Schedule-Id"] == "picture-line-sweep"
+        RECEIVER.verify(
+            signature=delivery.headers["Upstash-Signature"], body=delivery.body.decode(), url=signed
+        )
+        assert verified_claims(delivery)["sub"] == signed
+    [callback] = stack.dest.on("/cb")
+    assert callback.json()["scheduleId"] == "picture-line-sweep"
+    assert callback.json()["sourceMessageId"] == ids[1]
+
+    stack.client.schedule.delete("picture-line-sweep")
+    assert stack.client.schedule.list() == []
+    assert requests.post(trigger, timeout=5).status_code == 404
+
+
+def test_schedule_creation_is_validated_like_a_publish(stack: Stack) -> None:
+    url = f"{stack.url}/v2/schedules/{stack.dest.url}/x"
+    no_cron = requests.post(url, headers=AUTH, timeout=5)
+    assert no_cron.status_code == 400 and "Upstash-Cron" in no_cron.json()["error"]
+    bad_cron = requests.post(url, headers={**AUTH, "Upstash-Cron": "every minute"}, timeout=5)
+    assert bad_cron.status_code == 400
+    no_auth = requests.post(url, headers={"Upstash-Cron": "* * * * *"}, timeout=5)
+    assert no_auth.status_code == 401
+    with pytest.raises(QStashError, match="status: 400"):
+        stack.client.schedule.create(destination=f"{stack.dest.url}/x", cron="* * * * *", retries=9)
+    generated = stack.client.schedule.create(
+        destination=f"{stack.dest.url}/x", cron="CRON_TZ=Europe/Berlin 0 9 * * 1-5"
+    )
+    assert generated.startswith("scd_")
+    assert [s.schedule_id for s in stack.client.schedule.list()] == [generated]
+    assert requests.post(f"{stack.url}/__dev/reset", timeout=5).status_code == 200
+    assert stack.client.schedule.list() == []
+    assert stack.dest.seen == []
+
+
+# ------------------------------------------------------------------------------------------
 # Pure helpers
 # ------------------------------------------------------------------------------------------
 
@@ -698,3 +1142,27 @@ def test_make_signature_matches_reference_vector() -> None:
     )
     assert claims["body"] == "GXCQMz-1ENHpnBdYcY_gqUHNivRaMA0mX-E6I9o96Lk="
     assert (claims["iat"], claims["exp"], claims["nbf"]) == (1767225600, 1767225900, 0)
+
+
+@pytest.mark.parametrize(
+    "url, include_query, subject",
+    [
+        ("http://h:1/cb?request=r-1&x=1%202", True, "http://h:1/cb?request=r-1&x=1%202"),
+        ("http://h:1/cb?request=r-1&x=1%202", False, "http://h:1/cb"),
+        ("http://h:1/cb/", False, "http://h:1/cb/"),
+        ("http://h:1/cb?", False, "http://h:1/cb"),
+    ],
+)
+def test_signature_subject(url: str, include_query: bool, subject: str) -> None:
+    assert signature_subject(url, include_query) == subject
+
+
+def test_plan_limits_table() -> None:
+    assert {plan: (limits.max_message_size, limits.max_retries) for plan, limits in
+            PLAN_LIMITS.items()} == {
+        "free": (1_000_000, 3), "payg": (10_000_000, 5), "fixed": (50_000_000, 20),
+    }  # fmt: skip
+    config = QStashConfig(plan="fixed")
+    assert (config.message_size_limit, config.retry_cap) == (50_000_000, 20)
+    config = QStashConfig(plan="payg", max_message_size=5, max_retries=0)
+    assert (config.message_size_limit, config.retry_cap) == (5, 0)
