@@ -1,22 +1,26 @@
-"""Stand-in for OpenAI's Images API (`POST /v1/images/generations`) and `POST /v1/moderations`.
+"""Stand-in for OpenAI's Images API (`POST /v1/images/generations`), `POST /v1/moderations`
+and the models endpoints (`GET /v1/models`, `GET /v1/models/{id}`).
 
 It speaks the wire protocol of the GPT image models closely enough that the official `openai`
 SDK works against it unchanged (`OpenAI(api_key=DEV_API_KEY, base_url=url + "/v1")`):
 bearer auth, the request fields and their validation errors, the `ImagesResponse` JSON with
-base64 images and token usage, OpenAI's error envelope and its rate-limit headers.
+base64 images and token usage, OpenAI's error envelope and its rate-limit headers. Models come
+from :data:`MODEL_CATALOGUE` and shut down on their `shutdown_date` (see `OpenAIConfig.today`).
 
 Pictures are drawn locally by :func:`draw_picture`: a deterministic landscape seeded by the
 prompt, with grain so that JPEG sizes are realistic, and the prompt printed on it so a human
 looking at the MMS can tell which request produced it.
 
 Dev-only endpoints under `/__dev/` (no auth) inject faults (rate limits, outages, safety
-blocks, slow or malformed answers) and expose a log of the generation requests received.
+blocks, slow or malformed answers), add models or move their shutdown dates (`/__dev/models`)
+and expose a log of the generation requests received.
 This module is named `openai_images` so it never shadows the `openai` package.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import io
@@ -29,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import flask
@@ -37,45 +41,131 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 DEV_API_KEY = "sk-devstack-local-only-0000000000000000"
 
-# --- models (state of the `openai` SDK 3.54.0 `ImageModel` literal) -------------------------
+# --- models ------------------------------------------------------------------------------------
+#
+# One catalogue for GET /v1/models, GET /v1/models/{id} and the `model` checks of both
+# endpoints. A model is served while today < shutdown_date: [UNCONFIRMED] we read the
+# shutdown date as the first day (UTC) the model no longer answers. [DOC deprecations page]
+# image models get at least 3 months' notice and [DOC] GET /v1/models shows the announced
+# date in `shutdown_date` (null if none), so a client that watches it has time to move.
 
-CURRENT_IMAGE_MODELS: frozenset[str] = frozenset(
-    {
-        "gpt-image-1.5",
-        "gpt-image-1-mini",
-        "gpt-image-2",
-        "gpt-image-2-2026-04-21",
-        "gpt-image-2.5-sunburst",
-        "gpt-image-2.5-sunburst-2026-09-08",
-        "gpt-image-2.5-flare",
-        "gpt-image-2.5-flare-2026-09-08",
-        "gpt-image-2.6-sunburst",
-        "gpt-image-2.6-flare",
-        "chatgpt-image-latest",
-    }
+
+@dataclass(frozen=True)
+class CatalogueModel:
+    """One model: the fields of OpenAI's Model object plus what the stand-in needs to know."""
+
+    id: str
+    created: int  # unix seconds; [UNCONFIRMED] plausible times near each release
+    shutdown_date: datetime.date | None = None  # None: no shutdown announced
+    owned_by: str = "system"
+    kind: str = "image"  # "image" or "moderation": which endpoint accepts the model
+    # Arbitrary WIDTHxHEIGHT sizes; without them only CLASSIC_SIZES (and "auto").
+    flexible_sizes: bool = False
+    extra_qualities: bool = False  # also takes EXTRA_QUALITIES ("xhigh", "max")
+    replacement: str = "a GPT image model"  # named in the 404 once the model is shut down
+
+    def served_on(self, today: datetime.date) -> bool:
+        return self.shutdown_date is None or today < self.shutdown_date
+
+    def model_object(self) -> dict[str, Any]:
+        """The Model object of GET /v1/models [DOC; SDK openai/types/model.py]."""
+        return {
+            "id": self.id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": self.owned_by,
+            "shutdown_date": self.shutdown_date.isoformat() if self.shutdown_date else None,
+        }
+
+
+_SHUTDOWN_2026_05_12 = datetime.date(2026, 5, 12)
+_SHUTDOWN_2026_10_23 = datetime.date(2026, 10, 23)
+_SHUTDOWN_2026_12_01 = datetime.date(2026, 12, 1)
+_USE_2_5 = "gpt-image-2.5-sunburst or gpt-image-2.5-flare"
+_USE_2_6 = "gpt-image-2.6-sunburst or gpt-image-2.6-flare"
+
+
+def _image_2x(model_id: str, created: int, *, extra: bool) -> CatalogueModel:
+    """A model of the gpt-image-2 family: flexible sizes, maybe the extra quality tiers."""
+    return CatalogueModel(model_id, created, flexible_sizes=True, extra_qualities=extra)
+
+
+def _moderation(model_id: str, created: int) -> CatalogueModel:
+    return CatalogueModel(model_id, created, kind="moderation")
+
+
+_CATALOGUE_ROWS: tuple[CatalogueModel, ...] = (
+    # [DOC deprecations page; SDK ImageModel docstring] DALL-E 2 and 3 retired on 2026-05-12.
+    CatalogueModel("dall-e-3", 1698785189, _SHUTDOWN_2026_05_12),
+    CatalogueModel("dall-e-2", 1698798177, _SHUTDOWN_2026_05_12),
+    # [DOC deprecations page; SDK ImageModel docstring] shut down 2026-10-23, use the 2.5 pair.
+    CatalogueModel("gpt-image-1", 1745517030, _SHUTDOWN_2026_10_23, replacement=_USE_2_5),
+    # [DOC deprecations page] shut down 2026-12-01, recommended replacements the 2.6 pair.
+    # [SDK image_generate_params.py] none of the gpt-image-1 family takes arbitrary sizes.
+    CatalogueModel("gpt-image-1-mini", 1759773600, _SHUTDOWN_2026_12_01, replacement=_USE_2_6),
+    CatalogueModel("gpt-image-1.5", 1765908000, _SHUTDOWN_2026_12_01, replacement=_USE_2_6),
+    CatalogueModel(
+        "gpt-image-1.5-2025-12-16", 1765908000, _SHUTDOWN_2026_12_01, replacement=_USE_2_6
+    ),
+    CatalogueModel("chatgpt-image-latest", 1765908000, _SHUTDOWN_2026_12_01, replacement=_USE_2_6),
+    # [DOC deprecations page] current, no shutdown date. [SDK image_generate_params.py]
+    # gpt-image-2 and the 2.5 models (with snapshots) take arbitrary sizes; only the 2.5
+    # models take xhigh/max.
+    _image_2x("gpt-image-2", 1776794400, extra=False),
+    _image_2x("gpt-image-2-2026-04-21", 1776794400, extra=False),
+    _image_2x("gpt-image-2.5-sunburst", 1788890400, extra=True),
+    _image_2x("gpt-image-2.5-sunburst-2026-09-08", 1788890400, extra=True),
+    _image_2x("gpt-image-2.5-flare", 1788890400, extra=True),
+    _image_2x("gpt-image-2.5-flare-2026-09-08", 1788890400, extra=True),
+    # [UNCONFIRMED] The SDK doc names only gpt-image-2 and the 2.5 models for arbitrary sizes
+    # and xhigh/max; our reference note says "gpt-image-2 and later", so the 2.6 pair gets both.
+    _image_2x("gpt-image-2.6-sunburst", 1794333600, extra=True),
+    _image_2x("gpt-image-2.6-flare", 1794333600, extra=True),
+    # The moderation models this module serves (MODERATION_MODELS); no shutdown announced.
+    _moderation("omni-moderation-latest", 1731693600),
+    _moderation("omni-moderation-2024-09-26", 1727373600),
+    _moderation("text-moderation-latest", 1660154400),
+    _moderation("text-moderation-stable", 1660154400),
 )
-RETIRED_IMAGE_MODELS: Mapping[str, str] = {
-    "dall-e-2": "was retired on 2026-05-12; use a GPT image model instead",
-    "dall-e-3": "was retired on 2026-05-12; use a GPT image model instead",
-    "gpt-image-1": "was shut down on 2026-10-23; use gpt-image-2.5-sunburst or gpt-image-2.5-flare",
-}
-# Only the 2.5 models (and their snapshots) take the two extra quality tiers.
-_EXTRA_QUALITY_MODELS = frozenset(m for m in CURRENT_IMAGE_MODELS if m.startswith("gpt-image-2.5-"))
+MODEL_CATALOGUE: Mapping[str, CatalogueModel] = {m.id: m for m in _CATALOGUE_ROWS}
+_ADDED_MODEL_CREATED = 1796083200  # 2026-12-01T00:00Z: fixed, so a listing stays stable
 
-SIZES: Mapping[str, tuple[int, int]] = {
+
+def added_model(model_id: str) -> CatalogueModel:
+    """A model the catalogue lacks, added at runtime: like gpt-image-2 and later."""
+    return CatalogueModel(model_id, _ADDED_MODEL_CREATED, flexible_sizes=True)
+
+
+# [SDK image_generate_params.py] The three classic sizes work on every GPT image model; the
+# SDK says `auto` works "for models that allow automatic sizing", taken here as all of them.
+CLASSIC_SIZES: Mapping[str, tuple[int, int]] = {
     "1024x1024": (1024, 1024),
     "1536x1024": (1536, 1024),
     "1024x1536": (1024, 1536),
     "auto": (1024, 1024),
 }
+# [SDK image_generate_params.py] Flexible sizes: both edges divisible by 16, aspect ratio
+# between 1:3 and 3:1 (read as inclusive), at most 3840x2160 (read as: long edge <= 3840,
+# short edge <= 2160, so 2160x3840 works too). Sizes above 2560x1440 are "experimental".
+SIZE_MULTIPLE = 16
+MAX_ASPECT_RATIO = 3
+MAX_LONG_EDGE = 3840
+MAX_SHORT_EDGE = 2160
+# [UNCONFIRMED] "the model's pixel limits": the floor is a guess (1024x640); the ceiling
+# follows from the edge limits.
+MIN_FLEXIBLE_PIXELS = 655_360
+_SIZE_PATTERN = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
+
+# [SDK image_generate_params.py] low/medium/high/auto on every GPT image model.
 QUALITIES = ("low", "medium", "high", "auto")
 EXTRA_QUALITIES = ("xhigh", "max")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 PREVIEW_OUTPUT_FORMATS = ("gif", "svg")
 PROMPT_MAX_CHARS = 32_000
 
-# Output image tokens per picture (square, non-square). low/medium/high follow third-party
-# reports for the GPT image models; xhigh/max are guesses (twice the tier below).
+# Output image tokens per picture (1024x1024, 1536x1024 or 1024x1536). low/medium/high follow
+# third-party reports for the GPT image models; xhigh/max are guesses (twice the tier below).
+# [UNCONFIRMED] Other sizes cost in proportion to their pixel count (see picture_tokens).
 _OUTPUT_TOKENS: Mapping[str, tuple[int, int]] = {
     "low": (272, 408),
     "medium": (1056, 1584),
@@ -172,6 +262,13 @@ class OpenAIConfig:
     block_flagged_prompts: bool = True
     # Reported in the x-ratelimit-* headers only; nothing is enforced (use the "429" fault).
     requests_per_minute: int = 50
+    # The day that decides which models are shut down; None means the real date (UTC), so
+    # the stand-in retires models on the same day OpenAI does. Tests set it to move time.
+    today: datetime.date | None = None
+    # Shutdown dates added to or overriding MODEL_CATALOGUE (None: no date announced). An id
+    # the catalogue lacks becomes a new image model with flexible sizes. POST /__dev/models
+    # does the same at runtime and wins over this; /__dev/reset forgets only the latter.
+    shutdown_dates: Mapping[str, datetime.date | None] = field(default_factory=dict)
 
 
 # ================================================================================================
@@ -226,6 +323,55 @@ def _bad_type(param: str, expected: str, value: Any) -> ApiError:
 
 
 # ================================================================================================
+# Models
+# ================================================================================================
+
+
+def utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
+
+
+def find_model(
+    models: Mapping[str, CatalogueModel],
+    model_id: str,
+    today: datetime.date,
+    kind: str | None = None,
+) -> CatalogueModel:
+    """The served catalogue entry for `model_id` (of `kind`, if given), or OpenAI's 404.
+
+    [DOC] An unknown or shut-down model is 404 `model_not_found` with param "model", on
+    /v1/images/generations as on GET /v1/models/{id}.
+    """
+    info = models.get(model_id)
+    if info is None:
+        raise _model_not_found(
+            f"The model '{model_id}' does not exist or you do not have access to it."
+        )
+    shutdown = info.shutdown_date
+    if shutdown is not None and not info.served_on(today):
+        raise _model_not_found(
+            f"The model '{model_id}' was shut down on {shutdown.isoformat()};"
+            f" use {info.replacement} instead."
+        )
+    if kind is not None and info.kind != kind:
+        raise _model_not_found(f"The model '{model_id}' is not {_KIND_NAMES[kind]}.")
+    return info
+
+
+_KIND_NAMES: Mapping[str, str] = {"image": "an image model", "moderation": "a moderation model"}
+
+
+def _model_not_found(message: str) -> ApiError:
+    return ApiError(404, message, param="model", code="model_not_found")
+
+
+def _served_models(models: Mapping[str, CatalogueModel], today: datetime.date) -> dict[str, Any]:
+    """GET /v1/models: every model still served, with its announced shutdown date [DOC]."""
+    data = [m.model_object() for m in models.values() if m.served_on(today)]
+    return {"object": "list", "data": data}
+
+
+# ================================================================================================
 # Request validation
 # ================================================================================================
 
@@ -277,7 +423,9 @@ def _check_field_names(body: Mapping[str, Any]) -> None:
             raise ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
 
 
-def _check_model(body: Mapping[str, Any]) -> str:
+def _check_model(
+    body: Mapping[str, Any], models: Mapping[str, CatalogueModel], today: datetime.date
+) -> CatalogueModel:
     model = body.get("model")
     if model is None:
         raise ApiError(
@@ -288,21 +436,52 @@ def _check_model(body: Mapping[str, Any]) -> str:
         )
     if not isinstance(model, str):
         raise _bad_type("model", "a string", model)
-    if model in RETIRED_IMAGE_MODELS:
-        raise ApiError(
-            404,
-            f"The model '{model}' {RETIRED_IMAGE_MODELS[model]}.",
-            param="model",
-            code="model_not_found",
+    return find_model(models, model, today, kind="image")
+
+
+def flexible_size_problem(width: int, height: int) -> str | None:
+    """Why a gpt-image-2-family model cannot make `width`x`height`, or None if it can."""
+    long_edge, short_edge = max(width, height), min(width, height)
+    if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        return f"width and height must both be multiples of {SIZE_MULTIPLE}"
+    if long_edge > MAX_ASPECT_RATIO * short_edge:
+        return f"the aspect ratio must be between 1:{MAX_ASPECT_RATIO} and {MAX_ASPECT_RATIO}:1"
+    if long_edge > MAX_LONG_EDGE or short_edge > MAX_SHORT_EDGE:
+        return (
+            f"too large: the maximum is {MAX_LONG_EDGE}x{MAX_SHORT_EDGE}"
+            f" or {MAX_SHORT_EDGE}x{MAX_LONG_EDGE}"
         )
-    if model not in CURRENT_IMAGE_MODELS:
-        raise ApiError(
-            404,
-            f"The model '{model}' is not available: it does not exist or you have no access.",
-            param="model",
-            code="model_not_found",
+    if width * height < MIN_FLEXIBLE_PIXELS:
+        return f"too small: at least {MIN_FLEXIBLE_PIXELS:,} pixels are needed"
+    return None
+
+
+def _check_size(body: Mapping[str, Any], model: CatalogueModel) -> tuple[int, int]:
+    """[SDK image_generate_params.py] The classic sizes everywhere, any valid size on flex."""
+    value = body.get("size")
+    if value is None:
+        return CLASSIC_SIZES["auto"]
+    if not isinstance(value, str):
+        raise _bad_type("size", "a string", value)
+    if value in CLASSIC_SIZES:
+        return CLASSIC_SIZES[value]
+    if not model.flexible_sizes:
+        choices = ", ".join(f"'{a}'" for a in CLASSIC_SIZES)
+        raise _invalid(
+            "size",
+            f"Invalid value: '{value}'. Supported values are: {choices}."
+            f" '{model.id}' makes only these sizes.",
         )
-    return model
+    match = _SIZE_PATTERN.fullmatch(value)
+    if not match:
+        raise _invalid(
+            "size", f"Invalid value: '{value}'. Expected 'auto' or WIDTHxHEIGHT, e.g. '1536x864'."
+        )
+    width, height = int(match[1]), int(match[2])
+    problem = flexible_size_problem(width, height)
+    if problem:
+        raise _invalid("size", f"Invalid size '{value}' for '{model.id}': {problem}.")
+    return width, height
 
 
 def _check_prompt(body: Mapping[str, Any]) -> str:
@@ -368,26 +547,32 @@ def _opt_identifier(body: Mapping[str, Any], key: str) -> str | None:
     return value or None
 
 
-def parse_image_request(body: Any) -> ImageRequest:
-    """Validate a generation body the way the API does for a GPT image model."""
+def parse_image_request(
+    body: Any,
+    models: Mapping[str, CatalogueModel] = MODEL_CATALOGUE,
+    today: datetime.date | None = None,
+) -> ImageRequest:
+    """Validate a generation body the way the API does for a GPT image model.
+
+    `today` (default: the real date) decides which models of `models` are shut down.
+    """
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     _check_field_names(body)
     prompt = _check_prompt(body)
-    model = _check_model(body)
+    model = _check_model(body, models, today or utc_today())
     n = _opt_int(body, "n", 1, 10, 1)
-    size = _opt_str(body, "size", tuple(SIZES), "auto")
-    qualities = QUALITIES + (EXTRA_QUALITIES if model in _EXTRA_QUALITY_MODELS else ())
+    width, height = _check_size(body, model)
+    qualities = QUALITIES + (EXTRA_QUALITIES if model.extra_qualities else ())
     quality = _opt_str(body, "quality", qualities, "auto")
     fmt, compression, background = _check_output(body)
     _opt_str(body, "moderation", ("low", "auto"), "auto")
     _check_unsupported_modes(body)
     # `user` is the deprecated spelling; it only counts when safety_identifier is empty.
     ident = _opt_identifier(body, "safety_identifier") or _opt_identifier(body, "user")
-    width, height = SIZES[size]
     return ImageRequest(
         prompt=prompt,
-        model=model,
+        model=model.id,
         n=n,
         size=f"{width}x{height}",
         width=width,
@@ -533,6 +718,20 @@ class _State:
     next_fault_id: int = 1
     requests: list[dict[str, Any]] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)  # monotonic times, last minute
+    model_overrides: dict[str, CatalogueModel] = field(default_factory=dict)  # /__dev/models
+
+    def today(self) -> datetime.date:
+        return self.config.today or utc_today()
+
+    def models(self) -> dict[str, CatalogueModel]:
+        """The catalogue now: built-in rows, then config.shutdown_dates, then /__dev/models."""
+        models = dict(MODEL_CATALOGUE)
+        for model_id, shutdown in dict(self.config.shutdown_dates).items():
+            base = models.get(model_id) or added_model(model_id)
+            models[model_id] = replace(base, shutdown_date=shutdown)
+        with self.lock:
+            models.update(self.model_overrides)
+        return models
 
     def take_fault(self, prompt: str) -> Fault | None:
         """First matching fault in registration order; consumes one of its `times`."""
@@ -566,6 +765,7 @@ class _State:
             self.faults.clear()
             self.requests.clear()
             self.recent.clear()
+            self.model_overrides.clear()
 
 
 def _duration(seconds: float) -> str:
@@ -640,11 +840,24 @@ def _log_entry() -> dict[str, Any]:
 # ================================================================================================
 
 
+def picture_tokens(quality: str, width: int, height: int) -> int:
+    """Output tokens for one picture: the _OUTPUT_TOKENS figure, scaled by pixel count.
+
+    The table's non-square figures are exactly 1.5x the square ones, as 1536x1024 has 1.5x
+    the pixels of 1024x1024, so other sizes scale the square figure the same way.
+    """
+    square, other = _OUTPUT_TOKENS[quality]
+    if (width, height) == (1024, 1024):
+        return square
+    if {width, height} == {1024, 1536}:
+        return other
+    return math.ceil(square * width * height / (1024 * 1024))
+
+
 def _usage(req: ImageRequest) -> dict[str, Any]:
     # About four characters per text token is the usual rule of thumb.
     text_tokens = max(1, math.ceil(len(req.prompt) / 4))
-    square, other = _OUTPUT_TOKENS[req.quality]
-    image_tokens = (square if req.width == req.height else other) * req.n
+    image_tokens = picture_tokens(req.quality, req.width, req.height) * req.n
     return {
         "input_tokens": text_tokens,
         "output_tokens": image_tokens,
@@ -724,7 +937,7 @@ def _flagged_categories(text: str, config: OpenAIConfig) -> list[str]:
 def _handle_generation(state: _State, entry: dict[str, Any]) -> flask.Response:
     config = state.config
     _check_auth(config)
-    req = parse_image_request(_json_body())
+    req = parse_image_request(_json_body(), state.models(), state.today())
     fault = state.take_fault(req.prompt)
     if fault:
         with state.lock:
@@ -786,19 +999,16 @@ def _moderation_result(text: str, has_image: bool, config: OpenAIConfig) -> dict
     }
 
 
-def _handle_moderation(config: OpenAIConfig) -> flask.Response:
+def _handle_moderation(state: _State) -> flask.Response:
+    config = state.config
     _check_auth(config)
     body = _json_body()
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     model = body.get("model") or "omni-moderation-latest"
-    if not isinstance(model, str) or model not in MODERATION_MODELS:
-        raise ApiError(
-            404,
-            f"The model '{model}' is not a moderation model.",
-            param="model",
-            code="model_not_found",
-        )
+    if not isinstance(model, str):
+        raise _bad_type("model", "a string", model)
+    find_model(state.models(), model, state.today(), kind="moderation")
     if "input" not in body:
         raise ApiError(
             400,
@@ -810,10 +1020,81 @@ def _handle_moderation(config: OpenAIConfig) -> flask.Response:
     return flask.jsonify(
         {
             "id": "modr-" + secrets.token_hex(12),
-            "model": MODERATION_MODELS[model],
+            "model": MODERATION_MODELS.get(model, model),
             "results": [_moderation_result(t, img, config) for t, img in units],
         }
     )
+
+
+# ================================================================================================
+# Models endpoints
+# ================================================================================================
+
+
+def _handle_list_models(state: _State) -> flask.Response:
+    _check_auth(state.config)
+    return flask.jsonify(_served_models(state.models(), state.today()))
+
+
+def _handle_retrieve_model(state: _State, model_id: str) -> flask.Response:
+    _check_auth(state.config)
+    return flask.jsonify(find_model(state.models(), model_id, state.today()).model_object())
+
+
+_DEV_MODEL_KEYS = frozenset(
+    {"id", "shutdown_date", "flexible_sizes", "extra_qualities", "replacement"}
+)
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _parse_shutdown_date(value: Any) -> datetime.date | None:
+    if value is None:
+        return None
+    # fromisoformat alone would also take "20261201"; the API's format is YYYY-MM-DD only.
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return datetime.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError("shutdown_date must be a date 'YYYY-MM-DD', or null for none announced")
+
+
+def _parse_dev_model(body: Any, models: Mapping[str, CatalogueModel]) -> CatalogueModel:
+    """A POST /__dev/models body, applied to the model's current row (or a new one)."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    if unknown := sorted(set(body) - _DEV_MODEL_KEYS):
+        raise ValueError(f"unknown keys {unknown}; known: {sorted(_DEV_MODEL_KEYS)}")
+    model_id = body.get("id")
+    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+        raise ValueError("id must be a model id such as 'gpt-image-2'")
+    # Required rather than defaulting to null, so a misspelt date cannot un-retire a model.
+    if "shutdown_date" not in body:
+        raise ValueError("shutdown_date is required: 'YYYY-MM-DD', or null for none announced")
+    changes: dict[str, Any] = {"shutdown_date": _parse_shutdown_date(body["shutdown_date"])}
+    for key in ("flexible_sizes", "extra_qualities"):
+        if key in body:
+            if not isinstance(body[key], bool):
+                raise ValueError(f"{key} must be true or false")
+            changes[key] = body[key]
+    if "replacement" in body:
+        if not isinstance(body["replacement"], str) or not body["replacement"]:
+            raise ValueError("replacement must be a non-empty string")
+        changes["replacement"] = body["replacement"]
+    return replace(models.get(model_id) or added_model(model_id), **changes)
+
+
+def _dev_model_view(model: CatalogueModel, today: datetime.date) -> dict[str, Any]:
+    """The Model object plus what only the stand-in knows, for GET /__dev/models."""
+    return {
+        **model.model_object(),
+        "kind": model.kind,
+        "flexible_sizes": model.flexible_sizes,
+        "extra_qualities": model.extra_qualities,
+        "replacement": model.replacement,
+        "served": model.served_on(today),
+    }
 
 
 # ================================================================================================
@@ -855,6 +1136,24 @@ def _register_dev_routes(app: flask.Flask, state: _State) -> None:
         with state.lock:
             return flask.jsonify(list(state.requests))
 
+    @app.post("/__dev/models")
+    def put_model() -> tuple[flask.Response, int]:
+        models = state.models()
+        try:
+            model = _parse_dev_model(_dev_json(), models)
+        except ValueError as exc:
+            return flask.jsonify({"error": str(exc)}), 400
+        with state.lock:
+            state.model_overrides[model.id] = model
+        status = 200 if model.id in models else 201
+        return flask.jsonify(_dev_model_view(model, state.today())), status
+
+    @app.get("/__dev/models")
+    def all_models() -> flask.Response:
+        today = state.today()
+        views = [_dev_model_view(m, today) for m in state.models().values()]
+        return flask.jsonify({"today": today.isoformat(), "data": views})
+
     @app.post("/__dev/reset")
     def reset() -> flask.Response:
         state.reset()
@@ -895,7 +1194,16 @@ def create_app(config: OpenAIConfig | None = None) -> flask.Flask:
 
     @app.post("/v1/moderations")
     def moderations() -> flask.Response:
-        return _api_route(lambda: _handle_moderation(state.config))
+        return _api_route(lambda: _handle_moderation(state))
+
+    @app.get("/v1/models")
+    def list_models() -> flask.Response:
+        return _api_route(lambda: _handle_list_models(state))
+
+    # <path:>: an id is one path segment today, but fine-tuned ids may hold slashes one day.
+    @app.get("/v1/models/<path:model_id>")
+    def retrieve_model(model_id: str) -> flask.Response:
+        return _api_route(lambda: _handle_retrieve_model(state, model_id))
 
     @app.errorhandler(404)
     @app.errorhandler(405)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import io
 import json
 import time
@@ -24,8 +25,36 @@ from devstack.openai_images import (
 )
 from devstack.serving import RunningServer, serve_in_thread
 
-MODEL = "gpt-image-1.5"
+MODEL = "gpt-image-2.6-flare"
 AUTH = {"Authorization": f"Bearer {DEV_API_KEY}"}
+
+# The vendor facts these tests hold the stand-in to (see the sources in openai_images.py).
+CURRENT_IMAGE_MODELS = {
+    "gpt-image-2",
+    "gpt-image-2-2026-04-21",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2.5-sunburst-2026-09-08",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-flare-2026-09-08",
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare",
+}
+MODERATION_MODELS = {
+    "omni-moderation-latest",
+    "omni-moderation-2024-09-26",
+    "text-moderation-latest",
+    "text-moderation-stable",
+}
+# id -> (shutdown date, text the 404 recommends instead)
+RETIRED_MODELS = {
+    "gpt-image-1.5": ("2026-12-01", "gpt-image-2.6-sunburst or gpt-image-2.6-flare"),
+    "gpt-image-1.5-2025-12-16": ("2026-12-01", "gpt-image-2.6-sunburst or gpt-image-2.6-flare"),
+    "gpt-image-1-mini": ("2026-12-01", "gpt-image-2.6-sunburst or gpt-image-2.6-flare"),
+    "chatgpt-image-latest": ("2026-12-01", "gpt-image-2.6-sunburst or gpt-image-2.6-flare"),
+    "gpt-image-1": ("2026-10-23", "gpt-image-2.5-sunburst or gpt-image-2.5-flare"),
+    "dall-e-3": ("2026-05-12", "a GPT image model"),
+    "dall-e-2": ("2026-05-12", "a GPT image model"),
+}
 
 
 # One server per module (stopping one costs ~0.5 s); every test starts from a reset state.
@@ -46,6 +75,8 @@ def _clean(server: RunningServer, config: OpenAIConfig) -> Iterator[None]:
     requests.post(f"{server.url}/__dev/reset")
     yield
     config.latency_s = 0.0
+    config.today = None
+    config.shutdown_dates = {}
 
 
 def generate(server: RunningServer, timeout: float = 10, **body: Any) -> requests.Response:
@@ -183,12 +214,15 @@ def test_latency_is_simulated(server, config):
         ({"response_format": "b64_json"}, 400, "unknown_parameter", "response_format"),
         ({"style": "vivid"}, 400, "unknown_parameter", "style"),
         ({"colour": "red"}, 400, "unknown_parameter", "colour"),
-        ({"size": "512x512"}, 400, "invalid_value", "size"),
-        ({"size": "1792x1024"}, 400, "invalid_value", "size"),
+        ({"size": "512x512"}, 400, "invalid_value", "size"),  # [UNCONFIRMED] pixel floor
+        ({"size": 1024}, 400, "invalid_type", "size"),
         ({"model": "dall-e-2"}, 404, "model_not_found", "model"),
         ({"model": "dall-e-3"}, 404, "model_not_found", "model"),
         ({"model": "gpt-image-1"}, 404, "model_not_found", "model"),
+        ({"model": "gpt-image-1.5"}, 404, "model_not_found", "model"),
         ({"model": "gpt-image-9"}, 404, "model_not_found", "model"),
+        ({"model": "omni-moderation-latest"}, 404, "model_not_found", "model"),
+        ({"model": 15}, 400, "invalid_type", "model"),
         ({"model": None}, 400, "missing_required_parameter", "model"),
         ({"prompt": None}, 400, "missing_required_parameter", "prompt"),
         ({"prompt": ""}, 400, "invalid_value", "prompt"),
@@ -198,7 +232,7 @@ def test_latency_is_simulated(server, config):
         ({"n": 11}, 400, "invalid_value", "n"),
         ({"n": "2"}, 400, "invalid_type", "n"),
         ({"quality": "hd"}, 400, "invalid_value", "quality"),
-        ({"quality": "xhigh"}, 400, "invalid_value", "quality"),  # only the 2.5 models
+        ({"quality": "xhigh", "model": "gpt-image-2"}, 400, "invalid_value", "quality"),
         ({"output_format": "bmp"}, 400, "invalid_value", "output_format"),
         ({"output_format": "gif"}, 400, "invalid_value", "output_format"),
         ({"output_compression": 101, "output_format": "jpeg"}, 400, "invalid_value", None),
@@ -219,10 +253,21 @@ def test_validation_errors(server, changes, status, code, param):
     assert resp.headers["x-request-id"].startswith("req_")
 
 
-def test_extra_qualities_on_2_5_models(server):
-    resp = generate(server, model="gpt-image-2.5-sunburst", quality="xhigh", output_format="jpeg")
+@pytest.mark.parametrize(
+    ("model", "quality"),
+    [
+        ("gpt-image-2.5-sunburst", "xhigh"),
+        ("gpt-image-2.5-flare-2026-09-08", "max"),
+        ("gpt-image-2.6-sunburst", "max"),  # [UNCONFIRMED] for the 2.6 models
+        ("gpt-image-2.6-flare", "xhigh"),
+    ],
+)
+def test_extra_qualities_on_2_5_and_2_6_models(server, model, quality):
+    resp = generate(server, model=model, quality=quality, output_format="jpeg")
     assert resp.status_code == 200
-    assert resp.json()["quality"] == "xhigh"
+    body = resp.json()
+    assert body["quality"] == quality
+    assert body["usage"]["output_tokens"] == {"xhigh": 8320, "max": 16640}[quality]
 
 
 @pytest.mark.parametrize(
@@ -441,7 +486,7 @@ def test_moderation_subcategory_and_multimodal_input(server):
 
 def test_moderation_errors(server):
     assert moderate(server, model="omni-moderation-latest").status_code == 400
-    assert moderate(server, model="gpt-image-1.5", input="x").status_code == 404
+    assert moderate(server, model=MODEL, input="x").status_code == 404
     no_key = requests.post(f"{server.url}/v1/moderations", json={"input": "x"})
     assert no_key.status_code == 401
 
@@ -554,3 +599,278 @@ def test_sdk_moderation(sdk):
     clean = sdk.moderations.create(model="omni-moderation-latest", input="a kitten")
     assert clean.results[0].flagged is False
     assert clean.results[0].category_scores.harassment_threatening < 0.01
+
+
+# ---- models and sizes, through the official SDK ---------------------------------------------
+
+
+def assert_refused(exc: Any, code: str, param: str) -> None:
+    """An APIStatusError carrying OpenAI's envelope for a request error."""
+    assert (exc.code, exc.param) == (code, param)
+    assert exc.body["type"] == "invalid_request_error"
+
+
+def set_model(server: RunningServer, status: int = 200, **row: Any) -> dict[str, Any]:
+    resp = requests.post(f"{server.url}/__dev/models", json=row)
+    assert resp.status_code == status, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def dev_models(server: RunningServer) -> dict[str, Any]:
+    return requests.get(f"{server.url}/__dev/models").json()  # type: ignore[no-any-return]
+
+
+def jpeg(sdk: Any, model: str = MODEL, **params: Any) -> Any:
+    params = {"prompt": "a lighthouse", "quality": "low", "output_format": "jpeg", **params}
+    return sdk.images.generate(model=model, **params)
+
+
+def test_sdk_lists_current_models_with_shutdown_dates(sdk, server):
+    models = {m.id: m for m in sdk.models.list()}
+    assert set(models) == CURRENT_IMAGE_MODELS | MODERATION_MODELS
+    for model in models.values():
+        assert (model.object, model.owned_by, model.shutdown_date) == ("model", "system", None)
+        assert 1_600_000_000 < model.created < time.time()
+    # The wire shape the SDK parses leniently: exactly the Model fields, in a list object.
+    raw = requests.get(f"{server.url}/v1/models", headers=AUTH).json()
+    assert set(raw) == {"object", "data"}
+    assert raw["object"] == "list"
+    assert all(
+        list(m) == ["id", "object", "created", "owned_by", "shutdown_date"] for m in raw["data"]
+    )
+
+
+def test_sdk_retrieves_a_current_model(sdk):
+    model = sdk.models.retrieve(MODEL)
+    assert (model.id, model.object, model.shutdown_date) == (MODEL, "model", None)
+    assert sdk.models.retrieve("omni-moderation-latest").id == "omni-moderation-latest"
+
+
+@pytest.mark.parametrize("model", sorted(RETIRED_MODELS))
+def test_sdk_retired_models_are_not_found(sdk, model):
+    openai = pytest.importorskip("openai")
+    date, replacement = RETIRED_MODELS[model]
+    with pytest.raises(openai.NotFoundError) as retrieved:
+        sdk.models.retrieve(model)
+    assert_refused(retrieved.value, "model_not_found", "model")
+    assert date in retrieved.value.message
+    assert f"use {replacement} instead" in retrieved.value.message
+    with pytest.raises(openai.NotFoundError) as generated:
+        sdk.images.generate(model=model, prompt="x", size="1024x1024")
+    assert_refused(generated.value, "model_not_found", "model")
+    assert date in generated.value.message
+
+
+def test_sdk_unknown_model_is_not_found(sdk):
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.NotFoundError) as unknown:
+        sdk.models.retrieve("gpt-image-9")
+    assert_refused(unknown.value, "model_not_found", "model")
+    assert "does not exist" in unknown.value.message
+
+
+def test_models_endpoints_need_the_key(server):
+    openai = pytest.importorskip("openai")
+    wrong_key = openai.OpenAI(api_key="sk-wrong", base_url=f"{server.url}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as listed:
+        wrong_key.models.list()
+    assert listed.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        wrong_key.models.retrieve(MODEL)
+    assert requests.get(f"{server.url}/v1/models").status_code == 401
+
+
+def test_announced_shutdown_is_listed_and_still_generates(sdk, config):
+    openai = pytest.importorskip("openai")
+    config.today = datetime.date(2026, 11, 30)  # the last day gpt-image-1.5 answers
+    listed = {m.id: m.shutdown_date for m in sdk.models.list()}
+    assert listed["gpt-image-1.5"] == listed["chatgpt-image-latest"] == "2026-12-01"
+    assert "gpt-image-1" not in listed  # shut down on 2026-10-23
+    assert sdk.models.retrieve("gpt-image-1.5").shutdown_date == "2026-12-01"
+    result = jpeg(sdk, "gpt-image-1.5", size="1024x1536")
+    assert result.size == "1024x1536"
+    # The gpt-image-1 family makes only the classic sizes.
+    with pytest.raises(openai.BadRequestError) as flexible:
+        jpeg(sdk, "gpt-image-1.5", size="1536x864")
+    assert_refused(flexible.value, "invalid_value", "size")
+
+    config.today = datetime.date(2026, 12, 1)  # the shutdown date itself: gone
+    assert "gpt-image-1.5" not in {m.id for m in sdk.models.list()}
+    with pytest.raises(openai.NotFoundError) as gone:
+        jpeg(sdk, "gpt-image-1.5", size="1024x1536")
+    assert_refused(gone.value, "model_not_found", "model")
+
+
+def test_default_model_retired_mid_run(sdk, server):
+    openai = pytest.importorskip("openai")
+    assert jpeg(sdk).data[0].b64_json
+    before = datetime.datetime.now(datetime.UTC).date().isoformat()
+    today = dev_models(server)["today"]  # the real date (UTC) unless config.today is set
+    assert today in {before, datetime.datetime.now(datetime.UTC).date().isoformat()}
+    row = set_model(server, id=MODEL, shutdown_date=today, replacement="gpt-image-2.6-sunburst")
+    assert (row["shutdown_date"], row["served"], row["flexible_sizes"]) == (today, False, True)
+
+    with pytest.raises(openai.NotFoundError) as retired:
+        jpeg(sdk)
+    assert_refused(retired.value, "model_not_found", "model")
+    assert f"shut down on {today}; use gpt-image-2.6-sunburst" in retired.value.message
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve(MODEL)
+    assert MODEL not in {m.id for m in sdk.models.list()}
+    everything = {m["id"]: m for m in dev_models(server)["data"]}
+    assert everything[MODEL]["served"] is False
+    assert everything["gpt-image-1.5"]["served"] is False  # retired rows stay in the catalogue
+
+    requests.post(f"{server.url}/__dev/reset")  # back to the built-in catalogue
+    assert jpeg(sdk).data[0].b64_json
+    assert sdk.models.retrieve(MODEL).shutdown_date is None
+
+
+def test_future_shutdown_via_dev_models(sdk, server, config):
+    openai = pytest.importorskip("openai")
+    set_model(server, id="gpt-image-2", shutdown_date="2099-01-01", replacement=MODEL)
+    assert sdk.models.retrieve("gpt-image-2").shutdown_date == "2099-01-01"
+    assert jpeg(sdk, "gpt-image-2").data[0].b64_json  # announced, not yet shut down
+    config.today = datetime.date(2099, 1, 1)
+    with pytest.raises(openai.NotFoundError) as later:
+        jpeg(sdk, "gpt-image-2")
+    assert_refused(later.value, "model_not_found", "model")
+    assert f"2099-01-01; use {MODEL} instead" in later.value.message
+    assert jpeg(sdk).data[0].b64_json  # the other models are untouched
+
+
+def test_config_shutdown_dates_and_dev_models_win_over_them(sdk, server, config):
+    openai = pytest.importorskip("openai")
+    config.shutdown_dates = {"gpt-image-1.5": None, MODEL: datetime.date(2026, 6, 1)}
+    assert sdk.models.retrieve("gpt-image-1.5").shutdown_date is None
+    assert jpeg(sdk, "gpt-image-1.5", size="1024x1024").size == "1024x1024"
+    with pytest.raises(openai.NotFoundError) as moved:
+        jpeg(sdk)
+    assert_refused(moved.value, "model_not_found", "model")
+    assert "2026-06-01" in moved.value.message
+    set_model(server, id=MODEL, shutdown_date=None)
+    assert jpeg(sdk).data[0].b64_json
+
+
+def test_dev_added_classic_only_model(sdk, server):
+    # No current model is classic-only, so the rule is shown on one added for the test.
+    openai = pytest.importorskip("openai")
+    row = set_model(server, 201, id="gpt-image-classic", shutdown_date=None, flexible_sizes=False)
+    assert (row["kind"], row["flexible_sizes"], row["extra_qualities"]) == ("image", False, False)
+    assert sdk.models.retrieve("gpt-image-classic").shutdown_date is None
+    assert jpeg(sdk, "gpt-image-classic", size="1536x1024").size == "1536x1024"
+    for size in ("1536x864", "1792x1024"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            jpeg(sdk, "gpt-image-classic", size=size)
+        assert_refused(refused.value, "invalid_value", "size")
+        assert "'1024x1536'" in refused.value.message  # it names the sizes that do work
+    with pytest.raises(openai.BadRequestError) as extra:
+        jpeg(sdk, "gpt-image-classic", size="1024x1024", quality="xhigh")
+    assert_refused(extra.value, "invalid_value", "quality")
+    # An added model without flags behaves like gpt-image-2 and later: flexible sizes.
+    set_model(server, 201, id="gpt-image-next", shutdown_date=None)
+    assert jpeg(sdk, "gpt-image-next", size="1536x864").size == "1536x864"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"shutdown_date": None},
+        {"id": "gpt-image-x"},  # the date is required, so a typo cannot un-retire a model
+        {"id": "gpt-image-x", "shutdown": None},
+        {"id": "gpt-image-x", "shutdown_date": "2026-13-01"},
+        {"id": "gpt-image-x", "shutdown_date": "20261201"},
+        {"id": "gpt-image-x", "shutdown_date": 20261201},
+        {"id": "gpt-image-x", "shutdown_date": None, "flexible_sizes": "no"},
+        {"id": "gpt-image-x", "shutdown_date": None, "replacement": ""},
+        {"id": "has space", "shutdown_date": None},
+        {"id": "", "shutdown_date": None},
+    ],
+)
+def test_bad_dev_model_rows_are_refused(server, row):
+    resp = requests.post(f"{server.url}/__dev/models", json=row)
+    assert resp.status_code == 400
+    assert resp.json()["error"]
+    ids = {m["id"] for m in dev_models(server)["data"]}
+    assert "gpt-image-x" not in ids
+    assert "has space" not in ids
+
+
+def test_retired_moderation_model_is_not_found(sdk, server):
+    openai = pytest.importorskip("openai")
+    set_model(server, id="text-moderation-stable", shutdown_date="2026-01-01")
+    with pytest.raises(openai.NotFoundError) as retired:
+        sdk.moderations.create(model="text-moderation-stable", input="a kitten")
+    assert_refused(retired.value, "model_not_found", "model")
+    assert sdk.moderations.create(model="text-moderation-latest", input="a kitten").results
+    with pytest.raises(openai.NotFoundError) as not_moderation:
+        sdk.moderations.create(model=MODEL, input="a kitten")
+    assert_refused(not_moderation.value, "model_not_found", "model")
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "tokens"),
+    [
+        ("gpt-image-2.6-flare", "3840x2160", 2152),  # the largest: 7.9x the pixels of 1024²
+        ("gpt-image-2.6-flare", "2160x3840", 2152),
+        ("gpt-image-2.6-sunburst", "1536x864", 345),  # [UNCONFIRMED] 2.6: flexible sizes
+        ("gpt-image-2", "2448x816", 519),  # exactly 3:1
+        ("gpt-image-2.5-flare", "1024x640", 170),  # exactly the [UNCONFIRMED] pixel floor
+    ],
+)
+def test_sdk_flexible_size_is_rendered_exactly(sdk, model, size, tokens):
+    result = jpeg(sdk, model, size=size)
+    assert result.size == size
+    assert result.usage.output_tokens_details.image_tokens == tokens
+    with Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))) as img:
+        assert (img.format, f"{img.width}x{img.height}") == ("JPEG", size)
+
+
+def test_bigger_pictures_cost_more(sdk):
+    tokens = [
+        jpeg(sdk, size=size).usage.output_tokens
+        for size in ("1024x640", "1024x1024", "1536x1024", "2560x1440", "3840x2160")
+    ]
+    assert tokens == sorted(set(tokens))
+    assert tokens[1:3] == [272, 408]  # the classic sizes keep the per-quality table
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        ("1000x1000", "multiples of 16"),
+        ("1536x1000", "multiples of 16"),
+        ("3840x640", "aspect ratio"),
+        ("640x3840", "aspect ratio"),
+        ("4096x2304", "too large"),
+        ("2176x3840", "too large"),  # the short edge is over 2160
+        ("3856x2160", "too large"),
+        ("1008x640", "too small"),  # [UNCONFIRMED] pixel floor
+        ("512x512", "too small"),
+        ("0x1024", "WIDTHxHEIGHT"),
+        ("1536X864", "WIDTHxHEIGHT"),
+        ("1024x1024x3", "WIDTHxHEIGHT"),
+        ("big", "WIDTHxHEIGHT"),
+    ],
+)
+def test_sdk_refuses_sizes_the_model_cannot_make(sdk, size, reason):
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError) as refused:
+        jpeg(sdk, size=size)
+    assert_refused(refused.value, "invalid_value", "size")
+    assert reason in refused.value.message
+
+
+def test_sdk_extra_quality_refused_on_gpt_image_2(sdk):
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError) as refused:
+        jpeg(sdk, "gpt-image-2", quality="max")
+    assert_refused(refused.value, "invalid_value", "quality")
+
+
+def test_largest_picture_is_drawn_photo_like():
+    # Its draw time is a benchmark figure (make bench), not an assertion.
+    img = draw_picture("a mountain lake at dawn", 3840, 2160)
+    data = encode_picture(img, "jpeg", 80)
+    assert img.size == (3840, 2160)
+    assert len(data) > 500_000  # grain keeps it photo-like at 4K too
