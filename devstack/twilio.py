@@ -14,6 +14,13 @@ What it emulates:
   ``MediaUrl`` in a background thread, checks status, content type and size, and marks the
   message ``sent`` -> ``delivered`` (written to ``outbox_dir``) or ``failed`` with an error code.
   ``StatusCallback`` gets signed form POSTs for each later status.
+* Messaging Services (``TwilioConfig.messaging_services``, by default one service,
+  :data:`DEFAULT_MESSAGING_SERVICE_SID`, holding every configured number): a create with
+  ``MessagingServiceSid`` starts ``accepted``, takes a sender from the service's pool when it
+  names no ``From``, then goes ``queued`` -> ``sent`` -> ``delivered``.
+* Incoming messages (``POST /__dev/incoming``): the inbound Message (``inbound``/``received``),
+  the signed incoming-message webhook to the number's ``sms_url``, and one ``outbound-reply``
+  Message per ``<Message>`` of the TwiML answer.
 * ``GET`` of one message, of the message list (filters and paging the SDK sends), of media.
 * Studio Flows v2 (``studio.twilio.com/v2/Flows``): validate, create, list, fetch, update,
   delete. Definitions are checked with :func:`devstack.studio_runner.check_flow`; a failing one
@@ -22,7 +29,7 @@ What it emulates:
   filters), fetch and update of the numbers in ``TwilioConfig.phone_numbers``; this is how a
   number's voice and messaging webhooks are pointed at a Studio flow.
 * Dev-only JSON control endpoints under ``/__dev/`` (no auth): outbox, STOP list, fault
-  injection, wait-idle, reset, numbers, flows.
+  injection, wait-idle, reset, numbers, flows, incoming messages.
 
 Chosen where Twilio's behaviour was not pinned down (see the project's Twilio notes):
 
@@ -41,6 +48,21 @@ Chosen where Twilio's behaviour was not pinned down (see the project's Twilio no
   reset restores the start state (empty URLs). A bad URL is 21402, a bad method 21403 (the codes
   Twilio documents for number configuration); ``PhoneNumber`` matches a part of the number with
   ``*`` for any digit, ``FriendlyName`` matches exactly.
+* Message lists: ``DateSent``, ``DateSent<`` and ``DateSent>`` compare whole UTC days, also when
+  given a full datetime (what the SDK always sends), because Twilio is reported to ignore the
+  time of day there; ``<`` and ``>`` include the day itself.
+* Messaging Services: a pool sender is the service's first number; a ``From`` outside the
+  service's pool but in the account is used (Twilio only warns, 21711); a ``From`` outside the
+  account is 21660 with a service. Without a service, ``From`` is not checked against the
+  account, so tests may send from any well-formed number. While ``accepted`` without a ``From``,
+  the resource's ``from`` is null and ``num_segments`` is ``"0"`` (no sender assigned yet).
+* Incoming messages: the webhook waits ``WEBHOOK_TIMEOUT_S``; a TwiML answer is read when its
+  Content-Type is text/xml, application/xml or text/html; problems Twilio reports in its
+  debugger are returned as ``notices`` ({code, message}) instead. ``<Redirect>`` and the
+  ``action``/``statusCallback`` attributes are not followed, and replies get no status
+  callbacks. STOP/START keywords change the STOP list (no automatic confirmation message is
+  created). Inbound media is not emulated (``NumMedia`` is ``0``). The outbox shows outbound
+  messages only.
 """
 
 from __future__ import annotations
@@ -55,7 +77,8 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
@@ -89,6 +112,22 @@ WEBHOOKS_BASE_URL = "https://webhooks.twilio.com"
 FLOW_STATUSES = ("draft", "published")
 FLOW_INVALID_CODE = 81022
 DEFAULT_PHONE_NUMBERS = ("+15005550006",)  # Twilio's magic "valid and available" test number
+# The one Messaging Service the stand-in has unless configured otherwise; fixed so that settings
+# and tests can name it.
+DEFAULT_MESSAGING_SERVICE_SID = "MG0d5e7a11c0ffee0000d15ea5e0000001"
+
+# Twilio waits about 15 s for the answer to an incoming-message webhook [3P: twilio/ai skills,
+# project note 3.2].
+WEBHOOK_TIMEOUT_S = 15.0
+# A TwiML answer over 64 kB is refused with 11750 [DOC errors/11750].
+MAX_TWIML_BYTES = 64 * 1024
+# Content types Twilio reads TwiML from; any other is 12300 [DOC errors/12300]. text/html is
+# taken too [UNCONFIRMED].
+TWIML_TYPES = ("text/xml", "application/xml", "text/html")
+# Whole-body keywords, case-insensitive, that Twilio handles itself and still forwards to the
+# webhook [DOC support 223134027, project note 3.3].
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 
 # Types Twilio transcodes for MMS; the only ones this project sends. The value is the outbox
 # file extension.
@@ -103,6 +142,8 @@ FAULT_KINDS = ("500", "503", "timeout", "21610", "21211", "20429", "reset")
 
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
 _WHATSAPP = "whatsapp:"
+# A Messaging Service SID; anything else in MessagingServiceSid is 21705 [DOC errors/21705].
+_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 # Outbox files this module writes, so that reset never deletes anything else.
 _OUTBOX_FILE = re.compile(r"(MM|SM)[0-9a-f]{32}(-\d+\.[a-z]+|\.json)")
 # GSM 03.38 basic and extension tables: decides 7-bit (160/153) vs UCS-2 (70/67) segments.
@@ -160,6 +201,9 @@ class TwilioConfig:
     media_max_bytes: int = 5 * 1024 * 1024
     media_fetch_timeout_s: float = 10.0
     phone_numbers: tuple[str, ...] = DEFAULT_PHONE_NUMBERS  # the account's incoming numbers
+    # The account's Messaging Services: SID -> sender pool (numbers of `phone_numbers`, each in
+    # one service at most, as on Twilio). None: DEFAULT_MESSAGING_SERVICE_SID with every number.
+    messaging_services: Mapping[str, tuple[str, ...]] | None = None
 
 
 class ApiError(Exception):
@@ -215,7 +259,7 @@ class MessageRecord:
     sid: str
     seq: int  # creation order; timestamps have one-second resolution, like Twilio's
     to: str
-    from_: str
+    from_: str | None  # None: a Messaging Service has not picked the sender yet
     body: str
     status_callback: str | None
     media: list[MediaRecord]
@@ -225,6 +269,8 @@ class MessageRecord:
     status: str = "queued"
     error_code: int | None = None
     error_message: str | None = None
+    direction: str = "outbound-api"  # or "inbound", "outbound-reply" [DOC message-resource]
+    messaging_service_sid: str | None = None
 
 
 @dataclass
@@ -232,10 +278,31 @@ class OutboundRequest:
     """A validated create request."""
 
     to: str
-    from_: str
+    from_: str | None  # None: the Messaging Service picks it
     body: str
     media_urls: list[str]
     status_callback: str | None
+    messaging_service_sid: str | None = None
+
+
+@dataclass
+class TwimlReply:
+    """One ``<Message>`` of a TwiML answer; None addresses default to the conversation's."""
+
+    body: str
+    media_urls: list[str]
+    to: str | None = None
+    from_: str | None = None
+
+
+@dataclass
+class WebhookAnswer:
+    """What the incoming-message webhook answered; `status` is None when nothing came back."""
+
+    status: int | None
+    content_type: str = ""
+    body: bytes = b""
+    failure: str | None = None  # why no answer came (connection error, timeout)
 
 
 @dataclass
@@ -272,8 +339,8 @@ class ListQuery(Paging):
     to: str | None = None
     from_: str | None = None
     sent_on: date | None = None
-    sent_before: datetime | date | None = None
-    sent_after: datetime | date | None = None
+    sent_before: date | None = None
+    sent_after: date | None = None
 
 
 @dataclass
@@ -342,13 +409,14 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _check_addresses(to: str, from_: str) -> None:
+def _check_to(to: str) -> None:
     if not to:
         raise ApiError(21604, "A 'To' phone number is required.")
     if not _is_address(to):
         raise ApiError(21211, f"The 'To' number {to} is not a valid phone number.")
-    if not from_:
-        raise ApiError(21606, "A 'From' phone number is required.")
+
+
+def _check_from(to: str, from_: str) -> None:
     same_channel = to.startswith(_WHATSAPP) == from_.startswith(_WHATSAPP)
     if not _is_address(from_) or not same_channel:
         raise ApiError(
@@ -356,6 +424,51 @@ def _check_addresses(to: str, from_: str) -> None:
             f"The 'From' phone number provided ({from_}) is not a valid message-capable "
             "phone number for this destination.",
         )
+
+
+def _check_addresses(to: str, from_: str) -> None:
+    _check_to(to)
+    _check_from(to, from_)
+
+
+def _check_sender(
+    to: str,
+    from_: str,
+    service: str,
+    services: Mapping[str, tuple[str, ...]],
+    account_numbers: set[str],
+) -> tuple[str, str]:
+    """The create's ``(From, MessagingServiceSid)``, "" where absent, once both are usable.
+
+    Codes and titles from Twilio's error pages [DOC errors/21603, 21705, 21701, 21660, 21711];
+    that each is answered with HTTP 400 is [UNCONFIRMED].
+    """
+    if not service and from_.upper().startswith("MG"):
+        # "You can provide any of the above sender types in your From parameter", a Messaging
+        # Service SID included [DOC errors/21603].
+        from_, service = "", from_
+    if not from_ and not service:
+        raise ApiError(
+            21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
+        )
+    if service and _SERVICE_SID.fullmatch(service) is None:
+        raise ApiError(21705, f"The Messaging Service {service} is invalid.")
+    if service and service not in services:
+        raise ApiError(21701, f"The Messaging Service {service} does not exist.")
+    if from_:
+        _check_from(to, from_)
+        # With a service, From must belong to the account [DOC errors/21660, SDK docstring of
+        # `from_`]; without one the stand-in stays lenient (see the module docstring).
+        if service and from_ not in account_numbers:
+            raise ApiError(21660, f"Mismatch between the 'From' number {from_} and the account.")
+        if service and from_ not in services[service]:
+            # A warning only: the message still goes out from From [DOC errors/21711 is a
+            # WARNING; that sending goes on is UNCONFIRMED].
+            log.info("warning 21711: %s is not in Messaging Service %s", from_, service)
+    elif to.startswith(_WHATSAPP):
+        # Pools here hold phone numbers only, so no sender fits [UNCONFIRMED code].
+        raise ApiError(21606, f"Messaging Service {service} has no sender for {to}.")
+    return from_, service
 
 
 def _check_content(body: str, media_urls: list[str]) -> None:
@@ -369,17 +482,41 @@ def _check_content(body: str, media_urls: list[str]) -> None:
         raise ApiError(21620, "Invalid media URL(s).")
 
 
-def validate_create(form: MultiDict[str, str], opted_out: Iterable[str]) -> OutboundRequest:
-    """Check a create form in Twilio's order of checks; raise `ApiError` on the first problem."""
+def validate_create(
+    form: MultiDict[str, str],
+    opted_out: Iterable[str],
+    services: Mapping[str, tuple[str, ...]] | None = None,
+    account_numbers: Iterable[str] = (),
+) -> OutboundRequest:
+    """Check a create form in Twilio's order of checks; raise `ApiError` on the first problem.
+
+    `services` are the account's Messaging Services (SID -> pool), `account_numbers` its
+    incoming numbers. Where the sender checks come in that order is the stand-in's choice.
+    """
     to = form.get("To", "").strip()
-    from_ = form.get("From", "").strip()
     body = form.get("Body", "")
     media_urls = form.getlist("MediaUrl")
-    _check_addresses(to, from_)
+    _check_to(to)
+    # The SDK sends the service as MessagingServiceSid, next to From when both are given [SDK
+    # MessageList._create].
+    from_, service = _check_sender(
+        to,
+        form.get("From", "").strip(),
+        form.get("MessagingServiceSid", "").strip(),
+        services or {},
+        set(account_numbers),
+    )
     _check_content(body, media_urls)
     if to in set(opted_out):
         raise ApiError(21610, "Attempt to send to unsubscribed recipient")
-    return OutboundRequest(to, from_, body, media_urls, form.get("StatusCallback") or None)
+    return OutboundRequest(
+        to,
+        from_ or None,
+        body,
+        media_urls,
+        form.get("StatusCallback") or None,
+        messaging_service_sid=service or None,
+    )
 
 
 def count_segments(body: str, num_media: int) -> int:
@@ -407,6 +544,10 @@ def _account_path(account_sid: str) -> str:
 def message_resource(record: MessageRecord, account_sid: str) -> dict[str, Any]:
     """The MessageInstance JSON Twilio answers with."""
     uri = f"{_account_path(account_sid)}/Messages/{record.sid}"
+    # "For messages sent via a Messaging Service, num_segments is initially 0, since a sender
+    # hasn't yet been assigned" [DOC message-resource, SDK MessageInstance docstring].
+    unassigned = record.status == "accepted"
+    segments = 0 if unassigned else count_segments(record.body, len(record.media))
     return {
         "account_sid": account_sid,
         "api_version": API_VERSION,
@@ -414,13 +555,13 @@ def message_resource(record: MessageRecord, account_sid: str) -> dict[str, Any]:
         "date_created": _rfc2822(record.date_created),
         "date_sent": _rfc2822(record.date_sent),
         "date_updated": _rfc2822(record.date_updated),
-        "direction": "outbound-api",
+        "direction": record.direction,
         "error_code": record.error_code,
         "error_message": record.error_message,
         "from": record.from_,
-        "messaging_service_sid": None,
-        "num_media": str(len(record.media)),
-        "num_segments": str(count_segments(record.body, len(record.media))),
+        "messaging_service_sid": record.messaging_service_sid,
+        "num_media": str(len(record.media)),  # a string, as Twilio sends it [SDK]
+        "num_segments": str(segments),
         "price": None,
         "price_unit": "USD",
         "sid": record.sid,
@@ -773,6 +914,163 @@ def number_resource(record: NumberRecord, account_sid: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# Messaging Services and incoming messages
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_services(config: TwilioConfig) -> dict[str, tuple[str, ...]]:
+    """The account's Messaging Services (SID -> sender pool); ValueError for a bad config."""
+    if config.messaging_services is None:
+        numbers = tuple(config.phone_numbers)
+        return {DEFAULT_MESSAGING_SERVICE_SID: numbers} if numbers else {}
+    services = {sid: tuple(pool) for sid, pool in config.messaging_services.items()}
+    owner: dict[str, str] = {}
+    for sid, pool in services.items():
+        where = f"TwilioConfig.messaging_services[{sid!r}]"
+        if _SERVICE_SID.fullmatch(sid) is None:
+            raise ValueError(f"{where}: a SID is MG and 32 hex digits")
+        if not pool:
+            raise ValueError(f"{where}: a service needs at least one sender")
+        for number in pool:
+            if number not in config.phone_numbers:
+                raise ValueError(f"{where}: {number!r} is not in TwilioConfig.phone_numbers")
+            if number in owner:
+                # A number belongs to one Messaging Service at a time [DOC errors/21712].
+                raise ValueError(f"{where}: {number!r} is already in {owner[number]}")
+            owner[number] = sid
+    return services
+
+
+def _notice(code: int | None, message: str) -> dict[str, Any]:
+    """A problem Twilio would show in its debugger rather than answer to anyone."""
+    return {"code": code, "message": message}
+
+
+def incoming_params(record: MessageRecord, account_sid: str) -> dict[str, str]:
+    """The incoming-message webhook form [DOC messaging/guides/webhook-request, note 3.1]."""
+    params = {
+        "AccountSid": account_sid,
+        "ApiVersion": API_VERSION,
+        "Body": record.body,
+        "From": record.from_ or "",
+        "MessageSid": record.sid,
+        "NumMedia": str(len(record.media)),
+        "NumSegments": str(count_segments(record.body, len(record.media))),
+        # Deprecated duplicates of MessageSid that Twilio still sends [DOC].
+        "SmsMessageSid": record.sid,
+        "SmsSid": record.sid,
+        "SmsStatus": "received",
+        "To": record.to,
+    }
+    if record.messaging_service_sid:  # only when the number is in a service [DOC]
+        params["MessagingServiceSid"] = record.messaging_service_sid
+    return params
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """The answer, cut after MAX_TWIML_BYTES + 1 bytes (enough to know it is too long)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_TWIML_BYTES:
+            break
+    return b"".join(chunks)[: MAX_TWIML_BYTES + 1]
+
+
+def post_incoming_webhook(
+    url: str, method: str, params: dict[str, str], auth_token: str
+) -> WebhookAnswer:
+    """Send the incoming-message webhook, signed like every Twilio webhook [DOC security].
+
+    POST signs the URL plus the sorted form; GET puts the form in the query string and signs
+    that URL alone, exactly as ``RequestValidator.compute_signature`` computes [SDK].
+    """
+    validator = RequestValidator(auth_token)
+    headers = {"I-Twilio-Idempotency-Token": str(uuid.uuid4()), "User-Agent": "TwilioProxy/1.1"}
+    data: dict[str, str] | None = params
+    target = url
+    if method == "GET":
+        target = url + ("&" if "?" in url else "?") + urlencode(params)
+        data = None
+        headers["X-Twilio-Signature"] = validator.compute_signature(target, {})
+    else:
+        headers["X-Twilio-Signature"] = validator.compute_signature(url, params)
+    try:
+        with requests.request(
+            method, target, data=data, headers=headers, timeout=WEBHOOK_TIMEOUT_S, stream=True
+        ) as response:
+            content_type = response.headers.get("Content-Type", "")
+            return WebhookAnswer(response.status_code, content_type, _read_body(response))
+    except requests.Timeout:
+        return WebhookAnswer(None, failure=f"no answer within {WEBHOOK_TIMEOUT_S:g} s")
+    except requests.RequestException as exc:
+        return WebhookAnswer(None, failure=type(exc).__name__)
+
+
+def _twiml_message(element: ET.Element) -> TwimlReply:
+    """``<Message>text</Message>`` or ``<Message><Body/><Media/>...</Message>`` [DOC TwiML]."""
+    bodies = [child.text or "" for child in element if child.tag == "Body"]
+    text = "".join(bodies) if bodies else (element.text or "")
+    media = [(child.text or "").strip() for child in element if child.tag == "Media"]
+    # Surrounding whitespace (pretty-printed XML) is not sent [UNCONFIRMED].
+    return TwimlReply(
+        text.strip(), [url for url in media if url], element.get("to"), element.get("from")
+    )
+
+
+def parse_messaging_twiml(data: bytes) -> tuple[list[TwimlReply], list[dict[str, Any]]]:
+    """The ``<Message>`` verbs of a messaging TwiML document, and notices for the rest."""
+    try:
+        # Our own functions' answer, at most 64 kB; the bundled expat (>= 2.4.1) refuses
+        # entity-expansion bombs.
+        root = ET.fromstring(data)  # noqa: S314
+    except ET.ParseError as exc:
+        return [], [_notice(12100, f"Document parse failure: {exc}")]  # [DOC errors/12100]
+    if root.tag != "Response":
+        return [], [_notice(12102, "The root element must be Response")]  # [DOC errors/12102]
+    replies: list[TwimlReply] = []
+    notices: list[dict[str, Any]] = []
+    for verb in root:
+        # Message, Sms and Redirect are the valid verbs; any other is 14110 [DOC errors/14110].
+        if verb.tag in ("Message", "Sms"):
+            replies.append(_twiml_message(verb))
+        elif verb.tag == "Redirect":
+            notices.append(_notice(None, "<Redirect> is not emulated by the stand-in; ignored"))
+        else:
+            notices.append(_notice(14110, f"Invalid Verb for Message Reply: <{verb.tag}>"))
+    return replies, notices
+
+
+def read_twiml_answer(
+    answer: WebhookAnswer, url: str
+) -> tuple[list[TwimlReply], list[dict[str, Any]]]:
+    """The replies a webhook answer asks for; none, with Twilio's error, when it is unusable."""
+    if answer.status is None:  # 11200 "HTTP retrieval failure" [DOC errors/11200]
+        return [], [_notice(11200, f"HTTP retrieval failure: {url} ({answer.failure})")]
+    if not 200 <= answer.status < 300:
+        return [], [_notice(11200, f"HTTP retrieval failure: {url} answered {answer.status}")]
+    if len(answer.body) > MAX_TWIML_BYTES:
+        return [], [_notice(11750, "TwiML response body too large")]  # [DOC errors/11750]
+    if not answer.body.strip():
+        # No reply either way: 204 acknowledges [3P: twilio/ai skills]; an empty 200 is logged
+        # as 11200 [3P get-convex/twilio#9].
+        notice = _notice(11200, f"HTTP retrieval failure: {url} answered an empty body")
+        return [], [] if answer.status == 204 else [notice]
+    content_type = _declared_type(answer.content_type)
+    if content_type not in TWIML_TYPES:
+        return [], [_notice(12300, f"Invalid Content-Type {content_type!r} from {url}")]
+    return parse_messaging_twiml(answer.body)
+
+
+def is_twilio_url(url: str) -> bool:
+    """A URL on twilio.com, such as a Studio flow's webhook: never requested from here."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "twilio.com" or host.endswith(".twilio.com")
+
+
+# --------------------------------------------------------------------------------------------
 # Media fetching (what Twilio does after accepting an MMS)
 # --------------------------------------------------------------------------------------------
 
@@ -856,15 +1154,23 @@ def post_status_callback(url: str, params: dict[str, str], auth_token: str) -> N
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_when(name: str, value: str) -> datetime | date:
-    """Twilio accepts ``YYYY-MM-DD``; the SDK sends ``YYYY-MM-DDTHH:MM:SSZ`` (naive = UTC)."""
+def _parse_when(name: str, value: str) -> date:
+    """The UTC day a ``DateSent`` filter names.
+
+    Twilio documents ``YYYY-MM-DD`` (GMT) [DOC message-resource, read filters]; the SDK always
+    sends ``YYYY-MM-DDTHH:MM:SSZ``, also for a `date` (midnight) [SDK serialize.iso8601_datetime].
+    Twilio accepts such values [3P twilio/twilio-oai#21] but compares days only: "it only cares
+    about the Date part of the DateSent parameter" [3P twilio/twilio-java#432, re-filed by a
+    Twilio maintainer as #501]; "Twilio doesn't offer more granular date filters" [3P
+    saintpete/logrole#6]. An offset is taken into account by moving to UTC [UNCONFIRMED].
+    """
     try:
         if len(value) == 10:
             return date.fromisoformat(value)
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise ApiError(20001, f"Invalid {name}: {value}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return (parsed.astimezone(UTC) if parsed.tzinfo else parsed).date()
 
 
 def _parse_page_size(raw: str | None) -> int:
@@ -891,8 +1197,7 @@ def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
     query.to = args.get("To")
     query.from_ = args.get("From")
     if "DateSent" in args:
-        sent_on = _parse_when("DateSent", args["DateSent"])
-        query.sent_on = sent_on.date() if isinstance(sent_on, datetime) else sent_on
+        query.sent_on = _parse_when("DateSent", args["DateSent"])
     if "DateSent<" in args:
         query.sent_before = _parse_when("DateSent<", args["DateSent<"])
     if "DateSent>" in args:
@@ -900,16 +1205,9 @@ def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
     return query
 
 
-def _on_or_before(sent: datetime, bound: datetime | date) -> bool:
-    return sent <= bound if isinstance(bound, datetime) else sent.date() <= bound
-
-
-def _on_or_after(sent: datetime, bound: datetime | date) -> bool:
-    return sent >= bound if isinstance(bound, datetime) else sent.date() >= bound
-
-
 def matches(record: MessageRecord, query: ListQuery) -> bool:
-    """Apply the filters; ``DateSent<``/``DateSent>`` are inclusive (they mean <= and >=)."""
+    """Apply the filters; ``DateSent<``/``DateSent>`` are whole days and inclusive (they mean
+    "on or before" and "on or after" [DOC message-resource])."""
     if query.to is not None and record.to != query.to:
         return False
     if query.from_ is not None and record.from_ != query.from_:
@@ -920,10 +1218,11 @@ def matches(record: MessageRecord, query: ListQuery) -> bool:
     sent = record.date_sent
     if sent is None:
         return True
+    day = sent.date()  # stored in UTC
     return (
-        (query.sent_on is None or sent.date() == query.sent_on)
-        and (query.sent_before is None or _on_or_before(sent, query.sent_before))
-        and (query.sent_after is None or _on_or_after(sent, query.sent_after))
+        (query.sent_on is None or day == query.sent_on)
+        and (query.sent_before is None or day <= query.sent_before)
+        and (query.sent_after is None or day >= query.sent_after)
     )
 
 
@@ -1100,6 +1399,13 @@ class NumberStore:
             record = self._numbers.get(sid)
             return number_resource(record, self.account_sid) if record else None
 
+    def settings_of(self, phone_number: str) -> dict[str, Any] | None:
+        """The current webhook settings of one of the account's numbers (a copy)."""
+        with self._lock:
+            found = (r for r in self._numbers.values() if r.phone_number == phone_number)
+            record = next(found, None)
+            return dict(record.settings) if record else None
+
     def update(self, sid: str, settings: dict[str, Any]) -> dict[str, Any] | None:
         with self._lock:
             record = self._numbers.get(sid)
@@ -1125,14 +1431,15 @@ class NumberStore:
 
 
 class TwilioEmulator:
-    """State of one stand-in (messages, STOP list, faults, flows, numbers); lives at
-    ``app.extensions["twilio"]``."""
+    """State of one stand-in (messages, STOP list, faults, flows, numbers, Messaging Services);
+    lives at ``app.extensions["twilio"]``."""
 
     def __init__(self, config: TwilioConfig) -> None:
         self.config = config
         config.outbox_dir.mkdir(parents=True, exist_ok=True)
         self.flows = FlowStore(config.account_sid)
-        self.numbers = NumberStore(config.account_sid, config.phone_numbers)
+        self.numbers = NumberStore(config.account_sid, config.phone_numbers)  # checks E.164
+        self.services = resolve_services(config)  # fixed for the stand-in's life
         self._lock = threading.Lock()  # guards all state below and outbox writes
         self._messages: dict[str, MessageRecord] = {}
         self._opted_out: set[str] = set()
@@ -1206,8 +1513,22 @@ class TwilioEmulator:
 
     # --- messages ------------------------------------------------------------------------------
 
+    def service_of(self, number: str) -> str | None:
+        """The Messaging Service whose pool holds `number`, if any."""
+        return next((sid for sid, pool in self.services.items() if number in pool), None)
+
     def create(self, request: OutboundRequest) -> dict[str, Any]:
-        """Store a queued message, start its delivery, return its resource JSON."""
+        """Store a message created through the REST API, start its delivery, return its JSON.
+
+        With a Messaging Service it starts ``accepted``, else ``queued``; no status callback is
+        sent for that first status [DOC guides/outbound-message-status-in-status-callbacks].
+        """
+        status = "accepted" if request.messaging_service_sid else "queued"
+        return self._add_outbound(request, "outbound-api", status)
+
+    def _add_outbound(
+        self, request: OutboundRequest, direction: str, status: str
+    ) -> dict[str, Any]:
         now = _now()
         prefix = "MM" if request.media_urls else "SM"
         media = [MediaRecord(sid=_new_sid("ME"), url=url) for url in request.media_urls]
@@ -1223,12 +1544,96 @@ class TwilioEmulator:
                 media=media,
                 date_created=now,
                 date_updated=now,
+                status=status,
+                direction=direction,
+                messaging_service_sid=request.messaging_service_sid,
             )
             self._messages[record.sid] = record
             resource = message_resource(record, self.config.account_sid)
-        log.info("accepted %s to %s with %d media", record.sid, record.to, len(media))
+        log.info("%s %s to %s with %d media", status, record.sid, record.to, len(media))
         self._start_delivery(record.sid)
         return resource
+
+    def receive(self, from_: str, to: str, body: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Store a message someone sent to our number `to`; its JSON and its webhook form.
+
+        It is a Message resource too, ``inbound`` and ``received``, dated when the webhook goes
+        out [DOC message-resource; SDK MessageInstance docstring of date_sent]. STOP and START
+        keywords update the STOP list first; Twilio still forwards them [DOC].
+        """
+        now = _now()
+        keyword = body.strip().upper()
+        with self._lock:
+            self._seq += 1
+            record = MessageRecord(
+                sid=_new_sid("SM"),
+                seq=self._seq,
+                to=to,
+                from_=from_,
+                body=body,
+                status_callback=None,
+                media=[],
+                date_created=now,
+                date_updated=now,
+                date_sent=now,
+                status="received",
+                direction="inbound",
+                messaging_service_sid=self.service_of(to),
+            )
+            self._messages[record.sid] = record
+            if keyword in OPT_OUT_KEYWORDS:
+                self._opted_out.add(from_)
+            elif keyword in OPT_IN_KEYWORDS:
+                self._opted_out.discard(from_)
+            account_sid = self.config.account_sid
+            return message_resource(record, account_sid), incoming_params(record, account_sid)
+
+    def reply(
+        self, sender: str, number: str, replies: list[TwimlReply]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Send the TwiML replies to `sender`'s message to our `number`: their resources, and
+        notices for those Twilio would not send.
+
+        Each ``<Message>`` becomes an ``outbound-reply`` Message, from our number to the sender
+        unless its ``from``/``to`` attributes say otherwise [DOC message-resource, TwiML
+        <Message>]. Replies start ``queued`` and get no status callback: TwiML names none
+        unless ``action`` is set, which the stand-in ignores.
+        """
+        opted_out = self.opted_out()
+        resources: list[dict[str, Any]] = []
+        notices: list[dict[str, Any]] = []
+        for item in replies:
+            to, from_ = item.to or sender, item.from_ or number
+            problem = self._reply_problem(to, from_, item, opted_out)
+            if problem is not None:
+                notices.append(problem)
+                continue
+            service = self.service_of(from_)  # [UNCONFIRMED] that a reply carries it
+            request = OutboundRequest(to, from_, item.body, item.media_urls, None, service)
+            resources.append(self._add_outbound(request, "outbound-reply", "queued"))
+        return resources, notices
+
+    def _reply_problem(
+        self, to: str, from_: str, item: TwimlReply, opted_out: set[str]
+    ) -> dict[str, Any] | None:
+        try:
+            _check_to(to)
+        except ApiError as exc:  # 14101 Invalid "To" attribute [DOC errors/14101]
+            return _notice(14101, f'Invalid "To" attribute: {exc.message}')
+        try:
+            _check_from(to, from_)
+        except ApiError as exc:  # 14102 Invalid "From" attribute [DOC errors/14102]
+            return _notice(14102, f'Invalid "From" attribute: {exc.message}')
+        if from_ not in self.config.phone_numbers:
+            return _notice(14102, f'Invalid "From" attribute: {from_} is not our number')
+        try:
+            # The create's checks; that TwiML replies get the same codes is [UNCONFIRMED].
+            _check_content(item.body, item.media_urls)
+        except ApiError as exc:
+            return _notice(exc.code, exc.message)
+        if to in opted_out:
+            return _notice(21610, "Attempt to send to unsubscribed recipient")
+        return None
 
     def get(self, sid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -1256,9 +1661,12 @@ class TwilioEmulator:
             return next((item for item in items if item.sid == media_sid), None)
 
     def outbox(self) -> list[dict[str, Any]]:
+        """What the account sent, replies included, oldest first (received messages are not
+        outgoing mail; list them with ``GET Messages.json``)."""
         with self._lock:
             records = sorted(self._messages.values(), key=lambda record: record.seq)
-            return [outbox_entry(record, self.config.account_sid) for record in records]
+            sent = [record for record in records if record.direction != "inbound"]
+            return [outbox_entry(record, self.config.account_sid) for record in sent]
 
     # --- delivery (background) ---------------------------------------------------------------
 
@@ -1283,8 +1691,15 @@ class TwilioEmulator:
         with self._lock:
             record = self._messages.get(sid)
             urls = [item.url for item in record.media] if record else []
+            accepted = record is not None and record.status == "accepted"
         if record is None:
             return
+        if accepted:
+            # The service has picked a sender: accepted -> queued, with a status callback, as
+            # for every change after creation [DOC guides/outbound-message-status-in-status-
+            # callbacks; the stored copy is cut before its Messaging Service part, so also
+            # 3P somleng/somleng#977, a Twilio-compatible server doing the same].
+            self._set_status(sid, "queued")
         config = self.config
         try:
             fetched = fetch_all_media(urls, config.media_max_bytes, config.media_fetch_timeout_s)
@@ -1303,6 +1718,10 @@ class TwilioEmulator:
                 return
             record.status = status
             record.date_updated = _now()
+            if status == "queued" and record.from_ is None and record.messaging_service_sid:
+                # Twilio "selects the optimal sender from the Messaging Service's Sender Pool"
+                # [SDK docstring of messaging_service_sid]; here: the pool's first number.
+                record.from_ = self.services[record.messaging_service_sid][0]
             if status == "sent":
                 record.date_sent = record.date_updated
             if error is not None:
@@ -1335,13 +1754,15 @@ class TwilioEmulator:
         params = {
             "AccountSid": self.config.account_sid,
             "ApiVersion": API_VERSION,
-            "From": record.from_,
+            "From": record.from_ or "",
             "MessageSid": record.sid,
             "MessageStatus": record.status,
             "SmsSid": record.sid,
             "SmsStatus": record.status,
             "To": record.to,
         }
+        if record.messaging_service_sid:
+            params["MessagingServiceSid"] = record.messaging_service_sid
         if record.error_code is not None:
             params["ErrorCode"] = str(record.error_code)
             params["ErrorMessage"] = record.error_message or ""
@@ -1446,7 +1867,9 @@ def create_message(account_sid: str) -> flask.Response:
     fault = emulator.take_fault(form.get("To", "").strip())
     if fault is not None:
         return _fault_response(fault, form.get("To", ""))
-    request = validate_create(form, emulator.opted_out())
+    request = validate_create(
+        form, emulator.opted_out(), emulator.services, emulator.config.phone_numbers
+    )
     return _json(emulator.create(request), 201)
 
 
@@ -1668,6 +2091,61 @@ def dev_numbers() -> flask.Response:
 @dev.get("/flows")
 def dev_flows() -> flask.Response:
     return _json({"flows": _emulator().flows.complete()})
+
+
+def _incoming_from_body(emulator: TwilioEmulator) -> tuple[str, str, str, str | None]:
+    """``{"from", "to", "body", "url"?}`` of an incoming message, checked."""
+    payload = _json_body()
+    sender, number = payload.get("from"), payload.get("to")
+    text, url = payload.get("body", ""), payload.get("url")
+    if not isinstance(sender, str) or _E164.fullmatch(sender.strip()) is None:
+        flask.abort(400, "from must be an E.164 number like +15558675310")
+    if not isinstance(number, str) or number.strip() not in emulator.config.phone_numbers:
+        ours = ", ".join(emulator.config.phone_numbers)
+        flask.abort(400, f"to must be one of our numbers: {ours}")
+    if not isinstance(text, str):
+        flask.abort(400, "body must be a string")
+    if url is not None and (not isinstance(url, str) or not _is_http_url(url)):
+        flask.abort(400, "url must be an http(s) URL")
+    return sender.strip(), number.strip(), text, url
+
+
+@dev.post("/incoming")
+def dev_incoming() -> flask.Response:
+    """Someone texts our number: Twilio's side of it, synchronously.
+
+    Records the inbound message, sends the signed incoming-message webhook to `url` (POST) or
+    to the number's ``sms_url`` (with its ``sms_method``), and sends the TwiML answer's
+    replies. Answers ``{inbound_sid, inbound, webhook_url, webhook_status, replies, notices}``:
+    `replies` are the Message resources created, `notices` what Twilio's debugger would show.
+    """
+    emulator = _emulator()
+    sender, number, text, url = _incoming_from_body(emulator)
+    method = "POST"
+    if url is None:
+        settings = emulator.numbers.settings_of(number) or {}
+        url, method = settings.get("sms_url") or None, settings.get("sms_method", "POST")
+    if url is not None and is_twilio_url(url):
+        # A Studio flow's webhook lives on twilio.com; never call the real Twilio from here.
+        flask.abort(409, f"{url} is a Twilio URL; run Studio flows with devstack.studio_runner")
+    inbound, params = emulator.receive(sender, number, text)
+    result: dict[str, Any] = {
+        "inbound_sid": inbound["sid"],
+        "inbound": inbound,
+        "webhook_url": url,
+        "webhook_status": None,
+        "replies": [],
+        "notices": [],
+    }
+    if url is None:  # no messaging webhook configured: Twilio only stores the message
+        return _json(result)
+    answer = post_incoming_webhook(url, method, params, emulator.config.auth_token)
+    replies, notices = read_twiml_answer(answer, url)
+    created, refused = emulator.reply(sender, number, replies)
+    for notice in notices + refused:
+        log.info("incoming %s: %s %s", inbound["sid"], notice["code"], notice["message"])
+    result.update(webhook_status=answer.status, replies=created, notices=notices + refused)
+    return _json(result)
 
 
 @dev.post("/reset")

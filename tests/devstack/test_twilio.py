@@ -8,27 +8,36 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import flask
 import pytest
 import requests
 from PIL import Image
+from twilio.base import serialize
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
 
 from devstack.serving import RunningServer, serve_in_thread
+from devstack.studio_runner import TwilioAccount, run_message
 from devstack.twilio import (
+    DEFAULT_MESSAGING_SERVICE_SID,
+    DEFAULT_PHONE_NUMBERS,
     DEV_ACCOUNT_SID,
     DEV_AUTH_TOKEN,
     LocalTwilioHttpClient,
     TwilioConfig,
     create_app,
+    resolve_services,
     rewrite_twilio_url,
 )
 
@@ -152,6 +161,7 @@ def test_mms_is_queued_then_delivered_to_the_outbox(client, stand_in, media_serv
     assert (message.to, message.from_, message.body) == (ALICE, SENDER, "Your picture")
     assert message.account_sid == DEV_ACCOUNT_SID
     assert message.direction == "outbound-api" and message.api_version == "2010-04-01"
+    assert message.messaging_service_sid is None  # From alone: no service, status queued
     assert message.error_code is None and message.price is None
     assert message.date_created is not None and message.date_sent is None
     assert message.subresource_uris["media"].endswith(f"/Messages/{message.sid}/Media.json")
@@ -208,8 +218,9 @@ def test_list_filters_by_to_from_and_date_sent(client, stand_in):
     assert [m.sid for m in client.messages.list(from_=SENDER)] == [second.sid, first.sid]
     minute_ago = datetime.now(UTC) - timedelta(minutes=1)
     assert len(client.messages.list(date_sent_after=minute_ago)) == 3
-    assert client.messages.list(date_sent_after=minute_ago + timedelta(hours=1)) == []
-    assert len(client.messages.list(date_sent_before=minute_ago + timedelta(hours=1))) == 3
+    assert client.messages.list(date_sent_after=minute_ago + timedelta(days=2)) == []
+    assert len(client.messages.list(date_sent_before=minute_ago + timedelta(days=2))) == 3
+    assert client.messages.list(date_sent_before=minute_ago - timedelta(days=2)) == []
     assert len(client.messages.list(date_sent=datetime.now(UTC))) == 3
 
 
@@ -244,7 +255,7 @@ def test_list_pages_newest_first(client, stand_in):
         ({"to": ""}, 21604),
         ({"to": "5558675310"}, 21211),
         ({"to": "+1555"}, 21211),
-        ({"from_": None}, 21606),
+        ({"from_": None}, 21603),  # neither From nor MessagingServiceSid
         ({"from_": "not-a-number"}, 21606),
         ({"from_": "whatsapp:+15017122661"}, 21606),
         ({"body": None}, 21602),
@@ -706,3 +717,572 @@ def test_studio_and_numbers_need_credentials(client, stand_in):
             listing()
         assert caught_page.value.args[1].status_code == 401
     assert the_number(client).voice_url == ""  # nothing changed
+
+
+# --- date filters, direction and num_media of listed messages ---------------------------------
+
+
+def test_sdk_sends_date_sent_filters_as_utc_timestamps():
+    # What `messages.list(date_sent_after=...)` puts in `DateSent>`: a date becomes midnight,
+    # and an aware datetime keeps its wall-clock time but is labelled Z (its offset is dropped).
+    assert serialize.iso8601_datetime(date(2024, 5, 1)) == "2024-05-01T00:00:00Z"
+    pacific = timezone(timedelta(hours=-8))
+    assert serialize.iso8601_datetime(datetime(2024, 5, 1, 23, 30, tzinfo=pacific)) == (
+        "2024-05-01T23:30:00Z"
+    )
+
+
+def test_date_sent_filters_compare_whole_utc_days(client, stand_in):
+    message = send(client)
+    stand_in.wait_idle()
+    sent = client.messages(message.sid).fetch().date_sent
+    assert sent is not None and sent.tzinfo is not None
+    day_start = datetime.combine(sent.astimezone(UTC).date(), time.min, UTC)
+    day_end = day_start + timedelta(hours=23, minutes=59, seconds=59)
+
+    def listed(**filters: Any) -> list[str]:
+        return [item.sid for item in client.messages.list(**filters)]
+
+    # The time of day is ignored: later the same day still counts as "on or after".
+    assert listed(date_sent_after=day_end) == [message.sid]
+    assert listed(date_sent_before=day_start) == [message.sid]
+    assert listed(date_sent=day_end) == [message.sid]
+    assert listed(date_sent_after=sent.date(), date_sent_before=sent.date()) == [message.sid]
+    assert listed(date_sent_after=day_start + timedelta(days=1)) == []
+    assert listed(date_sent_before=day_start - timedelta(seconds=1)) == []
+
+
+def test_raw_date_sent_forms(stand_in, client):
+    message = send(client)
+    stand_in.wait_idle()
+    today = datetime.now(UTC).date()
+    path = f"{stand_in.url}/2010-04-01/Accounts/{DEV_ACCOUNT_SID}/Messages.json"
+
+    def raw(query: str) -> requests.Response:
+        return requests.get(f"{path}?{query}", auth=(DEV_ACCOUNT_SID, DEV_AUTH_TOKEN), timeout=5)
+
+    # Twilio's documented form: DateSent>=YYYY-MM-DD (the key is "DateSent>").
+    found = raw(f"DateSent>={today.isoformat()}").json()["messages"]
+    assert [item["sid"] for item in found] == [message.sid]
+    # An offset moves the value to UTC first: 23:30 at -08:00 on the eve is today in UTC.
+    eve = (today - timedelta(days=1)).isoformat()
+    found = raw(urlencode({"DateSent": f"{eve}T23:30:00-08:00"})).json()["messages"]
+    assert [item["sid"] for item in found] == [message.sid]
+
+    bad = raw(urlencode({"DateSent>": "yesterday"}))
+    assert (bad.status_code, bad.json()["code"], bad.json()["status"]) == (400, 20001, 400)
+
+
+def test_listed_messages_carry_direction_and_num_media(client, stand_in, media_server, webhook):
+    webhook.answer_twiml(twiml_replies("ok"))
+    sms = send(client, to=ALICE)
+    mms = send(client, to=ALICE, media_url=[f"{media_server.url}/picture.jpg"])
+    incoming = stand_in.dev("POST", "incoming", incoming_json(url=webhook.url)).json()
+    stand_in.wait_idle()
+
+    listed = {item.sid: item for item in client.messages.list()}
+    (reply,) = incoming["replies"]
+    assert {sid: (m.direction, m.num_media) for sid, m in listed.items()} == {
+        sms.sid: ("outbound-api", "0"),
+        mms.sid: ("outbound-api", "1"),
+        incoming["inbound_sid"]: ("inbound", "0"),
+        reply["sid"]: ("outbound-reply", "0"),
+    }
+
+
+# --- Messaging Services --------------------------------------------------------------------
+
+OTHER_NUMBER = "+15005550007"
+SERVICE_A = "MG" + "a" * 32
+SERVICE_B = "MG" + "b" * 32
+
+
+def test_default_messaging_service_holds_the_default_numbers(tmp_path):
+    assert re.fullmatch(r"MG[0-9a-f]{32}", DEFAULT_MESSAGING_SERVICE_SID)
+    config = TwilioConfig(outbox_dir=tmp_path)
+    assert resolve_services(config) == {DEFAULT_MESSAGING_SERVICE_SID: DEFAULT_PHONE_NUMBERS}
+    other = TwilioConfig(outbox_dir=tmp_path, phone_numbers=(NUMBER, OTHER_NUMBER))
+    assert resolve_services(other) == {DEFAULT_MESSAGING_SERVICE_SID: (NUMBER, OTHER_NUMBER)}
+
+
+@pytest.mark.parametrize(
+    ("services", "problem"),
+    [
+        ({"MG123": (NUMBER,)}, "32 hex"),
+        ({SERVICE_A: ()}, "at least one sender"),
+        ({SERVICE_A: ("+15550001111",)}, "not in TwilioConfig.phone_numbers"),
+        ({SERVICE_A: (NUMBER,), SERVICE_B: (NUMBER,)}, "already in"),
+    ],
+)
+def test_bad_messaging_services_config(tmp_path, services, problem):
+    with pytest.raises(ValueError, match=problem):
+        create_app(TwilioConfig(outbox_dir=tmp_path, messaging_services=services))
+
+
+def test_service_without_from_is_accepted_then_sent_from_its_pool(client, stand_in, receiver):
+    message = client.messages.create(
+        to=ALICE,
+        messaging_service_sid=DEFAULT_MESSAGING_SERVICE_SID,
+        body="hello",
+        status_callback=receiver.url,
+    )
+    # No sender yet: accepted, no from, zero segments.
+    assert (message.status, message.from_, message.num_segments) == ("accepted", None, "0")
+    assert message.messaging_service_sid == DEFAULT_MESSAGING_SERVICE_SID
+    assert message.direction == "outbound-api"
+
+    stand_in.wait_idle()
+    fetched = client.messages(message.sid).fetch()
+    assert (fetched.status, fetched.from_, fetched.num_segments) == ("delivered", NUMBER, "1")
+    # No callback for the first status; one for each later one, naming the service.
+    assert [call["form"]["MessageStatus"] for call in receiver.calls] == [
+        "queued",
+        "sent",
+        "delivered",
+    ]
+    for call in receiver.calls:
+        assert call["form"]["MessagingServiceSid"] == DEFAULT_MESSAGING_SERVICE_SID
+        assert call["form"]["From"] == NUMBER
+    (listed,) = client.messages.list(to=ALICE, from_=NUMBER)
+    assert listed.sid == message.sid
+    (entry,) = stand_in.dev("GET", "outbox").json()["messages"]
+    assert (entry["sid"], entry["messaging_service_sid"]) == (
+        message.sid,
+        DEFAULT_MESSAGING_SERVICE_SID,
+    )
+
+
+def test_service_mms_with_from_is_delivered_from_that_number(client, stand_in, media_server):
+    message = client.messages.create(
+        to=ALICE,
+        messaging_service_sid=DEFAULT_MESSAGING_SERVICE_SID,
+        from_=NUMBER,
+        body="Your picture",
+        media_url=[f"{media_server.url}/picture.jpg"],
+    )
+    assert (message.status, message.from_, message.num_media) == ("accepted", NUMBER, "1")
+    stand_in.wait_idle()
+
+    fetched = client.messages(message.sid).fetch()
+    assert (fetched.status, fetched.messaging_service_sid) == (
+        "delivered",
+        DEFAULT_MESSAGING_SERVICE_SID,
+    )
+    assert (stand_in.outbox / f"{message.sid}-0.jpg").read_bytes() == media_server.jpeg
+
+
+def test_from_may_name_the_service(client, stand_in):
+    message = send(client, from_=DEFAULT_MESSAGING_SERVICE_SID)
+    assert (message.status, message.messaging_service_sid) == (
+        "accepted",
+        DEFAULT_MESSAGING_SERVICE_SID,
+    )
+    stand_in.wait_idle()
+    assert client.messages(message.sid).fetch().from_ == NUMBER
+
+
+@pytest.fixture
+def two_services(tmp_path: Path) -> Iterator[Client]:
+    """A stand-in with two numbers, each in its own Messaging Service."""
+    services = {SERVICE_A: (NUMBER,), SERVICE_B: (OTHER_NUMBER,)}
+    local, server = start_stand_in(
+        tmp_path, phone_numbers=(NUMBER, OTHER_NUMBER), messaging_services=services
+    )
+    yield sdk_client(local.url)
+    assert local.app.extensions["twilio"].wait_idle(WAIT_S)
+    local.app.extensions["twilio"].close()
+    server.stop()
+
+
+def test_configured_services_pick_their_own_pool(two_services):
+    message = two_services.messages.create(to=ALICE, messaging_service_sid=SERVICE_B, body="b")
+    assert message.messaging_service_sid == SERVICE_B
+    # A From of the account but outside the service's pool is used (Twilio only warns, 21711).
+    outside = two_services.messages.create(
+        to=ALICE, messaging_service_sid=SERVICE_B, from_=NUMBER, body="a"
+    )
+    assert (outside.from_, outside.messaging_service_sid) == (NUMBER, SERVICE_B)
+
+
+def test_configured_services_refuse_the_default_sid(two_services):
+    with pytest.raises(TwilioRestException) as caught:
+        two_services.messages.create(
+            to=ALICE, messaging_service_sid=DEFAULT_MESSAGING_SERVICE_SID, body="x"
+        )
+    assert (caught.value.status, caught.value.code) == (400, 21701)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"messaging_service_sid": "MG123"}, 21705),  # not MG + 32 hex
+        ({"messaging_service_sid": "XX" + "0" * 32}, 21705),
+        ({"from_": "MGnot-a-sid"}, 21705),  # a service SID in From, malformed
+        ({"messaging_service_sid": "MG" + "f" * 32}, 21701),  # well formed, not ours
+        ({"messaging_service_sid": DEFAULT_MESSAGING_SERVICE_SID, "from_": SENDER}, 21660),
+        ({"messaging_service_sid": DEFAULT_MESSAGING_SERVICE_SID, "from_": "+1"}, 21606),
+        (
+            {"messaging_service_sid": DEFAULT_MESSAGING_SERVICE_SID, "to": f"whatsapp:{ALICE}"},
+            21606,
+        ),
+    ],
+)
+def test_messaging_service_refusals(client, stand_in, kwargs, code):
+    kwargs.setdefault("to", ALICE)
+    kwargs.setdefault("from_", None)
+    with pytest.raises(TwilioRestException) as caught:
+        client.messages.create(body="hello", **kwargs)
+    assert (caught.value.status, caught.value.code) == (400, code)
+    assert client.messages.list() == []
+
+
+def test_messaging_service_refusal_has_twilios_error_shape(stand_in):
+    response = requests.post(
+        f"{stand_in.url}/2010-04-01/Accounts/{DEV_ACCOUNT_SID}/Messages.json",
+        data={"To": ALICE, "MessagingServiceSid": "MG" + "f" * 32, "Body": "hi"},
+        auth=(DEV_ACCOUNT_SID, DEV_AUTH_TOKEN),
+        timeout=WAIT_S,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": 21701,
+        "message": f"The Messaging Service MG{'f' * 32} does not exist.",
+        "more_info": "https://www.twilio.com/docs/errors/21701",
+        "status": 400,
+    }
+
+
+# --- incoming messages and TwiML replies -----------------------------------------------------
+
+
+@dataclass
+class Webhook:
+    """Our side of the incoming-message webhook: records requests, answers `answer`."""
+
+    url: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    answer: tuple[int, str | None, bytes] = (200, "text/xml", b"<Response/>")
+
+    def answer_twiml(self, twiml: Any) -> None:
+        self.answer = (200, "text/xml", str(twiml).encode())
+
+
+@pytest.fixture(scope="module")
+def webhook_server() -> Iterator[Webhook]:
+    app = flask.Flask("webhook")
+    holder = Webhook(url="")
+
+    @app.route("/sms", methods=["GET", "POST"])
+    def sms() -> flask.Response:
+        request = flask.request
+        holder.calls.append(
+            {
+                "method": request.method,
+                "form": request.form.copy(),
+                "args": request.args.copy(),
+                "headers": dict(request.headers),
+            }
+        )
+        status, content_type, body = holder.answer
+        response = flask.Response(body, status=status)
+        if content_type is None:
+            del response.headers["Content-Type"]
+        else:
+            response.headers["Content-Type"] = content_type
+        return response
+
+    server = serve_in_thread(app)
+    holder.url = f"{server.url}/sms"
+    yield holder
+    server.stop()
+
+
+@pytest.fixture
+def webhook(webhook_server: Webhook) -> Webhook:
+    webhook_server.calls.clear()
+    webhook_server.answer = (200, "text/xml", b"<Response/>")
+    return webhook_server
+
+
+def twiml_replies(*texts: str) -> MessagingResponse:
+    twiml = MessagingResponse()
+    for text in texts:
+        twiml.message(text)
+    return twiml
+
+
+def incoming_json(body: str = "a cat in a hat", **extra: Any) -> dict[str, Any]:
+    return {"from": ALICE, "to": NUMBER, "body": body, **extra}
+
+
+INCOMING_FIELDS = {
+    "AccountSid",
+    "ApiVersion",
+    "Body",
+    "From",
+    "MessageSid",
+    "MessagingServiceSid",
+    "NumMedia",
+    "NumSegments",
+    "SmsMessageSid",
+    "SmsSid",
+    "SmsStatus",
+    "To",
+}
+
+
+def test_incoming_message_posts_signed_webhook_and_sends_twiml_replies(
+    client, stand_in, webhook, media_server, receiver
+):
+    twiml = MessagingResponse()
+    twiml.message("Drawing a cat in a hat for you.")
+    picture = twiml.message()
+    picture.body("Here it is")
+    picture.media(f"{media_server.url}/picture.jpg")
+    webhook.answer_twiml(twiml)
+
+    answer = stand_in.dev("POST", "incoming", incoming_json(url=webhook.url))
+    assert answer.status_code == 200
+    result = answer.json()
+
+    (call,) = webhook.calls
+    form = call["form"]
+    assert call["method"] == "POST" and set(form) == INCOMING_FIELDS
+    assert form["MessageSid"] == form["SmsSid"] == form["SmsMessageSid"] == result["inbound_sid"]
+    assert (form["From"], form["To"], form["Body"]) == (ALICE, NUMBER, "a cat in a hat")
+    assert (form["AccountSid"], form["ApiVersion"]) == (DEV_ACCOUNT_SID, "2010-04-01")
+    assert form["MessagingServiceSid"] == DEFAULT_MESSAGING_SERVICE_SID
+    assert (form["NumMedia"], form["NumSegments"], form["SmsStatus"]) == ("0", "1", "received")
+    signature = call["headers"]["X-Twilio-Signature"]
+    assert signature == RequestValidator(DEV_AUTH_TOKEN).compute_signature(webhook.url, form)
+    assert RequestValidator(DEV_AUTH_TOKEN).validate(webhook.url, form, signature)
+
+    assert (result["webhook_url"], result["webhook_status"], result["notices"]) == (
+        webhook.url,
+        200,
+        [],
+    )
+    text, mms = result["replies"]
+    assert (text["direction"], text["from"], text["to"]) == ("outbound-reply", NUMBER, ALICE)
+    assert (text["body"], text["status"], text["num_media"]) == (
+        "Drawing a cat in a hat for you.",
+        "queued",
+        "0",
+    )
+    assert mms["sid"].startswith("MM") and (mms["body"], mms["num_media"]) == ("Here it is", "1")
+
+    stand_in.wait_idle()
+    replies = client.messages.list(to=ALICE, from_=NUMBER)
+    assert [m.sid for m in replies] == [mms["sid"], text["sid"]]
+    assert {(m.direction, m.status) for m in replies} == {("outbound-reply", "delivered")}
+    (inbound,) = client.messages.list(to=NUMBER, from_=ALICE)
+    assert (inbound.sid, inbound.direction, inbound.status) == (
+        result["inbound_sid"],
+        "inbound",
+        "received",
+    )
+    assert inbound.messaging_service_sid == DEFAULT_MESSAGING_SERVICE_SID
+    assert inbound.date_sent is not None and inbound.body == "a cat in a hat"
+
+    outbox = stand_in.dev("GET", "outbox").json()["messages"]  # replies only, no inbound
+    assert [entry["sid"] for entry in outbox] == [text["sid"], mms["sid"]]
+    assert {entry["status_callback"] for entry in outbox} == {None}
+    assert (stand_in.outbox / f"{mms['sid']}-0.jpg").read_bytes() == media_server.jpeg
+    assert receiver.calls == []  # TwiML replies have no status callback
+
+
+def test_incoming_goes_to_the_numbers_sms_url_with_its_method(client, stand_in, webhook):
+    (number,) = client.incoming_phone_numbers.list(phone_number=NUMBER)
+    configured = f"{webhook.url}?source=number"
+    client.incoming_phone_numbers(number.sid).update(sms_url=configured, sms_method="GET")
+    webhook.answer_twiml(twiml_replies("hi back"))
+
+    result = stand_in.dev("POST", "incoming", incoming_json("hi")).json()
+
+    (call,) = webhook.calls
+    assert call["method"] == "GET" and not call["form"]
+    args = call["args"]
+    assert (args["source"], args["Body"], args["MessageSid"]) == (
+        "number",
+        "hi",
+        result["inbound_sid"],
+    )
+    # GET: the form is in the query string and Twilio signs that whole URL alone.
+    signed_url = f"{configured}&{urlencode({k: v for k, v in args.items() if k != 'source'})}"
+    validator = RequestValidator(DEV_AUTH_TOKEN)
+    assert validator.validate(signed_url, {}, call["headers"]["X-Twilio-Signature"])
+    assert result["webhook_url"] == configured
+    assert [reply["body"] for reply in result["replies"]] == ["hi back"]
+
+
+def test_incoming_without_a_webhook_only_stores_the_message(client, stand_in, webhook):
+    result = stand_in.dev("POST", "incoming", incoming_json()).json()
+
+    assert (result["webhook_url"], result["webhook_status"], result["replies"]) == (None, None, [])
+    assert webhook.calls == []
+    (inbound,) = client.messages.list()
+    assert (inbound.sid, inbound.direction) == (result["inbound_sid"], "inbound")
+    assert stand_in.dev("GET", "outbox").json() == {"messages": []}
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/sms"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "codes"),
+    [
+        ((500, "text/xml", b"<Response><Message>x</Message></Response>"), 500, [11200]),
+        ((200, "text/plain", b"hello"), 200, [12300]),
+        ((200, None, b"<Response><Message>x</Message></Response>"), 200, [12300]),
+        ((200, "text/xml", b"<Response><Message>x</Response>"), 200, [12100]),
+        ((200, "text/xml", b"<Reply><Message>x</Message></Reply>"), 200, [12102]),
+        (
+            (200, "text/xml", b"<Response>" + b"<Message>x</Message>" * 4000 + b"</Response>"),
+            200,
+            [11750],
+        ),
+        ((200, "text/xml", b""), 200, [11200]),
+        ((204, None, b""), 204, []),
+        ((200, "text/xml", b"<Response/>"), 200, []),
+    ],
+)
+def test_unusable_or_empty_answers_send_no_reply(client, stand_in, webhook, answer, status, codes):
+    webhook.answer = answer
+
+    result = stand_in.dev("POST", "incoming", incoming_json(url=webhook.url)).json()
+
+    assert (result["webhook_status"], result["replies"]) == (status, [])
+    assert [notice["code"] for notice in result["notices"]] == codes
+    stand_in.wait_idle()
+    assert client.messages.list(from_=NUMBER) == []
+    assert len(client.messages.list(to=NUMBER)) == 1  # the inbound message stays
+
+
+def test_unreachable_webhook_is_11200(client, stand_in):
+    result = stand_in.dev("POST", "incoming", incoming_json(url=closed_port_url())).json()
+    assert (result["webhook_status"], result["replies"]) == (None, [])
+    assert [notice["code"] for notice in result["notices"]] == [11200]
+
+
+def test_twiml_verbs_and_attributes_twilio_would_not_send(client, stand_in, webhook):
+    webhook.answer = (
+        200,
+        "application/xml",
+        b"<?xml version='1.0' encoding='UTF-8'?>"
+        b"<Response>"
+        b"<Say>no voice here</Say>"
+        b'<Message to="nope">bad to</Message>'
+        b'<Message from="+15550001111">not our number</Message>'
+        b"<Message></Message>"
+        b"<Redirect>https://example.com/next</Redirect>"
+        b'<Message to="+15558675311">  to Bob  </Message>'
+        b"</Response>",
+    )
+
+    result = stand_in.dev("POST", "incoming", incoming_json(url=webhook.url)).json()
+
+    assert [notice["code"] for notice in result["notices"]] == [14110, None, 14101, 14102, 21602]
+    (reply,) = result["replies"]
+    assert (reply["to"], reply["from"], reply["body"]) == (BOB, NUMBER, "to Bob")
+
+
+def test_stop_opts_out_before_the_webhook_and_start_opts_back_in(client, stand_in, webhook):
+    webhook.answer_twiml(twiml_replies("Sorry to see you go"))
+
+    stopped = stand_in.dev("POST", "incoming", incoming_json(" stop ", url=webhook.url)).json()
+
+    assert webhook.calls[0]["form"]["Body"] == " stop "  # still forwarded
+    assert stopped["replies"] == []
+    assert [notice["code"] for notice in stopped["notices"]] == [21610]
+    with pytest.raises(TwilioRestException) as caught:
+        send(client, to=ALICE)
+    assert (caught.value.status, caught.value.code) == (400, 21610)
+
+    started = stand_in.dev("POST", "incoming", incoming_json("START", url=webhook.url)).json()
+    assert len(started["replies"]) == 1
+    assert send(client, to=ALICE).status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ({"from": "5558675310"}, 400),
+        ({"to": "+15550001111"}, 400),  # not one of our numbers
+        ({"body": 7}, 400),
+        ({"url": "ftp://example.com/sms"}, 400),
+        ({"url": "https://webhooks.twilio.com/v1/Accounts/AC1/Flows/FW1"}, 409),
+    ],
+)
+def test_dev_incoming_rejects_bad_requests(client, stand_in, payload, status):
+    response = stand_in.dev("POST", "incoming", {**incoming_json(), **payload})
+    assert response.status_code == status
+    assert response.json()["status"] == status and response.json()["error"]
+    assert client.messages.list() == []
+
+
+def test_dev_incoming_never_calls_a_studio_flow_on_twilio(client, stand_in):
+    (number,) = client.incoming_phone_numbers.list(phone_number=NUMBER)
+    flow = create_flow(client)
+    client.incoming_phone_numbers(number.sid).update(sms_url=flow.webhook_url)
+
+    response = stand_in.dev("POST", "incoming", incoming_json())
+
+    assert response.status_code == 409 and "studio_runner" in response.json()["error"]
+    assert client.messages.list() == []
+
+
+# --- Studio's send-message widget --------------------------------------------------------------
+
+
+def reply_flow(media_url: str = "") -> dict[str, Any]:
+    """Trigger -> one send-message widget with the Console's default from/to."""
+    return {
+        "description": "Reply",
+        "states": [
+            {
+                "name": "Trigger",
+                "type": "trigger",
+                "transitions": [
+                    {"event": "incomingMessage", "next": "reply"},
+                    {"event": "incomingCall"},
+                    {"event": "incomingRequest"},
+                ],
+                "properties": {"offset": {"x": 0, "y": 0}},
+            },
+            {
+                "name": "reply",
+                "type": "send-message",
+                "transitions": [{"event": "sent"}, {"event": "failed"}],
+                "properties": {
+                    "offset": {"x": 0, "y": 200},
+                    "body": "Got {{trigger.message.Body}}",
+                    "from": "{{flow.channel.address}}",
+                    "to": "{{contact.channel.address}}",
+                    "media_url": media_url,
+                },
+            },
+        ],
+        "initial_state": "Trigger",
+        "flags": {"allow_concurrent_calls": True},
+    }
+
+
+def test_studio_send_message_is_listed_between_the_right_numbers(client, stand_in, media_server):
+    """Studio's widget sends through the Messages API [DOC studio send-message: "The request to
+    the Messaging API failed"], so its message is an ordinary listed Message resource."""
+    account = TwilioAccount(DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, stand_in.url)
+    flow = reply_flow(f"{media_server.url}/picture.jpg")
+
+    execution = run_message(flow, from_=ALICE, to=NUMBER, body="a cat", account=account)
+
+    assert execution.status == "ended", execution.error
+    outbound = execution.widgets["reply"]["outbound"]
+    stand_in.wait_idle()
+    (listed,) = client.messages.list(to=ALICE, from_=NUMBER)
+    assert (listed.sid, listed.body, listed.status) == (outbound["Sid"], "Got a cat", "delivered")
+    assert (listed.direction, listed.num_media) == ("outbound-api", "1")
+    assert client.messages.list(to=NUMBER, from_=ALICE) == []  # the runner stores no inbound
