@@ -20,16 +20,22 @@ DRY_RUN=0
 # Each function gets only the secrets it uses, mounted as environment variables by Cloud Run
 # (--set-secrets), so their values never pass through this script's arguments or files.
 GENERATE_SECRETS=(QSTASH_TOKEN OPENAI_API_KEY SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY
-  SAFETY_IDENTIFIER_SALT)
+  SAFETY_IDENTIFIER_SALT STUDIO_FLOW_KEY)
+# composite re-publishes with IMAGE_MODEL_FALLBACK when a model is gone, so it needs the
+# provider key and the salt too.
 COMPOSITE_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY
-  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN)
+  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPENAI_API_KEY SAFETY_IDENTIFIER_SALT)
 ALL_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY OPENAI_API_KEY
-  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY SAFETY_IDENTIFIER_SALT)
+  SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY SAFETY_IDENTIFIER_SALT STUDIO_FLOW_KEY)
+# Made up here when not given: nobody needs to know them, only the functions and the flow.
+GENERATED_SECRETS=(STUDIO_FLOW_KEY)
 # Plain settings passed through to both functions when set (README "Settings").
-PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMBER QSTASH_URL
-  OPENAI_BASE_URL IMAGE_MODEL IMAGE_SIZE IMAGE_QUALITY IMAGE_COMPRESSION GENERATION_RETRIES
-  GENERATION_TIMEOUT_SECONDS CALLBACK_RETRIES SMS_KEYWORD BRAND_NAME JPEG_QUALITY
-  CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS)
+PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMBER
+  TWILIO_MESSAGING_SERVICE_SID QSTASH_URL QSTASH_MAX_MESSAGE_BYTES QSTASH_MAX_RETRIES
+  OPENAI_BASE_URL IMAGE_MODEL
+  IMAGE_MODEL_FALLBACK IMAGE_SIZE IMAGE_QUALITY IMAGE_COMPRESSION IMAGE_TOKEN_PRICES_USD
+  GENERATION_RETRIES GENERATION_TIMEOUT_SECONDS CALLBACK_RETRIES SMS_KEYWORD BRAND_NAME
+  JPEG_QUALITY MMS_MAX_BYTES MMS_MAX_EDGE CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS)
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com secretmanager.googleapis.com logging.googleapis.com)
 
@@ -220,7 +226,13 @@ ensure_service_account() {
 }
 
 secret_value() {
-  local name="$1" value="${!1:-}"
+  local name="$1" value="${!1:-}" generated
+  for generated in "${GENERATED_SECRETS[@]}"; do
+    if [[ -z "$value" && "$name" == "$generated" ]]; then
+      value="$(current_secret "$name")"
+      [[ -n "$value" ]] || value="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    fi
+  done
   if [[ -z "$value" && -t 0 ]]; then
     read -rsp "value for $name (input hidden): " value
     echo >&2
@@ -229,14 +241,19 @@ secret_value() {
   printf '%s' "$value"
 }
 
+# The stored value, or nothing (none yet, or a dry run).
+current_secret() {
+  if ((!DRY_RUN)); then
+    "${GCLOUD[@]}" secrets versions access latest --secret="$1" 2>/dev/null || true
+  fi
+}
+
 store_secret() {
   local name="$1" value="$2" current=""
   if ((DRY_RUN)) || ! "${GCLOUD[@]}" secrets describe "$name" >/dev/null 2>&1; then
     run "${GCLOUD[@]}" secrets create "$name" --replication-policy=automatic
   fi
-  if ((!DRY_RUN)); then
-    current="$("${GCLOUD[@]}" secrets versions access latest --secret="$name" 2>/dev/null || true)"
-  fi
+  current="$(current_secret "$name")"
   if [[ "$current" == "$value" ]]; then
     say "$name is up to date"
   else
@@ -288,19 +305,23 @@ read_secret() {
 
 cmd_studio() {
   require_settings GOOGLE_CLOUD_PROJECT TWILIO_ACCOUNT_SID TWILIO_FROM_NUMBER
-  local python url token
+  local python url token flow_key
   python="$(python_with_twilio)"
   url="$(function_url generate)"
   [[ -n "$url" ]] || die "generate is not deployed yet: run ./deploy.sh first"
   token="$(read_secret TWILIO_AUTH_TOKEN)"
+  flow_key="$(read_secret STUDIO_FLOW_KEY)" ||
+    die "STUDIO_FLOW_KEY is not in Secret Manager yet: run ./deploy.sh secrets first"
   local args=(--generate-url "$url" --number "$TWILIO_FROM_NUMBER")
   ((DRY_RUN)) && args+=(--dry-run)
-  # The auth token travels in the environment, not the arguments.
-  (cd "$ROOT" && TWILIO_AUTH_TOKEN="$token" "$python" -m deploy.studio "${args[@]}")
+  # The token and the flow key travel in the environment, not the arguments.
+  (cd "$ROOT" && TWILIO_AUTH_TOKEN="$token" STUDIO_FLOW_KEY="$flow_key" \
+    "$python" -m deploy.studio "${args[@]}")
 }
 
-# A QStash schedule that POSTs to composite?sweep=1 (signed like every QStash call). The fixed
-# schedule id makes QStash replace the schedule instead of adding a second one.
+# A QStash schedule that POSTs the sweep body to composite (signed like every QStash call; the
+# body, not the URL, says "sweep", since whether the signature covers the query is unconfirmed).
+# The fixed schedule id makes QStash replace the schedule instead of adding a second one.
 cmd_schedule() {
   require_tools gcloud curl
   require_settings GOOGLE_CLOUD_PROJECT
@@ -312,7 +333,8 @@ cmd_schedule() {
   # The token reaches curl as a header read from stdin, never on its command line.
   with_stdin "Authorization: Bearer $token"$'\n' curl -fsS -X POST -H @- \
     -H "Upstash-Cron: $cron" -H "Upstash-Schedule-Id: picture-line-sweep" \
-    "${QSTASH_URL:-https://qstash.upstash.io}/v2/schedules/$url?sweep=1"
+    -H "Content-Type: application/json" --data '{"picture_line": "sweep"}' \
+    "${QSTASH_URL:-https://qstash.upstash.io}/v2/schedules/$url"
   echo
 }
 

@@ -1,6 +1,6 @@
-"""`composite`: QStash calls this after every image-generation attempt (and, with `?sweep=1`,
-on a schedule to run the sweep; see shared/sweep.py). Twilio calls it with
-`?message_status=<request id>` to report how far each message got.
+"""`composite`: QStash calls this after every image-generation attempt (and, on a schedule
+whose signed body is `{"picture_line": "sweep"}`, to run the sweep; see shared/sweep.py).
+Twilio calls it with `?message_status=<request id>` to report how far each message got.
 
 It verifies the QStash signature against the configured public URL before reading anything,
 then lets the pipeline frame, store and send the picture (or record the failed attempt, or tell
@@ -16,14 +16,19 @@ from dataclasses import asdict
 import flask
 import functions_framework
 
-from shared.callbacks import parse_callback, verify_qstash_signature
+from shared.callbacks import (
+    bound_request_id,
+    is_sweep_body,
+    parse_callback,
+    verify_qstash_signature,
+)
 from shared.delivery import handle_callback
 from shared.edge import handler, json_response, require_post, signed_url
 from shared.errors import BadRequest, SignatureError
 from shared.logs import bind, warning
 from shared.services import Services, get_services
 from shared.sweep import sweep
-from shared.twilio_webhooks import verify_twilio_signature
+from shared.twilio_webhooks import SIGNATURE_SETTINGS_HEADER, verify_twilio_signature
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -45,22 +50,26 @@ def composite(request: flask.Request) -> flask.Response:
         settings.secret("QSTASH_CURRENT_SIGNING_KEY").reveal(),
         settings.secret("QSTASH_NEXT_SIGNING_KEY").reveal(),
     )
+    with_query = signed_url(settings.composite_url, request)
     if settings.insecure_skip_signatures:
         warning("INSECURE_SKIP_SIGNATURES is on: the QStash signature was not checked")
+        query_signed = True
     else:
-        verify_qstash_signature(
+        # QStash may sign the URL with its query or without it [UNCONFIRMED]: take either,
+        # and let only signed content say which request or job this is.
+        claims = verify_qstash_signature(
             request.headers.get("Upstash-Signature"),
             raw,
-            signed_url(settings.composite_url, request),
+            (with_query, settings.composite_url),
             keys,
         )
-    if "sweep" in request.args:
-        # A QStash schedule (signed like every QStash call) runs the sweep.
+        query_signed = claims["sub"] == with_query
+    if is_sweep_body(raw):
         return json_response(200, asdict(sweep(services)))
     try:
-        request_id = _request_id(request.args.get("request"))
-        bind(request_id=request_id)
         callback = parse_callback(raw)
+        request_id = bound_request_id(request.args.get("request"), callback, query_signed)
+        bind(request_id=request_id)
     except BadRequest as exc:
         # Genuinely from QStash but unusable: retrying cannot help, so tell QStash to stop.
         warning("unusable callback", error=exc.message)
@@ -82,6 +91,7 @@ def _message_status(request: flask.Request, services: Services) -> flask.Respons
                 request.form,
                 request.headers.get("X-Twilio-Signature"),
                 settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+                request.headers.get(SIGNATURE_SETTINGS_HEADER),
             )
         except SignatureError as exc:
             warning(exc.message, detail=exc.detail)

@@ -1,8 +1,10 @@
 """`./deploy.sh studio`: create or update the Studio flow, and point the number at it.
 
-Reads the account SID from TWILIO_ACCOUNT_SID and the auth token from TWILIO_AUTH_TOKEN (the
-environment, never the command line). Running it again changes nothing unless the flow file,
-the function URL or the number's webhooks changed.
+Reads the account SID from TWILIO_ACCOUNT_SID, the auth token from TWILIO_AUTH_TOKEN and the
+flow key from STUDIO_FLOW_KEY (the environment, never the command line). The flow key goes into
+the flow's requests to `generate`, which takes it as proof the request came from our flow.
+Running it again changes nothing unless the flow file, the function URL, the flow key or the
+number's webhooks changed.
 """
 
 from __future__ import annotations
@@ -24,16 +26,36 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOW_FILE = ROOT / "studio" / "flow.json"
 # The one thing to change after importing the flow; this script fills it in.
 URL_PLACEHOLDER = "https://YOUR-GENERATE-FUNCTION-URL"
+FLOW_KEY_PLACEHOLDER = "YOUR-STUDIO-FLOW-KEY"
 FLOW_NAME = "Picture Line"
 
 
-def load_flow(generate_url: str, path: Path = FLOW_FILE) -> dict[str, Any]:
-    """The Studio flow definition with `generate`'s URL filled in."""
+def load_flow(
+    generate_url: str, flow_key: str | None = None, path: Path = FLOW_FILE
+) -> dict[str, Any]:
+    """The Studio flow definition with `generate`'s URL and the flow key filled in."""
     text = path.read_text()
     if URL_PLACEHOLDER not in text:
         raise ValueError(f"{path} has no {URL_PLACEHOLDER} placeholder")
     flow: dict[str, Any] = json.loads(text.replace(URL_PLACEHOLDER, generate_url))
+    _fill_flow_key(flow, flow_key)
     return flow
+
+
+def _fill_flow_key(flow: dict[str, Any], flow_key: str | None) -> None:
+    """Put the key into every request parameter that holds the placeholder; without a key,
+    drop those parameters (then only Twilio's signature can let the flow in)."""
+    for state in flow.get("states", []):
+        params = state.get("properties", {}).get("parameters")
+        if not isinstance(params, list):
+            continue
+        kept = []
+        for param in params:
+            if param.get("value") != FLOW_KEY_PLACEHOLDER:
+                kept.append(param)
+            elif flow_key:
+                kept.append({**param, "value": flow_key})
+        params[:] = kept
 
 
 def twilio_client(account_sid: str, auth_token: str, api_base_url: str | None) -> Client:
@@ -100,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deploy studio: {missing.args[0]} is not set", file=sys.stderr)
         return 2
     client = twilio_client(account_sid, auth_token, os.environ.get("TWILIO_API_BASE_URL"))
-    definition = load_flow(args.generate_url, args.flow_file)
+    definition = load_flow(args.generate_url, os.environ.get("STUDIO_FLOW_KEY"), args.flow_file)
     try:
         done, webhook_url = publish_flow(client, definition, args.dry_run)
         print(f"==> {done}")

@@ -38,12 +38,12 @@ def account_for(env: dict[str, str]) -> TwilioAccount:
 
 
 def play_call(env: dict[str, str], said: list[str | None], caller: str = DEMO_TO) -> Execution:
-    flow = load_flow(env["GENERATE_URL"])
+    flow = load_flow(env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"))
     return run_call(flow, from_=caller, to=DEMO_FROM, caller=Caller(said), account=account_for(env))
 
 
 def send_text(env: dict[str, str], body: str, sender: str = DEMO_TO) -> Execution:
-    flow = load_flow(env["GENERATE_URL"])
+    flow = load_flow(env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"))
     return run_message(flow, from_=sender, to=DEMO_FROM, body=body, account=account_for(env))
 
 

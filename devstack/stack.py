@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "supabase" / "migrations"
 PROJECT = "devstack-project"
 OPERATOR_KEY = "devstack-operator-key"
+STUDIO_FLOW_KEY = "devstack-studio-flow-key"
 # Kept only in the Secret Manager stand-in, so the functions' lazy Secret Manager path runs.
 SAFETY_SALT = "devstack-safety-salt"
 DEMO_FROM = "+15005550006"
@@ -116,6 +117,7 @@ class Stack:
             "TWILIO_ACCOUNT_SID": twilio.DEV_ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
             "OPERATOR_KEY": OPERATOR_KEY,
+            "STUDIO_FLOW_KEY": STUDIO_FLOW_KEY,
             "TWILIO_FROM_NUMBER": DEMO_FROM,
             # A development stack serves many test requests a day.
             "LIMIT_GLOBAL_DAY": "100000",

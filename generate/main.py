@@ -4,17 +4,21 @@ One URL, three callers, told apart by what they send:
 - an operator's JSON `{"to", "prompt", "from"?}` (scripts, `gcloud functions call`), with the
   operator key in the `X-Operator-Key` header or an `operator_key` field (gcloud cannot send
   custom headers);
-- a Twilio Studio flow's signed form (`prompt` from a call, or `body` from a message), answered
-  with JSON the flow says or texts;
+- a Twilio Studio flow's form (`prompt` from a call, or `body` from a message), answered with
+  JSON the flow says or texts; it proves itself with a valid `X-Twilio-Signature` or with the
+  deployment's flow key, which `deploy.sh studio` writes into the flow (whether Studio signs a
+  form-mode request is [UNCONFIRMED], so neither alone is relied on);
 - Twilio's signed incoming-message webhook (SMS, WhatsApp), answered with TwiML.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 import flask
 import functions_framework
+from werkzeug.datastructures import CombinedMultiDict
 
 from shared import logs
 from shared.accept import Acceptance, accept_picture_request
@@ -31,7 +35,12 @@ from shared.errors import ConfigError, Forbidden, SignatureError, Unauthorized
 from shared.intake import parse_picture_request
 from shared.services import Services, get_services
 from shared.settings import Settings
-from shared.twilio_webhooks import twiml_message, verify_twilio_signature
+from shared.twilio_webhooks import (
+    FLOW_KEY_FIELD,
+    SIGNATURE_SETTINGS_HEADER,
+    twiml_message,
+    verify_twilio_signature,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
@@ -74,23 +83,46 @@ def _from_twilio(request: flask.Request, services: Services) -> flask.Response:
     settings = services.settings
     if not settings.generate_url:
         raise ConfigError("GENERATE_URL is needed to check Twilio's signatures")
-    if settings.insecure_skip_signatures:
-        logs.warning("INSECURE_SKIP_SIGNATURES is on: the Twilio signature was not checked")
-    else:
-        _verify_twilio(request, settings)
-    if "prompt" in request.form or "body" in request.form:
-        return json_response(200, answer_studio(request.form, services).as_json())
+    # Studio's parameters may arrive in the form or in the query [UNCONFIRMED]; read both.
+    studio: Mapping[str, str] = CombinedMultiDict([request.form, request.args])
+    if "prompt" in studio or "body" in studio:
+        _authenticate_studio(request, studio, settings)
+        return json_response(200, answer_studio(studio, services).as_json())
+    _verify_twilio(request, settings)
     reply = answer_incoming_message(request.form, services)
     return flask.Response(twiml_message(reply), status=200, mimetype="text/xml")
 
 
+def _authenticate_studio(
+    request: flask.Request, fields: Mapping[str, str], settings: Settings
+) -> None:
+    """The flow key, else Twilio's signature; the log says which one let the flow in."""
+    given = fields.get(FLOW_KEY_FIELD)
+    if given and flow_key_matches(given, settings.secret("STUDIO_FLOW_KEY").reveal()):
+        logs.info("Studio request authenticated", by="flow_key")
+        return
+    if given:
+        logs.warning("wrong Studio flow key; checking the Twilio signature instead")
+    _verify_twilio(request, settings)
+    logs.info("Studio request authenticated", by="twilio_signature")
+
+
+def flow_key_matches(given: str, expected: str) -> bool:
+    # "replace": a key holding a lone surrogate cannot be UTF-8 encoded, and is simply wrong.
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
 def _verify_twilio(request: flask.Request, settings: Settings) -> None:
+    if settings.insecure_skip_signatures:
+        logs.warning("INSECURE_SKIP_SIGNATURES is on: the Twilio signature was not checked")
+        return
     try:
         verify_twilio_signature(
             signed_url(settings.generate_url or "", request),
             request.form,
             request.headers.get("X-Twilio-Signature"),
             settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+            request.headers.get(SIGNATURE_SETTINGS_HEADER),
         )
     except SignatureError as exc:
         logs.warning(exc.message, detail=exc.detail)

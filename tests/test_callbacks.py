@@ -12,7 +12,13 @@ from typing import Any
 import jwt
 import pytest
 
-from shared.callbacks import parse_callback, verify_qstash_signature
+from shared.callbacks import (
+    QStashCallback,
+    bound_request_id,
+    is_sweep_body,
+    parse_callback,
+    verify_qstash_signature,
+)
 from shared.errors import BadRequest, SignatureError
 
 CURRENT = "sig_current_key_for_tests_0000000000"
@@ -42,7 +48,7 @@ def sign(key: str = CURRENT, url: str = URL, signed_body: bytes = BODY, **overri
 
 
 def verify(token: str | None, body: bytes = BODY, url: str = URL) -> dict[str, Any]:
-    return verify_qstash_signature(token, body, url, (CURRENT, NEXT))
+    return verify_qstash_signature(token, body, (url,), (CURRENT, NEXT))
 
 
 def test_verify_accepts_the_current_key() -> None:
@@ -151,3 +157,87 @@ def test_parse_callback_keeps_going_when_the_body_was_truncated() -> None:
 def test_parse_callback_rejects_malformed_bodies(raw: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_callback(raw)
+
+
+# --- which request a callback is for, proven by signed content ------------------------------
+
+REQUEST_ID = "5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11"
+OTHER_ID = "0b7c9a11-8a55-4a8e-9d2c-5f0c1a521f1e"
+
+
+def _callback(source_header: dict[str, list[str]] | None = None, **fields: Any) -> QStashCallback:
+    payload: dict[str, Any] = {"status": 200, **fields}
+    if source_header is not None:
+        payload["sourceHeader"] = source_header
+    return parse_callback(json.dumps(payload).encode())
+
+
+def test_a_signature_without_the_query_is_accepted_when_that_form_is_allowed() -> None:
+    bare = URL.split("?")[0]
+    claims = verify_qstash_signature(sign(url=bare), BODY, (URL, bare), (CURRENT, NEXT))
+    assert claims["sub"] == bare
+
+
+def test_the_signed_request_id_is_the_one_taken() -> None:
+    callback = _callback({"Picture-Line-Request": [REQUEST_ID]})
+    assert bound_request_id(REQUEST_ID, callback, query_signed=False) == REQUEST_ID
+    assert bound_request_id(None, callback, query_signed=False) == REQUEST_ID
+
+
+def test_a_url_naming_another_request_than_the_signed_one_is_refused() -> None:
+    callback = _callback({"Picture-Line-Request": [REQUEST_ID]})
+    for query_signed in (True, False):
+        with pytest.raises(SignatureError, match="differs"):
+            bound_request_id(OTHER_ID, callback, query_signed=query_signed)
+
+
+def test_without_a_signed_request_id_only_a_signed_query_counts() -> None:
+    callback = _callback()
+    assert bound_request_id(REQUEST_ID, callback, query_signed=True) == REQUEST_ID
+    with pytest.raises(SignatureError, match="not signed"):
+        bound_request_id(REQUEST_ID, callback, query_signed=False)
+
+
+def test_a_signed_request_id_that_is_not_a_uuid_is_unusable() -> None:
+    callback = _callback({"Picture-Line-Request": ["../../etc"]})
+    with pytest.raises(BadRequest):
+        bound_request_id(None, callback, query_signed=False)
+
+
+def test_only_the_sweep_body_starts_a_sweep() -> None:
+    assert is_sweep_body(b'{"picture_line": "sweep"}')
+    assert not is_sweep_body(b'{"picture_line": "sweep", "x": 1}')
+    assert not is_sweep_body(b"")
+    assert not is_sweep_body(BODY)
+
+
+def test_the_model_asked_for_comes_from_the_signed_source_body() -> None:
+    source = base64.b64encode(b'{"model":"gpt-image-2.6-flare","prompt":"a fox"}').decode()
+    assert _callback(sourceBody=source).requested_model == "gpt-image-2.6-flare"
+    assert _callback(sourceBody="bm90IGpzb24=").requested_model is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "truncated"),
+    [
+        # Cut raw, before base64: exactly the plan's limit arrived.
+        ({"body": base64.b64encode(b"x" * 1_000_000).decode()}, True),
+        # The provider said how long its answer was, and less arrived.
+        (
+            {"body": base64.b64encode(b"x" * 500).decode(), "header": {"Content-Length": ["900"]}},
+            True,
+        ),
+        # Cut after base64: the text itself is at the limit (and no longer decodes).
+        ({"body": "A" * 999_999}, True),
+        # Short and merely broken: not the plan's doing.
+        ({"body": base64.b64encode(b"{broken").decode()}, False),
+        (
+            {"body": base64.b64encode(b"x" * 500).decode(), "header": {"Content-Length": ["500"]}},
+            False,
+        ),
+    ],
+)
+def test_a_callback_cut_at_the_plan_limit_is_recognised(
+    fields: dict[str, Any], truncated: bool
+) -> None:
+    assert _callback(**fields).looks_truncated(1_000_000) is truncated

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from shared.callbacks import SWEEP_BODY
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
 
@@ -24,6 +26,7 @@ SECRETS = {
     "TWILIO_AUTH_TOKEN": "twilio-token-SECRET-6",
     "OPERATOR_KEY": "operator-SECRET-7",
     "SAFETY_IDENTIFIER_SALT": "salt-SECRET-8",
+    "STUDIO_FLOW_KEY": "flow-key-SECRET-9",
 }
 SETTINGS = {
     "GOOGLE_CLOUD_PROJECT": "picture-line-test",
@@ -121,6 +124,7 @@ def test_deploy_puts_composite_first_and_gives_each_function_its_own_url(
                 "TWILIO_AUTH_TOKEN",
                 "OPERATOR_KEY",
                 "SAFETY_IDENTIFIER_SALT",
+                "STUDIO_FLOW_KEY",
             },
         ),
         (
@@ -131,6 +135,9 @@ def test_deploy_puts_composite_first_and_gives_each_function_its_own_url(
                 "QSTASH_NEXT_SIGNING_KEY",
                 "SUPABASE_SECRET_KEY",
                 "TWILIO_AUTH_TOKEN",
+                # To ask again with IMAGE_MODEL_FALLBACK when a model is gone.
+                "OPENAI_API_KEY",
+                "SAFETY_IDENTIFIER_SALT",
             },
         ),
     ],
@@ -204,6 +211,17 @@ def test_secrets_are_stored_once_and_readable_by_the_functions(deployer: Deploye
     assert [[a for a in c["args"] if not a.startswith("--")][3] for c in added] == [
         "OPENAI_API_KEY"
     ]
+
+
+def test_secrets_makes_up_the_flow_key_once_and_keeps_it(deployer: Deployer) -> None:
+    without = {k: v for k, v in SECRETS.items() if k != "STUDIO_FLOW_KEY"}
+    deployer.run("secrets", extra=without)
+    state = json.loads((deployer.state / "state.json").read_text())
+    [made] = state["secrets"]["STUDIO_FLOW_KEY"]
+    assert len(made) >= 40
+    deployer.run("secrets", extra=without)
+    state = json.loads((deployer.state / "state.json").read_text())
+    assert state["secrets"]["STUDIO_FLOW_KEY"] == [made]
 
 
 def test_secrets_without_a_value_or_a_terminal_fail_clearly(deployer: Deployer) -> None:
@@ -319,8 +337,10 @@ def test_schedule_creates_the_sweep_schedule_without_putting_the_token_on_the_co
     [call] = [json.loads(line) for line in (deployer.state / "curl.jsonl").read_text().splitlines()]
     assert (
         call["args"][-1]
-        == "https://qstash.upstash.io/v2/schedules/https://composite-x7k2q9-uc.a.run.app?sweep=1"
+        == "https://qstash.upstash.io/v2/schedules/https://composite-x7k2q9-uc.a.run.app"
     )
+    # The signed body, not the URL, says "sweep": whether QStash signs the query is unconfirmed.
+    assert json.loads(call["args"][call["args"].index("--data") + 1]) == SWEEP_BODY
     assert "Upstash-Schedule-Id: picture-line-sweep" in call["args"]
     assert "Upstash-Cron: */10 * * * *" in call["args"]
     assert SECRETS["QSTASH_TOKEN"] not in json.dumps(call["args"])

@@ -20,6 +20,9 @@ from tests.test_deploy import Deployer
 NUMBER = "+15005550006"
 GENERATE = "https://generate-x7k2q9-uc.a.run.app"
 
+FLOW_KEY = "flow-key-for-the-studio-tests"
+STUDIO_SECRETS = {"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN, "STUDIO_FLOW_KEY": FLOW_KEY}
+
 
 @pytest.fixture
 def twilio() -> Iterator[RunningServer]:
@@ -58,7 +61,7 @@ def number(twilio: RunningServer) -> dict[str, Any]:
 def test_studio_publishes_the_flow_with_the_url_and_wires_the_number(
     deployer: Deployer, twilio: RunningServer
 ) -> None:
-    result = deployer.run("studio", extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN})
+    result = deployer.run("studio", extra=STUDIO_SECRETS)
     assert "created flow FW" in result.stdout
     [flow] = flows(twilio)
     assert flow["status"] == "published"
@@ -69,21 +72,30 @@ def test_studio_publishes_the_flow_with_the_url_and_wires_the_number(
     }
     assert urls == {GENERATE}
     assert "YOUR-GENERATE-FUNCTION-URL" not in json.dumps(flow["definition"])
+    keys = {
+        p["value"]
+        for s in flow["definition"]["states"]
+        if s["type"] == "make-http-request"
+        for p in s["properties"]["parameters"]
+        if p["key"] == "flow_key"
+    }
+    assert keys == {FLOW_KEY}
     wired = number(twilio)
     assert wired["voice_url"] == wired["sms_url"] == flow["webhook_url"]
-    # The auth token reached the script through the environment, not its arguments.
+    # The auth token and the flow key reached the script through the environment.
     assert DEV_AUTH_TOKEN not in json.dumps(deployer.calls())
+    assert FLOW_KEY not in json.dumps(deployer.calls())
 
 
 def test_studio_twice_changes_nothing(deployer: Deployer, twilio: RunningServer) -> None:
-    deployer.run("studio", extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN})
-    again = deployer.run("studio", extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN})
+    deployer.run("studio", extra=STUDIO_SECRETS)
+    again = deployer.run("studio", extra=STUDIO_SECRETS)
     assert "is up to date" in again.stdout and "already points at the flow" in again.stdout
     assert [f["revision"] for f in flows(twilio)] == [1]
 
 
 def test_studio_dry_run_changes_nothing(deployer: Deployer, twilio: RunningServer) -> None:
-    result = deployer.run("--dry-run", "studio", extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN})
+    result = deployer.run("--dry-run", "studio", extra=STUDIO_SECRETS)
     assert "would create the flow" in result.stdout
     assert flows(twilio) == [] and number(twilio)["voice_url"] in ("", None)
 
@@ -107,16 +119,26 @@ def test_studio_reads_the_token_from_secret_manager(
         }
         | {"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN},
     )
-    result = deployer.run("studio")  # no token in the environment this time
+    result = deployer.run("studio")  # no token or flow key in the environment this time
     assert "created flow" in result.stdout
+    [flow] = flows(twilio)
+    assert "YOUR-STUDIO-FLOW-KEY" not in json.dumps(flow["definition"])
+
+
+def test_studio_without_a_stored_flow_key_says_to_run_secrets(deployer: Deployer) -> None:
+    result = deployer.run("studio", extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN}, check=False)
+    assert result.returncode != 0
+    assert "STUDIO_FLOW_KEY is not in Secret Manager yet" in result.stderr
 
 
 def test_a_wrong_token_or_number_fails_clearly(deployer: Deployer) -> None:
-    wrong = deployer.run("studio", extra={"TWILIO_AUTH_TOKEN": "0" * 32}, check=False)
+    wrong = deployer.run(
+        "studio", extra={**STUDIO_SECRETS, "TWILIO_AUTH_TOKEN": "0" * 32}, check=False
+    )
     assert wrong.returncode != 0 and "20003" in wrong.stderr
     missing = deployer.run(
         "studio",
-        extra={"TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN, "TWILIO_FROM_NUMBER": "+15550009999"},
+        extra={**STUDIO_SECRETS, "TWILIO_FROM_NUMBER": "+15550009999"},
         check=False,
     )
     assert missing.returncode != 0 and "not a number of this Twilio account" in missing.stderr

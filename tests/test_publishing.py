@@ -5,7 +5,7 @@ from shared.publishing import GenerationJob, callback_url, publish_headers
 JOB = GenerationJob(
     request_id="5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11",
     destination="https://api.openai.com/v1/images/generations",
-    body={"model": "gpt-image-1.5"},
+    body={"model": "gpt-image-2.6-flare"},
     callback_url=callback_url(
         "https://composite.example.com", "5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11"
     ),

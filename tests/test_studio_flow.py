@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from deploy.studio import FLOW_FILE, URL_PLACEHOLDER, load_flow
+from deploy.studio import FLOW_FILE, FLOW_KEY_PLACEHOLDER, URL_PLACEHOLDER, load_flow
 from devstack.call import play_call, send_text
 from devstack.studio_runner import check_flow, format_transcript
+from shared.twilio_webhooks import FLOW_KEY_FIELD
 from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
@@ -34,6 +35,20 @@ def test_only_the_function_url_needs_filling_in() -> None:
         assert state["properties"]["add_twilio_auth"] is False
         assert state["properties"]["content_type"].startswith("application/x-www-form-urlencoded")
         assert "body" not in state["properties"]
+
+
+def test_the_flow_key_goes_into_every_request_or_none() -> None:
+    flow = load_flow("https://generate-abc-uc.a.run.app", "a-flow-key")
+    requests_ = [s for s in flow["states"] if s["type"] == "make-http-request"]
+    assert check_flow(flow) == []
+    for state in requests_:
+        keys = {p["key"]: p["value"] for p in state["properties"]["parameters"]}
+        assert keys[FLOW_KEY_FIELD] == "a-flow-key"
+    assert FLOW_KEY_PLACEHOLDER not in json.dumps(flow)
+    # Without a key, only Twilio's signature can let the flow in: the parameter is dropped.
+    keyless = load_flow("https://generate-abc-uc.a.run.app")
+    assert FLOW_KEY_PLACEHOLDER not in json.dumps(keyless)
+    assert FLOW_KEY_FIELD not in json.dumps(keyless)
 
 
 def test_a_call_ends_with_a_picture(local_stack: StackClient, caller: str) -> None:
