@@ -437,7 +437,7 @@ def insert_requests(database_url: str, numbers: list[str], sender: str) -> list[
             for number in numbers
             for row in conn.execute(
                 "insert into public.requests (recipient, sender, prompt, model, size, quality)"
-                " values (%s, %s, %s, 'gpt-image-1.5', '1024x1024', 'low') returning id",
+                " values (%s, %s, %s, 'gpt-image-2.6-flare', '1024x1024', 'low') returning id",
                 (number, sender, f"a lighthouse in a storm for {number}"),
             )
         ]

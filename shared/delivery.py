@@ -16,10 +16,18 @@ from . import logs
 from .callbacks import QStashCallback
 from .errors import AppError, MessagingError, ProviderError, StoreError
 from .framing import FramedPicture, frame_image
-from .generation import GeneratedImage, classify_provider_failure, read_generated_image
+from .generation import (
+    GeneratedImage,
+    classify_provider_failure,
+    generation_body,
+    read_generated_image,
+    safety_identifier,
+)
+from .image_models import image_cost
 from .messaging import OPTED_OUT
+from .publishing import GenerationJob, callback_url
 from .records import FailureReason, RequestRecord
-from .replies import failure_notice, picture_caption
+from .replies import failure_notice, failure_notices, picture_caption
 from .services import Services
 from .store import PictureStore
 
@@ -32,6 +40,8 @@ class CallbackOutcome(StrEnum):
     ALREADY_DONE = "already_done"
     UNKNOWN_REQUEST = "unknown_request"
     BUSY = "busy"  # our own earlier delivery may still be running: ask to be retried
+    FELL_BACK = "fell_back"  # the model is gone; asked again with IMAGE_MODEL_FALLBACK
+    SUPERSEDED = "superseded"  # about a model the request has already moved away from
 
     @property
     def retry_later(self) -> bool:
@@ -53,6 +63,7 @@ def handle_callback(
 
     Raises `UpstreamError` when a store or Twilio failure means QStash should retry.
     """
+    settings = services.settings
     if callback.succeeded:
         try:
             image = read_generated_image(callback.body)
@@ -61,19 +72,23 @@ def handle_callback(
             started = time.perf_counter()
             framed = frame_image(
                 image.data,
-                brand=services.settings.brand_name,
-                quality=services.settings.jpeg_quality,
-                frame_path=services.settings.frame_path,
+                brand=settings.brand_name,
+                quality=settings.jpeg_quality,
+                frame_path=settings.frame_path,
+                max_edge=settings.mms_max_edge,
+                max_bytes=settings.mms_max_bytes,
             )
             frame_ms = _ms_since(started)
         except ProviderError as exc:
-            detail = exc.detail or exc.message
-            return finish_failed(
-                request_id, FailureReason.BAD_RESPONSE, detail, owner, callback, services
-            )
+            reason, detail = unreadable_answer(callback, exc, settings.qstash_max_message_bytes)
+            if reason is FailureReason.TOO_LARGE:
+                logs.error("the provider's answer was cut at QStash's message limit", detail=detail)
+            return finish_failed(request_id, reason, detail, owner, callback, services)
         return deliver_picture(request_id, image, framed, frame_ms, callback, owner, services)
 
     failure = classify_provider_failure(callback.status, callback.body)
+    if failure.reason is FailureReason.MODEL_UNAVAILABLE:
+        return model_unavailable(request_id, failure.detail, owner, callback, services)
     if callback.is_final or not failure.retryable:
         outcome = finish_failed(
             request_id, failure.reason, failure.detail, owner, callback, services
@@ -92,6 +107,83 @@ def handle_callback(
     )
     return (
         CallbackOutcome.ATTEMPT_RECORDED if attempts is not None else CallbackOutcome.ALREADY_DONE
+    )
+
+
+def unreadable_answer(
+    callback: QStashCallback, error: ProviderError, limit_bytes: int
+) -> tuple[FailureReason, str]:
+    """Why a 2xx answer held no usable picture: cut by QStash's plan limit, or just bad."""
+    if callback.looks_truncated(limit_bytes):
+        return FailureReason.TOO_LARGE, (
+            f"QStash cut the provider's answer to {len(callback.body)} bytes: it is over your"
+            f" plan's Max Message Size (QSTASH_MAX_MESSAGE_BYTES={limit_bytes}); ask for a"
+            " smaller IMAGE_SIZE or IMAGE_COMPRESSION, or use a plan with larger messages"
+        )
+    return FailureReason.BAD_RESPONSE, error.detail or error.message
+
+
+def model_unavailable(
+    request_id: str, detail: str, owner: str, callback: QStashCallback, services: Services
+) -> CallbackOutcome:
+    """The provider says the model is gone (retired or never there). Ask once more with
+    IMAGE_MODEL_FALLBACK if it is set and not the model that just failed; else fail, telling
+    the person, and say loudly what the operator must change. A publish failure raises, so
+    QStash retries this callback."""
+    settings = services.settings
+    record = services.store.get(request_id)
+    if record is None:
+        return CallbackOutcome.UNKNOWN_REQUEST
+    if record.status.finished:
+        return CallbackOutcome.ALREADY_DONE
+    failed_model = callback.requested_model or record.model
+    fallback = settings.image.fallback_model
+    if callback.source_message_id:
+        services.publisher.cancel(callback.source_message_id)
+    if not fallback or failed_model == fallback:
+        logs.error(
+            "the image model is not available: set IMAGE_MODEL to a current model",
+            model=failed_model,
+            detail=detail,
+        )
+        reason = f"the provider no longer serves {failed_model}: {detail}"
+        return finish_failed(
+            request_id, FailureReason.MODEL_UNAVAILABLE, reason, owner, callback, services
+        )
+    if record.model == failed_model:
+        # Switched before publishing, so the fallback's own callbacks always find it.
+        services.store.switch_model(record.id, failed_model, fallback)
+    elif record.model != fallback:
+        return CallbackOutcome.SUPERSEDED
+    logs.error(
+        "the image model is not available; asked IMAGE_MODEL_FALLBACK instead:"
+        " set IMAGE_MODEL to a current model",
+        model=failed_model,
+        fallback=fallback,
+        detail=detail,
+    )
+    # Every callback about the failed model publishes (a run may have died between the switch
+    # and the publish); the fallback's deduplication id keeps that to one generation.
+    services.publisher.publish(
+        fallback_job(record, fallback, services), settings.secret("OPENAI_API_KEY")
+    )
+    return CallbackOutcome.FELL_BACK
+
+
+def fallback_job(record: RequestRecord, model: str, services: Services) -> GenerationJob:
+    settings = services.settings
+    salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
+    return GenerationJob(
+        request_id=record.id,
+        destination=f"{settings.openai_base_url}/images/generations",
+        body=generation_body(
+            settings.image, record.prompt, safety_identifier(salt, record.recipient), model=model
+        ),
+        callback_url=callback_url(settings.composite_url, record.id),
+        retries=settings.generation_retries,
+        timeout_s=settings.generation_timeout_s,
+        callback_retries=settings.callback_retries,
+        attempt_label="fallback",
     )
 
 
@@ -162,27 +254,33 @@ def _send_picture(
     callback: QStashCallback,
     services: Services,
 ) -> CallbackOutcome:
-    marker = f"Ref {record.reference}"
-    if record.send_started_at and (
-        sid := services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
-    ):
+    if record.send_started_at and (sid := _sent_picture(record, services)):
         logs.info("an earlier run had already sent the picture", message_sid=sid)
         _record_delivered(record, token, sid, {}, services)
         return CallbackOutcome.DELIVERED
 
+    settings = services.settings
     timings = {"frame_ms": frame_ms}
     if record.image_path:
         media_url = services.pictures.public_url(record.image_path)
     else:
         path = PictureStore.path_for(record)
         started = time.perf_counter()
+        # The original first: the next features edit it, and the MMS must not go out
+        # pointing at a picture whose original was never kept.
+        services.pictures.upload(PictureStore.original_path_for(path), image.data)
         media_url = services.pictures.upload(path, framed.jpeg)
         timings["upload_ms"] = _ms_since(started)
+        picture_cost = image_cost(
+            image.input_tokens, image.output_image_tokens, settings.image.prices
+        )
         extra = {
             "generated_at": datetime.now(UTC).isoformat(),
             "image_bytes": len(framed.jpeg),
+            "original_bytes": len(image.data),
             "input_tokens": image.input_tokens,
             "output_image_tokens": image.output_image_tokens,
+            "cost_usd": round(picture_cost + settings.mms_cost_usd, 4),
             "qstash_message_id": callback.source_message_id,
             "timings": timings,
         }
@@ -233,15 +331,11 @@ def _send_failure(
     detail: str,
     source_message_id: str | None,
     services: Services,
-    *,
-    looked_up: bool = False,
 ) -> CallbackOutcome:
-    """Send the failure notice once and mark the request failed. `looked_up`: the caller
-    already asked Twilio for an earlier send and found none."""
-    marker = f"Ref {record.reference}"
+    """Send the failure notice once and mark the request failed."""
     sid: str | None = None
-    if record.send_started_at and not looked_up:
-        sid = services.messenger.find_sent(to=record.recipient, from_=record.sender, marker=marker)
+    if record.send_started_at:
+        sid = _sent_notice(record, services)
     if sid is None:
         extra = {"qstash_message_id": source_message_id} if source_message_id else {}
         if not services.store.mark_sending(record.id, token, image_path=None, extra=extra):
@@ -281,22 +375,33 @@ def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
     has its picture (a run died after sending), otherwise failed as expired and told."""
 
     def work(record: RequestRecord, token: str) -> CallbackOutcome:
-        looked_up = False
-        if record.send_started_at and record.image_path:
-            looked_up = True
-            marker = f"Ref {record.reference}"
-            sid = services.messenger.find_sent(
-                to=record.recipient, from_=record.sender, marker=marker
-            )
-            if sid:
-                _record_delivered(record, token, sid, {}, services)
-                return CallbackOutcome.DELIVERED
+        if (
+            record.send_started_at
+            and record.image_path
+            and (sid := _sent_picture(record, services))
+        ):
+            _record_delivered(record, token, sid, {}, services)
+            return CallbackOutcome.DELIVERED
         detail = "stuck past its deadline; finished by the sweep"
-        return _send_failure(
-            record, token, FailureReason.EXPIRED, detail, None, services, looked_up=looked_up
-        )
+        return _send_failure(record, token, FailureReason.EXPIRED, detail, None, services)
 
     return _with_claim(request_id, SWEEP_OWNER, services, work)
+
+
+def _sent_picture(record: RequestRecord, services: Services) -> str | None:
+    """The SID of this request's picture at Twilio, if an earlier run sent it."""
+    caption = picture_caption(record.prompt, record.reference)
+    return services.messenger.find_sent(
+        to=record.recipient, from_=record.sender, bodies={caption}, created_at=record.created_at
+    )
+
+
+def _sent_notice(record: RequestRecord, services: Services) -> str | None:
+    """The SID of this request's failure notice at Twilio, if an earlier run sent one."""
+    notices = failure_notices(record.prompt, record.reference)
+    return services.messenger.find_sent(
+        to=record.recipient, from_=record.sender, bodies=notices, created_at=record.created_at
+    )
 
 
 def _ms_since(started: float) -> int:

@@ -6,7 +6,9 @@ later attempt can succeed: an opted-out or invalid number never will; a 5xx or t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,11 +36,20 @@ FINAL_CODES = frozenset(
         21617,  # body too long
         21620,  # invalid media URL
         21623,  # too many media
+        21603,  # no From and no Messaging Service
+        21660,  # From is not a number of this account
+        21701,  # TWILIO_MESSAGING_SERVICE_SID is not a service of this account
+        21705,  # TWILIO_MESSAGING_SERVICE_SID is malformed
         30019,  # media too large for the carrier
         63016,  # WhatsApp: outside the 24-hour session window
     }
 )
 REQUEST_TIMEOUT_S = 15.0
+# Twilio's clock and the database's may differ a little; a message this much older than its
+# request can still be its own.
+CLOCK_SKEW = timedelta(minutes=2)
+# How many recent messages between the two numbers recovery reads (newest first).
+RECOVERY_LOOKBACK = 50
 
 
 class RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
@@ -67,10 +78,19 @@ class SentMessage:
 class Messenger:
     """Twilio Messages API; the client is built on first use, when the token is needed."""
 
-    def __init__(self, account_sid: str, auth_token: Secret, api_base_url: str | None) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: Secret,
+        api_base_url: str | None,
+        messaging_service_sid: str | None = None,
+    ) -> None:
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._api_base_url = api_base_url
+        # Registered (A2P 10DLC, toll-free) senders send through a Messaging Service. We still
+        # name `from_`, so the person hears back from the number they contacted [DOC].
+        self._messaging_service_sid = messaging_service_sid
         self._client: Client | None = None
 
     def _twilio(self) -> Client:
@@ -99,6 +119,7 @@ class Messenger:
                 body=body,
                 media_url=[media_url] if media_url else None,
                 status_callback=status_callback,
+                messaging_service_sid=self._messaging_service_sid,
             )
         except TwilioRestException as exc:
             code = int(exc.code) if exc.code else None
@@ -116,20 +137,30 @@ class Messenger:
             ) from exc
         return SentMessage(sid=str(message.sid), status=str(message.status))
 
-    def find_sent(self, *, to: str, from_: str, marker: str) -> str | None:
-        """The SID of a recent message to `to` whose body contains `marker`, if any.
+    def find_sent(
+        self, *, to: str, from_: str, bodies: Collection[str], created_at: datetime | None
+    ) -> str | None:
+        """The SID of our message to `to` whose body is one of `bodies`, created since
+        `created_at`, if any.
 
         Used after a run died between asking Twilio to send and recording the answer: the
-        message may or may not exist, and only Twilio knows.
+        message may or may not exist, and only Twilio knows. The list filters are only to,
+        from and date sent [SDK], and a queued message has no date sent yet, so the body and
+        the creation time are matched here.
         """
+        since = created_at - CLOCK_SKEW if created_at else None
         try:
-            for message in self._twilio().messages.list(to=to, from_=from_, limit=50):
-                if marker in (message.body or ""):
-                    return str(message.sid)
+            listed = self._twilio().messages.list(to=to, from_=from_, limit=RECOVERY_LOOKBACK)
         except (TwilioException, OSError) as exc:
             raise MessagingError(
                 "Twilio could not be asked about an earlier send",
                 retryable=True,
                 detail=type(exc).__name__,
             ) from exc
+        for message in listed:
+            made = message.date_created
+            if since and isinstance(made, datetime) and made < since:
+                continue
+            if (message.body or "") in bodies:
+                return str(message.sid)
         return None

@@ -26,6 +26,8 @@ class FailureReason(StrEnum):
     PROVIDER_BUSY = "provider_busy"
     PROVIDER_ERROR = "provider_error"
     BAD_RESPONSE = "bad_response"
+    MODEL_UNAVAILABLE = "model_unavailable"  # the provider no longer serves the model
+    TOO_LARGE = "too_large"  # the answer outgrew QStash's message limit and was cut
     UNDELIVERABLE = "undeliverable"
     OPTED_OUT = "opted_out"
     EXPIRED = "expired"
@@ -51,6 +53,7 @@ class RequestRecord:
     prompt: str
     media_token: str
     channel: Channel = Channel.API
+    model: str = ""
     attempts: int = 0
     image_path: str | None = None
     send_started_at: datetime | None = None
@@ -74,6 +77,7 @@ class RequestRecord:
             prompt=row["prompt"],
             media_token=row["media_token"],
             channel=Channel(row.get("channel") or "api"),
+            model=str(row.get("model") or ""),
             attempts=int(row.get("attempts") or 0),
             image_path=row.get("image_path"),
             send_started_at=_time(row.get("send_started_at")),

@@ -34,6 +34,14 @@ _FAILURES = {
     FailureReason.BAD_RESPONSE: (
         "Sorry, something went wrong making your picture of “{prompt}”. Please try again later."
     ),
+    FailureReason.MODEL_UNAVAILABLE: (
+        "Sorry, the image service we use is being updated and couldn't make your picture of "
+        "“{prompt}”. Please try again later."
+    ),
+    FailureReason.TOO_LARGE: (
+        "Sorry, your picture of “{prompt}” came out too large for us to deliver. "
+        "Please try again later."
+    ),
     FailureReason.EXPIRED: (
         "Sorry, your picture of “{prompt}” took too long and was cancelled. Please try again."
     ),
@@ -43,6 +51,13 @@ _FAILURES = {
 def failure_notice(reason: FailureReason, prompt: str, reference: str) -> str:
     template = _FAILURES.get(reason, _FAILURES[FailureReason.PROVIDER_ERROR])
     return template.format(prompt=_preview(prompt)) + f" Ref {reference}"
+
+
+def failure_notices(prompt: str, reference: str) -> frozenset[str]:
+    """Every failure notice a request can have been sent. Crash recovery takes only these (or
+    the caption) as "already sent": the acknowledgement carries the same Ref, and Twilio keeps
+    it as a message too."""
+    return frozenset(failure_notice(reason, prompt, reference) for reason in FailureReason)
 
 
 # --- Replies to people who call or text us ------------------------------------------------

@@ -41,6 +41,7 @@ def build_services(settings: Settings) -> Services:
             settings.twilio_account_sid,
             settings.secret("TWILIO_AUTH_TOKEN"),
             settings.twilio_api_base_url,
+            settings.twilio_messaging_service_sid,
         ),
     )
 

@@ -91,6 +91,7 @@ class Settings:
     generation_timeout_s: int = 300
     callback_retries: int = 3
     qstash_max_message_bytes: int = FREE_PLAN_MESSAGE_BYTES
+    qstash_max_retries: int = FREE_PLAN_MAX_RETRIES
     bucket: str = "pictures"
     frame_path: str | None = None
     brand_name: str = "PICTURE LINE"
@@ -276,6 +277,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 1, 900),
         callback_retries=read.integer("CALLBACK_RETRIES", FREE_PLAN_MAX_RETRIES, 0, 20),
         qstash_max_message_bytes=message_limit,
+        qstash_max_retries=read.integer("QSTASH_MAX_RETRIES", FREE_PLAN_MAX_RETRIES, 0, 100),
         bucket=read.text("SUPABASE_BUCKET", "pictures") or "pictures",
         frame_path=read.text("FRAME_PATH"),
         brand_name=read.text("BRAND_NAME", "PICTURE LINE") or "PICTURE LINE",
@@ -317,6 +319,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read.problems.append("TWILIO_FROM_NUMBER must be an E.164 number like +15551234567")
     if " " in settings.sms_keyword:
         read.problems.append("SMS_KEYWORD must be one word")
+    for name, retries in (
+        ("GENERATION_RETRIES", settings.generation_retries),
+        ("CALLBACK_RETRIES", settings.callback_retries),
+    ):
+        if retries > settings.qstash_max_retries:
+            read.problems.append(
+                f"{name}={retries} is more than your QStash plan allows (QSTASH_MAX_RETRIES="
+                f"{settings.qstash_max_retries}; the Free plan's is {FREE_PLAN_MAX_RETRIES})"
+            )
     service = settings.twilio_messaging_service_sid
     if service and not _MESSAGING_SERVICE.match(service):
         read.problems.append("TWILIO_MESSAGING_SERVICE_SID must look like MG followed by 32 hex")

@@ -21,6 +21,8 @@ from .errors import StoreError
 from .records import Channel, FailureReason, RequestRecord, RequestStatus
 
 TABLE = "requests"
+# We ask for JPEG (generation.py), so the original is one.
+ORIGINAL_SUFFIX = "-original.jpg"
 CREATION_OUTCOMES = frozenset(
     {
         "created",
@@ -175,6 +177,17 @@ class RequestStore:
         query = self._table().update(fields).eq("id", request_id).eq("status", "queued")
         return bool(_guard("marking the request failed", query.execute).data)
 
+    def switch_model(self, request_id: str, old: str, new: str) -> bool:
+        """Move an unfinished request from `old` to `new` model; False if it had moved on."""
+        query = (
+            self._table()
+            .update({"model": new})
+            .eq("id", request_id)
+            .eq("model", old)
+            .in_("status", ["queued", "composing"])
+        )
+        return bool(_guard("switching the model", query.execute).data)
+
     def claim(self, request_id: str, owner: str, lease_s: int) -> Claim:
         params = {"p_request_id": request_id, "p_owner": owner, "p_lease_seconds": lease_s}
         call = self._client.rpc("claim_request", params).execute
@@ -312,18 +325,26 @@ class PictureStore:
 
     @staticmethod
     def path_for(record: RequestRecord) -> str:
+        """Where the framed MMS picture goes."""
         created = record.created_at or datetime.now(UTC)
         return f"{created:%Y/%m/%d}/{record.media_token}.jpg"
 
-    def upload(self, path: str, jpeg: bytes) -> str:
+    @staticmethod
+    def original_path_for(framed_path: str) -> str:
+        """Beside the framed picture: the provider's full-resolution original, unframed."""
+        return framed_path.removesuffix(".jpg") + ORIGINAL_SUFFIX
+
+    def upload(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
         # file_options values must be lowercase strings; a bool crashes storage3.
-        options = {"content-type": "image/jpeg", "cache-control": "86400", "upsert": "true"}
-        _guard("storing the picture", lambda: self._bucket.upload(path, jpeg, options))  # type: ignore[arg-type]
+        options = {"content-type": content_type, "cache-control": "86400", "upsert": "true"}
+        _guard("storing the picture", lambda: self._bucket.upload(path, data, options))  # type: ignore[arg-type]
         return self.public_url(path)
 
     def public_url(self, path: str) -> str:
         return str(self._bucket.get_public_url(path))
 
     def remove(self, paths: list[str]) -> None:
-        if paths:
-            _guard("deleting old pictures", lambda: self._bucket.remove(paths))
+        """Delete framed pictures and the originals beside them."""
+        every = [name for path in paths for name in (path, self.original_path_for(path))]
+        if every:
+            _guard("deleting old pictures", lambda: self._bucket.remove(every))

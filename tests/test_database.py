@@ -22,7 +22,7 @@ VALID = {
     "recipient": "+15553000001",
     "sender": "+15005550006",
     "prompt": "a fox",
-    "model": "gpt-image-1.5",
+    "model": "gpt-image-2.6-flare",
     "size": "1024x1024",
     "quality": "low",
 }

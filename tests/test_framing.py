@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -111,3 +112,35 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_frame_image_refuses_a_decompression_bomb_before_decoding() -> None:
     with pytest.raises(ProviderError, match="could not be read"):
         frame_image(_png_header_only(60_000, 60_000), brand="x")
+
+
+def _noisy(width: int, height: int) -> bytes:
+    """A picture JPEG cannot squeeze: random noise, the worst case for the byte limit."""
+    image = Image.frombytes(
+        "RGB", (width, height), bytes(random.Random(7).randbytes(width * height * 3))
+    )
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((3840, 2160), (1536, 864)), ((2160, 3840), (864, 1536)), ((1024, 1024), (1024, 1024))],
+)
+def test_a_large_picture_is_scaled_to_the_long_edge_limit(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    framed = frame_image(_picture(*size), brand="PICTURE LINE", max_edge=1536)
+    assert (framed.width, framed.height) == expected
+    assert Image.open(io.BytesIO(framed.jpeg)).size == expected
+
+
+def test_the_mms_never_exceeds_the_byte_limit_even_for_noise() -> None:
+    data = _noisy(1536, 1024)
+    framed = frame_image(data, brand="PICTURE LINE", max_bytes=300_000)
+    assert len(framed.jpeg) <= 300_000
+    # It first gave up JPEG quality, then pixels.
+    assert framed.quality < 85
+    unlimited = frame_image(data, brand="PICTURE LINE", max_bytes=5_000_000)
+    assert unlimited.quality == 85 and unlimited.width == 1536

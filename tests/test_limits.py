@@ -24,7 +24,7 @@ pytestmark = pytest.mark.stack
 
 def create(stack: StackClient, recipient: str, limits: dict[str, Any], cost: float = 0.03) -> str:
     rows = stack.sql(
-        "select public.create_request(%s, '+15005550006', 'a fox', 'api', 'gpt-image-1.5',"
+        "select public.create_request(%s, '+15005550006', 'a fox', 'api', 'gpt-image-2.6-flare',"
         " '1024x1024', 'low', null, %s::numeric, %s) as r",
         recipient,
         cost,

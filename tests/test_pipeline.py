@@ -30,7 +30,7 @@ def queued_row(stack: StackClient, to: str, prompt: str = "a lighthouse at dusk"
     """A request as `generate` records it, without publishing (we play QStash ourselves)."""
     rows = stack.sql(
         "insert into public.requests (recipient, sender, prompt, model, size, quality)"
-        " values (%s, %s, %s, 'gpt-image-1.5', '1024x1024', 'low') returning id",
+        " values (%s, %s, %s, 'gpt-image-2.6-flare', '1024x1024', 'low') returning id",
         to,
         stack.env["DEMO_FROM"],
         prompt,
@@ -127,7 +127,7 @@ def test_generate_asks_for_a_jpeg_from_a_gpt_image_model(stack: StackClient, cal
     entries = log if isinstance(log, list) else next(v for v in log.values() if isinstance(v, list))
     sent = next(e for e in entries if "a teapot in the rain" in json.dumps(e))
     body = sent.get("json") or sent.get("body")
-    assert body["model"] == "gpt-image-1.5"
+    assert body["model"] == "gpt-image-2.6-flare"
     assert body["output_format"] == "jpeg"
     assert "response_format" not in body
     assert caller not in json.dumps(sent)  # only a salted hash of the number leaves us

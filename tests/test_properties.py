@@ -896,7 +896,7 @@ def insert_queued_request(stack: StackClient, recipient: str) -> str:
     """A request as generate records it, without publishing (these tests play QStash)."""
     rows = stack.sql(
         "insert into public.requests (recipient, sender, prompt, model, size, quality)"
-        " values (%s, %s, 'a lighthouse at dusk', 'gpt-image-1.5', '1024x1024', 'low')"
+        " values (%s, %s, 'a lighthouse at dusk', 'gpt-image-2.6-flare', '1024x1024', 'low')"
         " returning id",
         recipient,
         DEMO_FROM,
