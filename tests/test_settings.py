@@ -114,7 +114,9 @@ def test_skipping_signatures_is_refused_for_public_urls() -> None:
 
 
 def test_a_retired_model_is_refused_with_its_replacement() -> None:
-    with pytest.raises(ConfigError, match="gpt-image-1.5 was shut down by OpenAI; use gpt-image-2"):
+    with pytest.raises(
+        ConfigError, match=r"gpt-image-1\.5 was shut down by OpenAI; use gpt-image-2"
+    ):
         load_settings({**MINIMAL, "IMAGE_MODEL": "gpt-image-1.5"})
     with pytest.raises(ConfigError, match="IMAGE_MODEL_FALLBACK gpt-image-1-mini was shut down"):
         load_settings({**MINIMAL, "IMAGE_MODEL_FALLBACK": "gpt-image-1-mini"})
@@ -172,6 +174,16 @@ def test_the_budget_estimate_comes_from_token_prices() -> None:
 
 def test_a_messaging_service_sid_must_look_like_one() -> None:
     sid = "MG" + "0123456789abcdef" * 2
-    assert load_settings({**MINIMAL, "TWILIO_MESSAGING_SERVICE_SID": sid}).twilio_messaging_service_sid == sid
+    assert (
+        load_settings({**MINIMAL, "TWILIO_MESSAGING_SERVICE_SID": sid}).twilio_messaging_service_sid
+        == sid
+    )
     with pytest.raises(ConfigError, match="TWILIO_MESSAGING_SERVICE_SID"):
         load_settings({**MINIMAL, "TWILIO_MESSAGING_SERVICE_SID": "PN123"})
+
+
+def test_retries_beyond_the_plan_are_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match="CALLBACK_RETRIES=5 is more than your QStash plan"):
+        load_settings({**MINIMAL, "CALLBACK_RETRIES": "5"})
+    paid = load_settings({**MINIMAL, "CALLBACK_RETRIES": "5", "QSTASH_MAX_RETRIES": "5"})
+    assert paid.callback_retries == 5
