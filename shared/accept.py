@@ -11,10 +11,9 @@ from enum import StrEnum
 
 from . import logs
 from .errors import PublishError, StoreError
-from .generation import generation_body, safety_identifier
 from .intake import PictureRequest
 from .moderation import check_prompt
-from .publishing import GenerationJob, callback_url
+from .publishing import generation_job
 from .records import RequestStatus
 from .services import Services
 from .store import NewRequest
@@ -47,7 +46,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
     """
     settings = services.settings
     # Resolve secrets first: a missing one must fail before a row exists, not leave it queued.
-    salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
+    settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
     provider_key = settings.secret("OPENAI_API_KEY")
     provider_key.reveal()
     settings.secret("QSTASH_TOKEN").reveal()  # cached; the publisher reads it again
@@ -86,17 +85,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
     if creation.outcome == "duplicate":
         logs.info("Twilio sent this request again; answering as before", status=record.status)
         return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
-    job = GenerationJob(
-        request_id=record.id,
-        destination=f"{settings.openai_base_url}/images/generations",
-        body=generation_body(
-            settings.image, request.prompt, safety_identifier(salt, request.recipient)
-        ),
-        callback_url=callback_url(settings.composite_url, record.id),
-        retries=settings.generation_retries,
-        timeout_s=settings.generation_timeout_s,
-        callback_retries=settings.callback_retries,
-    )
+    job = generation_job(settings, record.id, request.prompt, request.recipient)
     try:
         message_id = services.publisher.publish(job, provider_key)
     except PublishError as exc:

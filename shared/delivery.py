@@ -16,16 +16,10 @@ from . import logs
 from .callbacks import QStashCallback
 from .errors import AppError, MessagingError, ProviderError, StoreError
 from .framing import FramedPicture, frame_image
-from .generation import (
-    GeneratedImage,
-    classify_provider_failure,
-    generation_body,
-    read_generated_image,
-    safety_identifier,
-)
+from .generation import GeneratedImage, classify_provider_failure, read_generated_image
 from .image_models import image_cost
 from .messaging import OPTED_OUT
-from .publishing import GenerationJob, callback_url
+from .publishing import generation_job
 from .records import FailureReason, RequestRecord
 from .replies import failure_notice, failure_notices, picture_caption
 from .services import Services
@@ -164,27 +158,16 @@ def model_unavailable(
     )
     # Every callback about the failed model publishes (a run may have died between the switch
     # and the publish); the fallback's deduplication id keeps that to one generation.
-    services.publisher.publish(
-        fallback_job(record, fallback, services), settings.secret("OPENAI_API_KEY")
-    )
-    return CallbackOutcome.FELL_BACK
-
-
-def fallback_job(record: RequestRecord, model: str, services: Services) -> GenerationJob:
-    settings = services.settings
-    salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
-    return GenerationJob(
-        request_id=record.id,
-        destination=f"{settings.openai_base_url}/images/generations",
-        body=generation_body(
-            settings.image, record.prompt, safety_identifier(salt, record.recipient), model=model
-        ),
-        callback_url=callback_url(settings.composite_url, record.id),
-        retries=settings.generation_retries,
-        timeout_s=settings.generation_timeout_s,
-        callback_retries=settings.callback_retries,
+    job = generation_job(
+        settings,
+        record.id,
+        record.prompt,
+        record.recipient,
+        model=fallback,
         attempt_label="fallback",
     )
+    services.publisher.publish(job, settings.secret("OPENAI_API_KEY"))
+    return CallbackOutcome.FELL_BACK
 
 
 def deliver_picture(

@@ -16,7 +16,9 @@ import requests
 
 from .callbacks import REQUEST_HEADER
 from .errors import PublishError
+from .generation import generation_body, safety_identifier
 from .secrets import Secret
+from .settings import Settings
 
 # Two tries of (connect + read) still fit Studio's 10 s limit for the whole answer.
 CONNECT_TIMEOUT_S = 2.0
@@ -42,6 +44,31 @@ class GenerationJob:
 
 def callback_url(composite_url: str, request_id: str) -> str:
     return f"{composite_url}?request={request_id}"
+
+
+def generation_job(
+    settings: Settings,
+    request_id: str,
+    prompt: str,
+    recipient: str,
+    *,
+    model: str | None = None,
+    attempt_label: str | None = None,
+) -> GenerationJob:
+    """The job for one picture, as the settings say (`model` overrides IMAGE_MODEL)."""
+    salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
+    return GenerationJob(
+        request_id=request_id,
+        destination=f"{settings.openai_base_url}/images/generations",
+        body=generation_body(
+            settings.image, prompt, safety_identifier(salt, recipient), model=model
+        ),
+        callback_url=callback_url(settings.composite_url, request_id),
+        retries=settings.generation_retries,
+        timeout_s=settings.generation_timeout_s,
+        callback_retries=settings.callback_retries,
+        attempt_label=attempt_label,
+    )
 
 
 def publish_headers(job: GenerationJob, qstash_token: str, provider_key: str) -> dict[str, str]:
