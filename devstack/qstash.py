@@ -1384,10 +1384,7 @@ def _message_json(message: _Message) -> dict[str, Any]:
         "callerIP": message.caller_ip,
     }
     if "body" not in message.redact:
-        try:
-            data["body"] = message.body.decode("utf-8")
-        except UnicodeDecodeError:
-            data["bodyBase64"] = _b64(message.body)
+        data.update(_body_json(message.body))
     optional = {
         "callback": message.callback.url if message.callback else None,
         "failureCallback": message.failure_callback.url if message.failure_callback else None,
@@ -1397,6 +1394,14 @@ def _message_json(message: _Message) -> dict[str, Any]:
     }
     data.update({key: value for key, value in optional.items() if value})
     return data
+
+
+def _body_json(body: bytes) -> dict[str, str]:
+    """A stored body as the API shows it: text, or base64 when it is not UTF-8."""
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"bodyBase64": _b64(body)}
 
 
 def _schedule_json(schedule: _Schedule) -> dict[str, Any]:
@@ -1413,10 +1418,7 @@ def _schedule_json(schedule: _Schedule) -> dict[str, Any]:
         "callerIP": template.caller_ip,
         "isPaused": False,
     }
-    try:
-        data["body"] = template.body.decode("utf-8")
-    except UnicodeDecodeError:
-        data["bodyBase64"] = _b64(template.body)
+    data.update(_body_json(template.body))
     optional = {
         "callback": template.callback.url if template.callback else None,
         "failureCallback": template.failure_callback.url if template.failure_callback else None,
