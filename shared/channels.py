@@ -24,7 +24,7 @@ from .intake import (
     parse_studio_request,
     twilio_sid,
 )
-from .records import Channel, RequestStatus
+from .records import WHATSAPP_PREFIX, Channel, RequestStatus
 from .services import Services
 
 
@@ -116,7 +116,7 @@ def _answer_text(
         return StudioAnswer(False, replies.prompt_too_long(command.length, limit))
 
     assert command.prompt is not None
-    channel = Channel.WHATSAPP if sender.startswith("whatsapp:") else Channel.SMS
+    channel = Channel.WHATSAPP if sender.startswith(WHATSAPP_PREFIX) else Channel.SMS
     request = PictureRequest(sender, ours, command.prompt, channel, source_ref)
     try:
         accepted = accept_picture_request(request, services)

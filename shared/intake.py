@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest, EmptyPrompt, PromptTooLong
-from .records import Channel
+from .records import WHATSAPP_PREFIX, Channel
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # What Twilio sends as a CallSid or MessageSid; anything else is not kept.
@@ -23,7 +23,7 @@ def parse_address(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"'{field}' is required: a phone number like +15551234567")
     address = value.strip()
-    number = address.removeprefix("whatsapp:")
+    number = address.removeprefix(WHATSAPP_PREFIX)
     if not _E164.match(number):
         raise BadRequest(
             f"'{field}' must be a phone number in E.164 form like +15551234567"
@@ -65,7 +65,7 @@ class PictureRequest:
 
 def check_pair(recipient: str, sender: str) -> None:
     """Both WhatsApp addresses, or both phone numbers: Twilio cannot bridge the two."""
-    if recipient.startswith("whatsapp:") != sender.startswith("whatsapp:"):
+    if recipient.startswith(WHATSAPP_PREFIX) != sender.startswith(WHATSAPP_PREFIX):
         raise BadRequest("'to' and 'from' must both be WhatsApp addresses or both be numbers")
 
 
@@ -80,14 +80,14 @@ def parse_picture_request(
     sender_value = payload.get("from")
     if sender_value is None and default_sender:
         sender_value = default_sender
-        if recipient.startswith("whatsapp:"):
-            sender_value = f"whatsapp:{default_sender}"
+        if recipient.startswith(WHATSAPP_PREFIX):
+            sender_value = f"{WHATSAPP_PREFIX}{default_sender}"
     if sender_value is None:
         raise BadRequest("'from' is required (or set TWILIO_FROM_NUMBER)")
     sender = parse_address(sender_value, "from")
     check_pair(recipient, sender)
     prompt = clean_prompt(payload.get("prompt"), max_prompt_chars)
-    channel = Channel.WHATSAPP if recipient.startswith("whatsapp:") else Channel.API
+    channel = Channel.WHATSAPP if recipient.startswith(WHATSAPP_PREFIX) else Channel.API
     return PictureRequest(recipient=recipient, sender=sender, prompt=prompt, channel=channel)
 
 
@@ -99,7 +99,7 @@ def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> Pict
     sender = parse_address(form.get("from"), "from")
     check_pair(recipient, sender)
     prompt = clean_prompt(form.get("prompt", ""), max_prompt_chars)
-    if recipient.startswith("whatsapp:"):
+    if recipient.startswith(WHATSAPP_PREFIX):
         channel = Channel.WHATSAPP
     else:
         channel = Channel.VOICE if form.get("channel") == "voice" else Channel.SMS

@@ -18,6 +18,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from .errors import MessagingError
+from .records import WHATSAPP_PREFIX
 from .secrets import Secret
 
 OPTED_OUT = 21610
@@ -119,7 +120,7 @@ class Messenger:
                 body=body,
                 media_url=[media_url] if media_url else None,
                 status_callback=status_callback,
-                messaging_service_sid=self._messaging_service_sid,
+                messaging_service_sid=self._service_for(to),
             )
         except TwilioRestException as exc:
             code = int(exc.code) if exc.code else None
@@ -136,6 +137,10 @@ class Messenger:
                 "Twilio could not be reached", retryable=True, detail=type(exc).__name__
             ) from exc
         return SentMessage(sid=str(message.sid), status=str(message.status))
+
+    def _service_for(self, to: str) -> str | None:
+        # Registration is for SMS/MMS senders; a WhatsApp sender need not be in the service.
+        return None if to.startswith(WHATSAPP_PREFIX) else self._messaging_service_sid
 
     def find_sent(
         self, *, to: str, from_: str, bodies: Collection[str], created_at: datetime | None

@@ -33,6 +33,10 @@ class FailureReason(StrEnum):
     EXPIRED = "expired"
 
 
+# How Twilio writes a WhatsApp address: whatsapp:+15551234567.
+WHATSAPP_PREFIX = "whatsapp:"
+
+
 class Channel(StrEnum):
     API = "api"
     VOICE = "voice"

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from . import image_models
 from .errors import ConfigError
 from .image_models import GPT_IMAGE_2_PRICES, Quality, TokenPrices
+from .records import WHATSAPP_PREFIX
 from .secrets import Secret, SecretSource
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
@@ -199,7 +200,7 @@ class _Reader:
         raw = self.text(name) or ""
         numbers = tuple(part.strip() for part in raw.split(",") if part.strip())
         for number in numbers:
-            if not _ADDRESS.match(number) or number.startswith("whatsapp:"):
+            if not _ADDRESS.match(number) or number.startswith(WHATSAPP_PREFIX):
                 self.problems.append(f"{name} must list E.164 numbers, got {number!r}")
         return numbers
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import requests
 
 from devstack.twilio import DEFAULT_MESSAGING_SERVICE_SID
 from tests.conftest import StackClient
@@ -35,3 +36,22 @@ def test_a_service_the_account_does_not_have_fails_the_request_for_good(
     assert (row["status"], row["failure_reason"]) == ("failed", "undeliverable")
     assert "21701" in row["failure_detail"]
     assert stack.messages_to(caller) == []
+
+
+def test_whatsapp_is_sent_from_its_own_sender_not_through_the_service(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    """Registration is for SMS/MMS senders; a WhatsApp sender need not be in the service."""
+    function_setting("TWILIO_MESSAGING_SERVICE_SID", DEFAULT_MESSAGING_SERVICE_SID)
+    to, ours = f"whatsapp:{caller}", f"whatsapp:{stack.env['DEMO_FROM']}"
+    answer = requests.post(
+        stack.env["GENERATE_URL"],
+        json={"to": to, "from": ours, "prompt": "a tram at the sea"},
+        headers={"X-Operator-Key": stack.env["OPERATOR_KEY"]},
+        timeout=10,
+    )
+    row = stack.wait_finished(answer.json()["request_id"])
+    assert row["status"] == "delivered"
+    [message] = stack.messages_to(to)
+    assert message["messaging_service_sid"] is None
+    assert message["from"] == ours
