@@ -17,8 +17,8 @@ function, or a cap that let through more (or fewer) requests than it should.
 
 The stand-ins (QStash, the image provider, Supabase, Twilio) run in this process and share its
 interpreter lock; the provider stand-in draws every picture, duplicates included, so at high K x M
-they, not the functions, set the pace. The cap phase uses `LIMIT_PER_NUMBER_HOUR`: `Stack` pins
-`LIMIT_GLOBAL_DAY` for development stacks, so a global cap cannot be set from here.
+they, not the functions, set the pace. The cap phase sets `LIMIT_PER_NUMBER_HOUR` in the
+environment, which `Stack` passes on in place of its development defaults.
 """
 
 from __future__ import annotations
