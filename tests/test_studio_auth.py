@@ -4,6 +4,7 @@ neither weakens the other. Twilio's message webhook stays signature-only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import pytest
@@ -98,3 +99,15 @@ def test_a_webhook_signed_with_a_sha256_shared_key_is_taken_when_announced(
     assert "on its way" in reply_text(taken)
     unknown = {**headers, SIGNATURE_SETTINGS_HEADER: "key=k,algorithm=HMAC_SHA512"}
     assert requests.post(url, data=body, headers=unknown, timeout=10).status_code == 403
+
+
+def test_without_a_configured_flow_key_only_the_signature_lets_the_flow_in(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    """A flow imported by hand may still carry the placeholder; nothing breaks for that."""
+    function_setting("STUDIO_FLOW_KEY", "")  # and none in Secret Manager either
+    form = studio_call(caller, "a fox, keyless deployment", flow_key="YOUR-STUDIO-FLOW-KEY")
+    assert signed_post(stack, form).json()["accepted"] is True
+    assert unsigned_post(stack, form).status_code == 403
+    empty = studio_call(caller, "a fox, empty key", flow_key="")
+    assert unsigned_post(stack, empty).status_code == 403
