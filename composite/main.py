@@ -28,7 +28,11 @@ from shared.errors import BadRequest, SignatureError
 from shared.logs import bind, warning
 from shared.services import Services, get_services
 from shared.sweep import sweep
-from shared.twilio_webhooks import SIGNATURE_SETTINGS_HEADER, verify_twilio_signature
+from shared.twilio_webhooks import (
+    SIGNATURE_SETTINGS_HEADER,
+    read_status_callback,
+    verify_twilio_signature,
+)
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -101,12 +105,19 @@ def _message_status(request: flask.Request, services: Services) -> flask.Respons
     except BadRequest as exc:
         return json_response(400, {"error": exc.message})
     bind(request_id=request_id)
-    sid, status = request.form.get("MessageSid", ""), request.form.get("MessageStatus", "")
-    code = request.form.get("ErrorCode", "")
-    error_code = int(code) if code.isascii() and code.isdigit() else None
-    recorded = services.store.record_message_status(request_id, sid, status, error_code)
-    if recorded and error_code:
-        warning("Twilio could not deliver a message", status=status, error_code=error_code)
+    report = read_status_callback(request.form)
+    if report is None:
+        warning("a status callback with nothing to record")
+        return flask.Response(status=204)
+    recorded = services.store.record_message_status(
+        request_id, report.message_sid, report.status, report.error_code
+    )
+    if recorded and report.error_code:
+        warning(
+            "Twilio could not deliver a message",
+            status=report.status,
+            error_code=report.error_code,
+        )
     return flask.Response(status=204)
 
 

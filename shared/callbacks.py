@@ -208,13 +208,20 @@ def _decoded(value: Any) -> bytes:
         return b""
 
 
+# Counts and millisecond times fit well within this; anything larger is not QStash's.
+_MAX_COUNT = 2**53
+_MAX_COUNT_DIGITS = 16
+
+
 def _count(value: Any) -> int:
+    """A non-negative count; 0 for anything else, including absurd values (int() of a string
+    of more than 4300 digits raises, and would have made a signed callback a 500)."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int):
-        return max(value, 0)
     if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
+        value = int(value) if len(value) <= _MAX_COUNT_DIGITS else 0
+    if isinstance(value, int) and 0 <= value <= _MAX_COUNT:
+        return value
     return 0
 
 

@@ -8,6 +8,7 @@ system still applies. A flagged prompt is refused kindly and costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -34,12 +35,24 @@ def check_prompt(prompt: str, base_url: str, api_key: Secret, session: requests.
             timeout=TIMEOUT_S,
         )
         response.raise_for_status()
-        result = response.json()["results"][0]
-        flagged = bool(result["flagged"])
-        categories = tuple(sorted(k for k, v in result.get("categories", {}).items() if v))
-    except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as exc:
+        return read_verdict(response.json())
+    except (requests.RequestException, ValueError, RecursionError) as exc:
         logs.warning(
             "moderation check failed; letting the prompt through", error=type(exc).__name__
         )
         return Verdict(flagged=False)
-    return Verdict(flagged=flagged, categories=categories)
+
+
+def read_verdict(payload: Any) -> Verdict:
+    """The verdict in a moderation answer, or ValueError for any other shape (so that a
+    changed or broken answer fails open instead of failing the request)."""
+    results = payload.get("results") if isinstance(payload, dict) else None
+    result = results[0] if isinstance(results, list) and results else None
+    if not isinstance(result, dict) or not isinstance(result.get("flagged"), bool):
+        raise ValueError("not a moderation answer")
+    categories = result.get("categories")
+    hits = categories.items() if isinstance(categories, dict) else ()
+    return Verdict(
+        flagged=result["flagged"],
+        categories=tuple(sorted(str(name) for name, hit in hits if hit is True)),
+    )

@@ -13,7 +13,9 @@ using a SharedKey stores that secret there [UNCONFIRMED whether Studio requests 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
@@ -42,6 +44,31 @@ def verify_twilio_signature(
     algorithm = get_signature_algorithm(signature_settings)
     if not RequestValidator(auth_token).validate(url, params, signature, algorithm):
         raise SignatureError("X-Twilio-Signature did not verify", detail=f"expected {url}")
+
+
+# What a status callback may report [DOC messaging/api/message-resource#message-status-values].
+MESSAGE_STATUSES = frozenset(
+    {"queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "accepted"}
+)
+_MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+_ERROR_CODE = re.compile(r"[0-9]{1,6}")  # Twilio's codes have five digits [DOC errors]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    message_sid: str
+    status: str
+    error_code: int | None
+
+
+def read_status_callback(form: Mapping[str, str]) -> StatusReport | None:
+    """A status callback's news, or None when it holds nothing we can record (an unknown
+    status, a malformed SID). A signed callback is Twilio's, but its fields are still text."""
+    sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
+    if not _MESSAGE_SID.fullmatch(sid) or status not in MESSAGE_STATUSES:
+        return None
+    code = form.get("ErrorCode", "")
+    return StatusReport(sid, status, int(code) if _ERROR_CODE.fullmatch(code) else None)
 
 
 def twiml_message(text: str | None) -> str:

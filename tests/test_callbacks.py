@@ -241,3 +241,16 @@ def test_a_callback_cut_at_the_plan_limit_is_recognised(
     fields: dict[str, Any], truncated: bool
 ) -> None:
     assert _callback(**fields).looks_truncated(1_000_000) is truncated
+
+
+@pytest.mark.parametrize("huge", ["9" * 5000, 2**80, -5, "12abc", 1.5])
+def test_absurd_counts_read_as_zero_and_never_raise(huge: Any) -> None:
+    callback = parse_callback(
+        json.dumps({"status": 500, "retried": huge, "maxRetries": huge, "createdAt": huge}).encode()
+    )
+    assert (callback.retried, callback.max_retries, callback.created_at_ms) == (0, 0, None)
+
+
+def test_a_json_number_of_5000_digits_is_a_bad_request_not_a_crash() -> None:
+    with pytest.raises(BadRequest):
+        parse_callback(b'{"status": 500, "retried": ' + b"9" * 5000 + b"}")

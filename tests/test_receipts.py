@@ -110,3 +110,23 @@ def test_a_status_callback_without_a_request_id_is_a_400(stack: StackClient) -> 
         post_status(stack, "nope", {"MessageSid": "MM1", "MessageStatus": "sent"}).status_code
         == 400
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "recorded"),
+    [
+        ({"MessageStatus": "failed", "ErrorCode": "3" * 5000}, ("failed", None)),
+        ({"MessageStatus": "failed", "ErrorCode": "9999999999"}, ("failed", None)),
+        ({"MessageStatus": "fail\x00ed", "ErrorCode": "30003"}, (None, None)),
+        ({"MessageStatus": "exploded"}, (None, None)),
+        ({"MessageStatus": "delivered", "MessageSid": "MM\x00" + "a" * 31}, (None, None)),
+    ],
+)
+def test_a_signed_status_callback_with_unusable_fields_is_ignored_not_an_error(
+    stack: StackClient, caller: str, fields: dict[str, str], recorded: tuple[object, object]
+) -> None:
+    request_id = queued_row(stack, caller)
+    params = {"MessageSid": "MM" + "e" * 32, **fields}
+    assert post_status(stack, request_id, params).status_code == 204
+    row = stack.row(request_id)
+    assert (row["handset_status"], row["handset_error_code"]) == recorded
