@@ -84,13 +84,11 @@ def handle_callback(
     if failure.reason is FailureReason.MODEL_UNAVAILABLE:
         return model_unavailable(request_id, failure.detail, owner, callback, services)
     if callback.is_final or not failure.retryable:
-        outcome = finish_failed(
-            request_id, failure.reason, failure.detail, owner, callback, services
-        )
         if not callback.is_final and callback.source_message_id:
-            # Retrying a refused or invalid request only costs money; stop QStash.
+            # Retrying a refused or invalid request only costs money: stop QStash first, so
+            # a notice that fails (and is retried) cannot let a later attempt be delivered.
             services.publisher.cancel(callback.source_message_id)
-        return outcome
+        return finish_failed(request_id, failure.reason, failure.detail, owner, callback, services)
 
     attempts = services.store.record_attempt(request_id, callback.source_message_id, failure.detail)
     logs.info(
