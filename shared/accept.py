@@ -96,5 +96,10 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             # The sweep finishes rows left queued; say so loudly.
             logs.error("could not mark the unpublished request failed", error=store_exc.detail)
         raise
+    try:
+        services.store.record_published(record.id, message_id)
+    except StoreError as exc:
+        # Only a STOP mid-flight needs it (to cancel the generation); the request goes on.
+        logs.warning("could not record the QStash message id", error=exc.detail)
     logs.info("request queued", qstash_message_id=message_id, channel=request.channel.value)
     return Accepted(Acceptance.QUEUED, record.id, RequestStatus.QUEUED, record.reference)

@@ -106,6 +106,8 @@ def _answer_text(
         # Twilio itself confirms STOP/START to the person; we only remember it.
         stop = command.command is Command.STOP
         services.store.set_opt_out(sender, ours, opted_out=stop, source="keyword")
+        if stop:
+            stop_waiting_requests(sender, ours, services)
         return StudioAnswer(False, "")
     if command.command is Command.HELP:
         return StudioAnswer(False, replies.usage(settings.sms_keyword))
@@ -131,6 +133,15 @@ def _answer_text(
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
+
+
+def stop_waiting_requests(address: str, ours: str, services: Services) -> None:
+    """A STOP ends the person's requests still waiting for their picture, and cancels their
+    generations where QStash has not run them yet (that still saves the picture's price)."""
+    message_ids = services.store.fail_waiting(address, ours, "the person replied STOP")
+    cancelled = sum(services.publisher.cancel(message) for message in message_ids if message)
+    if message_ids:
+        logs.info("STOP ended waiting requests", ended=len(message_ids), cancelled=cancelled)
 
 
 def _refusal(accepted: Accepted, services: Services) -> str | None:

@@ -240,6 +240,8 @@ def _send_picture(
         _record_delivered(record, token, sid, {}, services)
         return CallbackOutcome.DELIVERED
 
+    if _opted_out_since(record, token, services):
+        return CallbackOutcome.FAILED
     settings = services.settings
     timings = {"frame_ms": frame_ms}
     if record.image_path:
@@ -317,6 +319,8 @@ def _send_failure(
     sid: str | None = None
     if record.send_started_at:
         sid = _sent_notice(record, services)
+    if sid is None and _opted_out_since(record, token, services):
+        return CallbackOutcome.FAILED
     if sid is None:
         extra = {"qstash_message_id": source_message_id} if source_message_id else {}
         if not services.store.mark_sending(record.id, token, image_path=None, extra=extra):
@@ -367,6 +371,24 @@ def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
         return _send_failure(record, token, FailureReason.EXPIRED, detail, None, services)
 
     return _with_claim(request_id, SWEEP_OWNER, services, work)
+
+
+def _opted_out_since(record: RequestRecord, token: str, services: Services) -> bool:
+    """If the person replied STOP after asking, end the request without sending anything:
+    Twilio would refuse SMS to them (after the picture was paid for), and nothing stops a
+    WhatsApp message."""
+    if not services.store.is_opted_out(record.recipient, record.sender):
+        return False
+    services.store.mark_failed(
+        record.id,
+        token,
+        FailureReason.OPTED_OUT,
+        "the person opted out (STOP) before delivery",
+        notified=False,
+        message_sid=None,
+    )
+    logs.info("not sent: the person opted out while it was being made")
+    return True
 
 
 def _sent_picture(record: RequestRecord, services: Services) -> str | None:

@@ -21,6 +21,7 @@ from .errors import StoreError
 from .records import Channel, FailureReason, RequestRecord, RequestStatus
 
 TABLE = "requests"
+OPT_OUTS = "opt_outs"
 # We ask for JPEG (generation.py), so the original is one.
 ORIGINAL_SUFFIX = "-original.jpg"
 CREATION_OUTCOMES = frozenset(
@@ -158,6 +159,47 @@ class RequestStore:
             "p_source": source,
         }
         _guard("recording the opt-out", self._client.rpc("set_opt_out", params).execute)
+
+    def is_opted_out(self, address: str, sender: str) -> bool:
+        query = (
+            self._client.table(OPT_OUTS)
+            .select("address")
+            .eq("address", address)
+            .eq("sender", sender)
+            .limit(1)
+        )
+        return bool(_guard("reading the opt-outs", query.execute).data)
+
+    def fail_waiting(self, address: str, sender: str, detail: str) -> list[str | None]:
+        """End, as opted out, the requests for this pair that no callback is working on yet;
+        return their QStash message ids (None where unknown), so their generations can still
+        be cancelled."""
+        fields = {
+            "status": RequestStatus.FAILED.value,
+            "failure_reason": FailureReason.OPTED_OUT.value,
+            "failure_detail": _storable(detail),
+            "failed_at": _now(),
+        }
+        query = (
+            self._table()
+            .update(fields)
+            .eq("recipient", address)
+            .eq("sender", sender)
+            .eq("status", RequestStatus.QUEUED.value)
+            .is_("claim_token", "null")
+        )
+        rows: list[dict[str, Any]] = _guard("ending the opted-out requests", query.execute).data
+        return [row.get("qstash_message_id") for row in rows]
+
+    def record_published(self, request_id: str, message_id: str) -> None:
+        """Remember the QStash message of a request, so it can be cancelled later."""
+        query = (
+            self._table()
+            .update({"qstash_message_id": message_id})
+            .eq("id", request_id)
+            .is_("qstash_message_id", "null")
+        )
+        _guard("recording the QStash message", query.execute)
 
     def get(self, request_id: str) -> RequestRecord | None:
         response = _guard(

@@ -1,0 +1,144 @@
+"""Hostile and broken input on the running stack: people who said no mid-flight, refusals
+that must stay refused, bookkeeping that must never fail a delivery, bodies over the limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import StackClient
+
+pytestmark = pytest.mark.stack
+
+
+def generations_for(stack: StackClient, prompt: str) -> list[dict[str, Any]]:
+    base = stack.env["OPENAI_BASE_URL"].removesuffix("/v1")
+    log = requests.get(f"{base}/__dev/requests", timeout=5).json()
+    return [e for e in log if prompt in str((e.get("json") or {}).get("prompt", ""))]
+
+
+def test_a_refused_prompt_stays_refused_when_its_notice_first_fails(
+    stack: StackClient, caller: str
+) -> None:
+    """The refusal cancels QStash's retries before the notice is sent: a notice that meets a
+    Twilio 500 (and is retried) must not leave QStash free to generate the picture again."""
+    prompt = "a refused but persistent prompt"
+    stack.fault("openai", kind="moderation_blocked", times=1, prompt_contains=prompt)
+    stack.fault("twilio", kind="500", times=1, to=caller)
+    row = stack.wait_finished(stack.submit(prompt, to=caller).json()["request_id"])
+    stack.stack.wait_idle(10)
+    assert (row["status"], row["failure_reason"], row["notified"]) == ("failed", "refused", True)
+    assert len(generations_for(stack, prompt)) == 1
+    [notice] = stack.messages_to(caller)
+    assert "turned it down" in notice["body"] and not notice["media"]
+
+
+# --- STOP while the picture is being made -----------------------------------------------------
+
+
+def text_in(stack: StackClient, caller: str, body: str) -> dict[str, Any]:
+    answer = requests.post(
+        f"{stack.env['TWILIO_API_BASE_URL']}/__dev/incoming",
+        json={
+            "from": caller,
+            "to": stack.env["DEMO_FROM"],
+            "body": body,
+            "url": stack.env["GENERATE_URL"],
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def latest(stack: StackClient, caller: str) -> dict[str, Any]:
+    [row] = stack.sql(
+        "select * from public.requests where recipient = %s order by created_at desc limit 1",
+        caller,
+    )
+    return row
+
+
+def test_stop_while_the_picture_is_made_sends_nothing_more(stack: StackClient, caller: str) -> None:
+    prompt = "a lighthouse, then STOP"
+    stack.fault("openai", kind="timeout", delay_s=1.5, prompt_contains=prompt)
+    text_in(stack, caller, f"DRAW {prompt}")
+    text_in(stack, caller, "STOP")
+    row = stack.wait_finished(str(latest(stack, caller)["id"]))
+    stack.stack.wait_idle(10)
+    assert (row["status"], row["failure_reason"], row["notified"]) == (
+        "failed",
+        "opted_out",
+        False,
+    )
+    # Ended by us, not by Twilio's own STOP filter (21610, which WhatsApp does not have).
+    assert "21610" not in row["failure_detail"]
+    sent = stack.messages_to(caller)
+    assert len(sent) == 1 and "on its way" in sent[0]["body"]  # the acknowledgement only
+
+
+def test_stop_cancels_a_generation_qstash_has_not_run_yet(stack: StackClient, caller: str) -> None:
+    """The first attempt fails and QStash waits to retry: a STOP then saves the picture."""
+    prompt = "a kite, retried, then STOP"
+    stack.qstash_config(retry_delay_scale=3.0)
+    try:
+        stack.fault("openai", kind="500", times=1, prompt_contains=prompt)
+        text_in(stack, caller, f"DRAW {prompt}")
+        request_id = str(latest(stack, caller)["id"])
+        deadline = 50
+        while stack.row(request_id)["attempts"] == 0 and deadline:
+            deadline -= 1
+            stack.stack.wait_idle(0.1)
+        text_in(stack, caller, "STOP")
+        row = stack.row(request_id)
+        assert (row["status"], row["failure_reason"]) == ("failed", "opted_out")
+        [message] = [m for m in stack.qstash_messages() if m.get("id") == row["qstash_message_id"]]
+        assert message["state"] == "cancelled"
+    finally:
+        stack.qstash_config(retry_delay_scale=0.005)
+    assert len(generations_for(stack, prompt)) == 1
+
+
+@pytest.mark.parametrize("answer", ["picture", "refusal"])
+def test_no_picture_or_notice_goes_to_a_pair_that_opted_out_mid_flight(
+    stack: StackClient, caller: str, answer: str
+) -> None:
+    """A STOP that lands while a callback holds the request: the send paths check too."""
+    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
+
+    request_id = queued_row(stack, caller)
+    stack.sql("select public.set_opt_out(%s, %s, true, 'keyword')", caller, stack.env["DEMO_FROM"])
+    body = (
+        provider_success()
+        if answer == "picture"
+        else b'{"error": {"type": "image_generation_user_error", "code": "moderation_blocked"}}'
+    )
+    status = 200 if answer == "picture" else 400
+    outcome = post_callback(stack, request_id, callback_payload(status, body)).json()
+    assert outcome["outcome"] == "failed"
+    row = stack.row(request_id)
+    assert (row["status"], row["failure_reason"], row["notified"]) == (
+        "failed",
+        "opted_out",
+        False,
+    )
+    assert stack.messages_to(caller) == []
+
+
+def test_the_sweep_sends_nothing_to_a_pair_that_opted_out(stack: StackClient, caller: str) -> None:
+    from tests.test_pipeline import queued_row
+    from tests.test_sweep import age, run_sweep
+
+    request_id = queued_row(stack, caller)
+    stack.sql(
+        "update public.requests set claim_token = 'x', claimed_until = now() - interval '1 hour' where id = %s",
+        request_id,
+    )
+    stack.sql("select public.set_opt_out(%s, %s, true, 'keyword')", caller, stack.env["DEMO_FROM"])
+    age(stack, request_id, 90)
+    run_sweep(stack)
+    row = stack.row(request_id)
+    assert (row["status"], row["failure_reason"]) == ("failed", "opted_out")
+    assert stack.messages_to(caller) == []
