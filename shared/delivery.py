@@ -244,10 +244,16 @@ def _send_picture(
         return CallbackOutcome.FAILED
     settings = services.settings
     timings = {"frame_ms": frame_ms}
-    if record.image_path:
+    if record.send_started_at and record.image_path:
+        # Both stored before the earlier run asked Twilio to send.
         media_url = services.pictures.public_url(record.image_path)
     else:
         path = PictureStore.path_for(record)
+        # The row points at the picture before it is stored: whatever fails after, retention
+        # finds it (and a retry overwrites the same object).
+        if not services.store.update_claimed(record.id, token, {"image_path": path}):
+            logs.warning("lost the claim before storing; leaving it to its new holder")
+            return CallbackOutcome.DUPLICATE
         started = time.perf_counter()
         # The original first: the next features edit it, and the MMS must not go out
         # pointing at a picture whose original was never kept.

@@ -85,8 +85,15 @@ def read_generated_image(body: bytes) -> GeneratedImage:
     )
 
 
+# Token counts are bookkeeping: one that would not fit the row's integer column is recorded as
+# unknown rather than failing a delivery whose picture is fine.
+_MAX_TOKENS = 2**31 - 1
+
+
 def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS:
+        return value
+    return None
 
 
 @dataclass(frozen=True)

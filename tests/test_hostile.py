@@ -142,3 +142,43 @@ def test_the_sweep_sends_nothing_to_a_pair_that_opted_out(stack: StackClient, ca
     row = stack.row(request_id)
     assert (row["status"], row["failure_reason"]) == ("failed", "opted_out")
     assert stack.messages_to(caller) == []
+
+
+# --- bookkeeping never fails a delivery, and nothing is stored that no row points at --------
+
+
+@pytest.mark.parametrize("tokens", [2**31, 2**40, -1])
+def test_token_counts_out_of_range_are_recorded_as_unknown_and_the_picture_goes(
+    stack: StackClient, caller: str, tokens: int
+) -> None:
+    import json
+
+    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
+
+    request_id = queued_row(stack, caller)
+    answer = json.loads(provider_success())
+    answer["usage"] = {"input_tokens": tokens, "output_tokens": tokens}
+    payload = callback_payload(200, json.dumps(answer).encode())
+    assert post_callback(stack, request_id, payload).json()["outcome"] == "delivered"
+    row = stack.row(request_id)
+    assert (row["input_tokens"], row["output_image_tokens"]) == (None, None)
+    assert len(stack.messages_to(caller)) == 1
+
+
+def test_no_picture_is_stored_before_the_row_points_at_it(stack: StackClient, caller: str) -> None:
+    from shared.store import PictureStore
+    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
+
+    request_id = queued_row(stack, caller)
+    stack.fault("supabase", service="rest", kind="500", times=-1, method="PATCH")
+    payload = callback_payload(200, provider_success())
+    assert post_callback(stack, request_id, payload).status_code >= 500
+    token = stack.row(request_id)["media_token"]
+    created = stack.row(request_id)["created_at"]
+    path = f"{created:%Y/%m/%d}/{token}.jpg"
+    public = f"{stack.env['SUPABASE_URL']}/storage/v1/object/public/pictures"
+    for stored in (path, PictureStore.original_path_for(path)):
+        assert requests.get(f"{public}/{stored}", timeout=5).status_code in (400, 404)
+    stack.clear_faults()
+    assert post_callback(stack, request_id, payload).json()["outcome"] == "delivered"
+    assert stack.row(request_id)["image_path"] == path
