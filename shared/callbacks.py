@@ -66,7 +66,9 @@ def verify_qstash_signature(
             failures.append(type(exc).__name__)
             continue
         if claims["sub"] not in urls:
-            raise SignatureError("signature is for another URL", detail=f"expected {urls[0]}")
+            # The configured URL, not the query: that is the caller's text, and unverified.
+            expected = urls[0].split("?", 1)[0]
+            raise SignatureError("signature is for another URL", detail=f"expected {expected}")
         expected = base64.urlsafe_b64encode(hashlib.sha256(raw_body).digest()).decode()
         if not hmac.compare_digest(str(claims["body"]).rstrip("="), expected.rstrip("=")):
             raise SignatureError("body does not match the signature")

@@ -78,10 +78,10 @@ def handler(function_name: str, max_body_bytes: int) -> Callable[[Handler], Hand
                 try:
                     if (request.content_length or 0) > max_body_bytes:
                         raise RequestEntityTooLarge()
+                    read_body(request, max_body_bytes)
                     response = inner(request)
                 except RequestEntityTooLarge:
-                    # functions-framework drains the body after us; let it, without the limit.
-                    request.max_content_length = None
+                    discard_body(request)
                     response = json_response(413, {"error": "request body too large"})
                 except AppError as exc:
                     _log_app_error(exc)
@@ -100,6 +100,40 @@ def handler(function_name: str, max_body_bytes: int) -> Callable[[Handler], Hand
         return wrapped
 
     return wrap
+
+
+READ_CHUNK = 64 * 1024
+
+
+def read_body(request: flask.Request, limit: int) -> None:
+    """Read the whole body now, refusing more than `limit` bytes however it is sent: a chunked
+    body has no Content-Length to check first. What is read is what `get_data()` and the form
+    parser see from then on (werkzeug reads a request's cached data before its stream)."""
+    data = bytearray()
+    while chunk := request.stream.read(min(READ_CHUNK, limit + 1 - len(data))):
+        data += chunk
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+    request._cached_data = bytes(data)
+
+
+# Cloud Run refuses requests over 32 MiB itself [DOC cloud run quotas]; past that, stop reading.
+DISCARD_LIMIT = 32 * 1024 * 1024
+
+
+def discard_body(request: flask.Request) -> None:
+    """After a 413: read and drop what the client is still sending, so it gets our answer
+    rather than a reset connection. functions-framework reads the body once more after us;
+    with a Content-Length that read is bounded by it, but a chunked body's stream would raise
+    again at the limit, so it is drained here from the server's own input, with a cap."""
+    if request.content_length is not None:
+        request.max_content_length = None  # functions-framework drains it, to Content-Length
+        return
+    raw = request.environ.get("wsgi.input")
+    drained = 0
+    while raw is not None and drained < DISCARD_LIMIT and (chunk := raw.read(READ_CHUNK)):
+        drained += len(chunk)
+    request._cached_data = b""
 
 
 def _log_app_error(exc: AppError) -> None:

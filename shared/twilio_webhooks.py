@@ -43,7 +43,9 @@ def verify_twilio_signature(
         raise SignatureError("missing X-Twilio-Signature header")
     algorithm = get_signature_algorithm(signature_settings)
     if not RequestValidator(auth_token).validate(url, params, signature, algorithm):
-        raise SignatureError("X-Twilio-Signature did not verify", detail=f"expected {url}")
+        # The configured URL, not the query: that is the caller's text, and unverified.
+        expected = url.split("?", 1)[0]
+        raise SignatureError("X-Twilio-Signature did not verify", detail=f"expected {expected}")
 
 
 # What a status callback may report [DOC messaging/api/message-resource#message-status-values].

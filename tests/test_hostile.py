@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
 from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
@@ -182,3 +183,60 @@ def test_no_picture_is_stored_before_the_row_points_at_it(stack: StackClient, ca
     stack.clear_faults()
     assert post_callback(stack, request_id, payload).json()["outcome"] == "delivered"
     assert stack.row(request_id)["image_path"] == path
+
+
+# --- bodies over the limit, however they are sent ------------------------------------------
+
+
+def _chunks(data: bytes, size: int = 8192) -> Any:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("function", "content_type", "body"),
+    [
+        ("GENERATE_URL", "application/x-www-form-urlencoded", b"prompt=" + b"x" * 100_000),
+        ("GENERATE_URL", "application/json", b'{"prompt": "' + b"x" * 100_000 + b'"}'),
+        ("COMPOSITE_URL", "application/json", b'{"body": "' + b"A" * 13_000_000 + b'"}'),
+    ],
+)
+def test_a_chunked_body_over_the_limit_is_a_413_like_any_other(
+    stack: StackClient, function: str, content_type: str, body: bytes
+) -> None:
+    """Without Content-Length the size check used to be skipped: Flask's HTML 500 for a form,
+    a misleading 400 for JSON. No credentials are needed to send one."""
+    response = requests.post(
+        stack.env[function],
+        data=_chunks(body),  # a generator: requests sends Transfer-Encoding: chunked
+        headers={"Content-Type": content_type},
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text[:200]
+    assert response.json() == {"error": "request body too large"}
+
+
+def test_a_forged_requests_own_text_never_reaches_the_logs(
+    stack: StackClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signature failure logs what we expected (the configured URL), not what was sent."""
+    marker = "ATTACKER-WROTE-THIS-" + "z" * 200
+    capsys.readouterr()
+    forged_twilio = requests.post(
+        f"{stack.env['GENERATE_URL']}?{marker}=1",
+        data={"From": "+15551230001", "To": stack.env["DEMO_FROM"], "Body": "DRAW a fox"},
+        headers={"X-Twilio-Signature": "forged"},
+        timeout=10,
+    )
+    # Genuinely signed by QStash's key, but for another URL.
+    elsewhere = make_signature(DEV_CURRENT_SIGNING_KEY, "https://elsewhere.example", b"{}")
+    forged_qstash = requests.post(
+        f"{stack.env['COMPOSITE_URL']}?request={marker}",
+        data=b"{}",
+        headers={"Upstash-Signature": elsewhere},
+        timeout=10,
+    )
+    assert (forged_twilio.status_code, forged_qstash.status_code) == (403, 401)
+    logged = capsys.readouterr().out
+    assert "did not verify" in logged and "another URL" in logged
+    assert marker not in logged

@@ -65,7 +65,9 @@ from shared.intake import (
 from shared.records import FailureReason
 from shared.services import get_services
 from shared.settings import Settings
+from shared.twilio_webhooks import twiml_message
 from tests.conftest import StackClient
+from tests.secret_scan import find_leaks
 
 pytestmark = [
     pytest.mark.stack,
@@ -112,13 +114,20 @@ AWKWARD_CHARACTERS = (
 )
 #: Any character that UTF-8 can encode (so forms, URLs and headers can carry it).
 any_character = st.one_of(st.characters(codec="utf-8"), st.sampled_from(AWKWARD_CHARACTERS))
-#: Characters intake drops from a prompt: whitespace, and controls, format characters (bidi
-#: and zero-width marks, a BOM), private-use and unassigned code points.
+#: Characters that leave a prompt nothing to draw besides whitespace, controls and format
+#: characters (bidi and zero-width marks, joiners, emoji tags, a BOM): variation selectors, the
+#: combining grapheme joiner, a Mongolian selector, Hangul fillers, and noncharacters.
+#: Private-use and plain unassigned code points are not among them: intake keeps those (an
+#: unassigned one may be an emoji newer than our Unicode database).
+DRAWING_NOTHING = "\ufe0f\ufe00\U000e0100\U000e01ef\u034f\u180b\u115f\u3164\uffa0"
+DRAWING_NOTHING += "\ufdd0\ufdef\ufffe\uffff\U0010ffff"
+#: Characters with nothing to draw: whitespace, controls, format characters and the above.
 invisible_character = st.one_of(
     st.sampled_from(
         [ch for ch in AWKWARD_CHARACTERS if ch.isspace() or unicodedata.category(ch)[0] == "C"]
+        + list(DRAWING_NOTHING)
     ),
-    st.characters(categories=["Cc", "Cf", "Cn", "Co", "Zs", "Zl", "Zp"], codec="utf-8"),
+    st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"], codec="utf-8"),
 )
 
 texts = st.text(any_character, max_size=60)
@@ -493,12 +502,32 @@ signed_bodies = mostly(
 # --- checks shared by several properties -------------------------------------------------------
 
 
+#: What a prompt never keeps: controls, lone surrogates, bidi embeddings, overrides and
+#: isolates, and noncharacters (U+FDD0..FDEF, and the last two of every plane).
+NEVER_KEPT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufdd0-\ufdef]"
+    "|[\ufffe\uffff\U0001fffe\U0001ffff\U0010fffe\U0010ffff]"
+)
+#: Letters that draw nothing (Hangul fillers).
+BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"
+
+
+def draws_something(ch: str) -> bool:
+    """A character that certainly shows: a letter, digit, punctuation mark or symbol (not a
+    Hangul filler), or a private-use one."""
+    category = unicodedata.category(ch)
+    return (category[0] in "LNPS" and ch not in BLANK_LETTERS) or category == "Co"
+
+
 def assert_clean_text(text: str, max_chars: int) -> None:
-    """What intake promises for a prompt: 1..max_chars characters, trimmed, single spaces, no
-    control or format characters."""
+    """What intake promises for a prompt: 1..max_chars characters, trimmed, single spaces,
+    something visible, nothing unsafe to store, show or put in XML (joiners, variation selectors
+    and characters it does not know stay)."""
     assert 1 <= len(text) <= max_chars
     assert text == " ".join(text.split())
-    assert not [ch for ch in text if unicodedata.category(ch).startswith("C")], repr(text)
+    assert any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf") for ch in text)
+    assert not NEVER_KEPT.search(text), repr(text)
+    ElementTree.fromstring(twiml_message(text))  # noqa: S314 - XML we made, checked for validity
 
 
 def assert_well_formed(callback: QStashCallback) -> None:
@@ -516,14 +545,15 @@ def assert_well_formed(callback: QStashCallback) -> None:
 
 
 def count_as_read(value: object) -> int:
-    """A callback count: an int (a negative one is 0) or ASCII digits; anything else, a bool
-    or digits int() cannot read ('²', '①') or of another script ('٣'), counts as 0."""
+    """A callback count: an int from 0 to 2**53 or up to 16 ASCII digits of one; anything else,
+    a bool, a negative or absurd number, or digits int() cannot read ('²', '①') or of another
+    script ('٣'), counts as 0."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, str) and re.fullmatch("[0-9]+", value):
-        return int(value)
+    if isinstance(value, str) and re.fullmatch("[0-9]{1,16}", value):
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= 2**53:
+        return value
     return 0
 
 
@@ -605,8 +635,10 @@ def test_classify_provider_failure_always_decides(status: int | None, body: byte
 
 KEYWORDS = ["DRAW", "", "PIC", "ZEICHNE", "描く"]
 STOP_START_HELP = ["STOP", "stop", " Stop\n", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
-# The last is "stop" spelled with a long s (U+017F), whose upper() is "STOP".
-STOP_START_HELP += ["START", "yes", "UNSTOP", "HELP", "info", "\u017ftop"]
+STOP_START_HELP += ["OPTOUT", "revoke", "Stop.", "STOP!", "START", "yes", "UNSTOP", "HELP", "info"]
+# No keywords, though Python upper-cases them to STOP and START: a long s (U+017F) and the
+# "st" ligature (U+FB06).
+STOP_START_HELP += ["\u017ftop", "\ufb06op", "\u017ftart"]
 
 
 @st.composite
@@ -714,12 +746,12 @@ def test_parse_picture_request_returns_a_clean_request_or_raises_bad_request(
 
 @PURE
 @given(value=prompt_values, max_chars=st.integers(1, 12_000))
-def test_clean_prompt_never_returns_control_characters(value: object, max_chars: int) -> None:
+def test_clean_prompt_never_returns_unsafe_characters(value: object, max_chars: int) -> None:
     try:
         text = clean_prompt(value, max_chars)
     except EmptyPrompt as exc:
         assert isinstance(value, str) and "prompt" in exc.message
-        assert not [ch for ch in value if not ch.isspace() and unicodedata.category(ch)[0] != "C"]
+        assert not [ch for ch in value if draws_something(ch)], repr(value)
         return
     except PromptTooLong as exc:
         assert isinstance(value, str) and "prompt" in exc.message
@@ -729,6 +761,30 @@ def test_clean_prompt_never_returns_control_characters(value: object, max_chars:
         assert not isinstance(value, str) and "prompt" in exc.message
         return
     assert_clean_text(text, max_chars)
+
+
+#: How a number may be written where it gets logged: its digits, split into groups.
+number_gaps = st.sampled_from([" ", "-", ".", " (", ") ", "/", "\xa0", "%20"])
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> str:
+    """A phone number as some log line may hold it: E.164, URL-encoded, behind a URI scheme,
+    with letters after it, or split into groups by spaces, dashes, brackets..."""
+    digits = draw(valid_numbers)[1:]
+    form = draw(st.sampled_from(["+{}", "%2B{}", "%252B{}", "whatsapp:+{}", "tel:{}", "+{}abc"]))
+    if draw(st.booleans()):
+        cuts = sorted(draw(st.sets(st.integers(1, len(digits) - 1), max_size=4)))
+        groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+        digits = "".join(group + draw(number_gaps) for group in groups[:-1]) + groups[-1]
+    return form.format(digits)
+
+
+@PURE
+@given(number=written_numbers(), before=texts, after=texts)
+def test_mask_phone_leaves_no_full_number_in_a_log_line(number: str, before: str, after: str) -> None:
+    line = json.dumps({"message": logs.mask_phone(f"{before} {number} {after}")})
+    assert find_leaks([line], {}) == [], line
 
 
 def assert_frames_or_refuses(data: bytes) -> None:
