@@ -8,8 +8,11 @@ Prints, for one detailed 1024x1024 provider JPEG, measured in this run:
 then, for each provider size (1024x1024, 1536x1024, 3840x2160), the carrier-safe MMS made from
 it (scaled to MMS_MAX_EDGE, at most MMS_MAX_BYTES) and the callback size against our estimate;
 and the peak RSS of the `composite` function process while it handles a real callback on the
-local stack, at 1536x1024 and at 3840x2160. Targets: >= 8x faster than the original, <= 300 KB
-at 1024x1024, MMS <= 600 KB at every size, <= 150 MiB at 1536x1024.
+local stack, at 1536x1024 and at 3840x2160; then what the hardening costs and saves: a
+progressive-JPEG scan bomb decoded by Pillow against refused by `frame_image`, and the bytes the
+frame cache holds after eight sizes against a whole overlay per size. Targets: >= 8x faster
+than the original, <= 300 KB at 1024x1024, MMS <= 600 KB at every size, <= 150 MiB at
+1536x1024.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from PIL import Image
 
 from devstack.openai_images import draw_picture
 from shared import image_models
-from shared.framing import brand_frame, frame_image
+from shared.errors import ProviderError
+from shared.framing import brand_frame, clear_frame_cache, frame_cache_bytes, frame_image
 
 SIZES = ((1024, 1024), (1536, 1024), (3840, 2160))
 
@@ -111,6 +115,45 @@ def mms_figures() -> None:
         )
 
 
+def scan_bomb(size: int, copies: int) -> bytes:
+    """A flat progressive JPEG whose last scan (a few bytes, a full decoder pass) is repeated
+    `copies` more times before EOI."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (120, 90, 200)).save(out, "JPEG", progressive=True, quality=80)
+    data = out.getvalue()
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last_scan:-2] * copies + b"\xff\xd9"
+
+
+def hardening_figures() -> None:
+    bomb = scan_bomb(2048, 300)
+    started = time.perf_counter()
+    Image.open(io.BytesIO(bomb)).load()
+    decode_ms = (time.perf_counter() - started) * 1000
+
+    def refused() -> bytes:
+        try:
+            frame_image(bomb, brand="PICTURE LINE")
+        except ProviderError as exc:
+            return (exc.detail or "").encode()
+        raise AssertionError("the scan bomb was framed")
+
+    refuse_ms, _ = timed(refused)
+    print(
+        f"scan bomb (2048x2048, 310 scans, {len(bomb) / 1024:.0f} KB): Pillow decodes it in"
+        f" {decode_ms:.0f} ms, frame_image refuses it in {refuse_ms:.2f} ms"
+    )
+    sizes = [(1536, 1536 - 16 * step) for step in range(8)]
+    clear_frame_cache()
+    for size in sizes:
+        brand_frame(size, "PICTURE LINE")
+    whole = sum(width * height * 4 for width, height in sizes)
+    print(
+        f"frame cache after 8 sizes (1536x1536 to 1536x1424): {frame_cache_bytes() / 2**20:.1f}"
+        f" MiB of bands; a whole overlay per size would be {whole / 2**20:.1f} MiB"
+    )
+
+
 def composite_peak_rss_mib(size: str) -> float | str:
     """Run the stack with real function processes, send one request of `size`, and read the
     composite process tree's peak RSS (VmHWM) from /proc."""
@@ -181,6 +224,7 @@ def main() -> None:
         rss = composite_peak_rss_mib(size)
         label = f"{rss:.0f} MiB" if isinstance(rss, float) else rss
         print(f"composite function, one {size} callback end to end: peak RSS {label}")
+    hardening_figures()
     print(
         "targets: >= 8x faster than the original, <= 300 KB at 1024x1024, MMS <= 600 KB at"
         " every size, peak RSS <= 150 MiB at 1536x1024"

@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 
 from .errors import BadRequest, SignatureError
+from .image_models import parse_size
 
 CLOCK_LEEWAY_S = 60
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
@@ -100,11 +101,21 @@ class QStashCallback:
     @property
     def requested_model(self) -> str | None:
         """The model the publish asked for, from the signed `sourceBody`."""
+        model = self._requested("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def requested_size(self) -> tuple[int, int] | None:
+        """The WxH the publish asked for (a GPT image model answers exactly that size)."""
+        size = self._requested("size")
+        return parse_size(size) if isinstance(size, str) else None
+
+    def _requested(self, field_name: str) -> object:
         try:
-            model = json.loads(self.source_body).get("model")
+            value: object = json.loads(self.source_body).get(field_name)
         except (ValueError, AttributeError, RecursionError):
             return None
-        return model if isinstance(model, str) else None
+        return value
 
     def looks_truncated(self, limit_bytes: int) -> bool:
         """Whether QStash cut this answer at the plan's message size [DOC callbacks]. How it

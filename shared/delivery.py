@@ -71,6 +71,9 @@ def handle_callback(
                 frame_path=settings.frame_path,
                 max_edge=settings.mms_max_edge,
                 max_bytes=settings.mms_max_bytes,
+                # Refused before decoding when it is not what we asked for: a picture must not
+                # cost more work than the picture we paid for.
+                expected_size=callback.requested_size,
             )
             frame_ms = _ms_since(started)
         except ProviderError as exc:

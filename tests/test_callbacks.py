@@ -254,3 +254,11 @@ def test_absurd_counts_read_as_zero_and_never_raise(huge: Any) -> None:
 def test_a_json_number_of_5000_digits_is_a_bad_request_not_a_crash() -> None:
     with pytest.raises(BadRequest):
         parse_callback(b'{"status": 500, "retried": ' + b"9" * 5000 + b"}")
+
+
+def test_the_size_asked_for_comes_from_the_signed_source_body() -> None:
+    source = base64.b64encode(b'{"model":"gpt-image-2.6-flare","size":"3840x2160"}').decode()
+    assert _callback(sourceBody=source).requested_size == (3840, 2160)
+    auto = base64.b64encode(b'{"size":"auto"}').decode()
+    assert _callback(sourceBody=auto).requested_size is None
+    assert _callback().requested_size is None

@@ -240,3 +240,25 @@ def test_a_forged_requests_own_text_never_reaches_the_logs(
     logged = capsys.readouterr().out
     assert "did not verify" in logged and "another URL" in logged
     assert marker not in logged
+
+
+# --- a provider's picture must not cost more than a picture ------------------------------
+
+
+def test_a_picture_of_another_size_than_asked_is_refused_before_it_is_decoded(
+    stack: StackClient, caller: str
+) -> None:
+    import base64
+    import json
+
+    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
+
+    request_id = queued_row(stack, caller)
+    asked = {"model": "gpt-image-2.6-flare", "prompt": "a lighthouse at dusk", "size": "1536x1024"}
+    payload = callback_payload(
+        200, provider_success(), sourceBody=base64.b64encode(json.dumps(asked).encode()).decode()
+    )
+    assert post_callback(stack, request_id, payload).json()["outcome"] == "failed"
+    row = stack.row(request_id)
+    assert row["failure_reason"] == "bad_response"
+    assert "not the 1536x1024 we asked for" in row["failure_detail"]
