@@ -126,7 +126,10 @@ MAX_TWIML_BYTES = 64 * 1024
 TWIML_TYPES = ("text/xml", "application/xml", "text/html")
 # Whole-body keywords, case-insensitive, that Twilio handles itself and still forwards to the
 # webhook [DOC support 223134027, project note 3.3].
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+# Twilio's default opt-out words [DOC messaging/tutorials/advanced-opt-out].
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+)
 OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 
 # Types Twilio transcodes for MMS; the only ones this project sends. The value is the outbox

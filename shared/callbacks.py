@@ -122,8 +122,7 @@ class QStashCallback:
         cuts (raw bytes, or the base64) is [UNCONFIRMED], so both are recognised, as is a
         provider Content-Length longer than what arrived."""
         declared = _first(self.header, "Content-Length")
-        known = declared is not None and declared.isascii() and declared.isdigit()
-        if known and int(str(declared)) > len(self.body):
+        if declared is not None and _count(declared) > len(self.body):
             return True
         near = limit_bytes * 0.98
         return len(self.body) >= near or self.body_field_chars >= near

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import logs, replies
 from .accept import Acceptance, Accepted, accept_picture_request
-from .errors import EmptyPrompt, PromptTooLong, UpstreamError
+from .errors import EmptyPrompt, HiddenNumber, PromptTooLong, UpstreamError
 from .intake import (
     Command,
     PictureRequest,
@@ -50,8 +50,12 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
     raise, so the flow takes its `failed` branch and apologises.
     """
     if "body" in form:
+        try:
+            sender = parse_address(form.get("to"), "to")
+        except HiddenNumber:
+            return StudioAnswer(False, replies.hidden_number())
         return _answer_text(
-            sender=parse_address(form.get("to"), "to"),
+            sender=sender,
             ours=parse_address(form.get("from"), "from"),
             body=form.get("body", ""),
             source_ref=twilio_sid(form.get("source_ref")),
@@ -61,6 +65,8 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
     settings = services.settings
     try:
         request = parse_studio_request(form, settings.max_prompt_chars)
+    except HiddenNumber:
+        return StudioAnswer(False, replies.hidden_number())
     except EmptyPrompt:
         return StudioAnswer(False, replies.empty_prompt(""))
     except PromptTooLong as exc:
@@ -77,8 +83,12 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
 
 def answer_incoming_message(form: Mapping[str, str], services: Services) -> str | None:
     """Handle Twilio's incoming-message webhook; return the reply text (None: no reply)."""
+    try:
+        sender = parse_address(form.get("From"), "From")
+    except HiddenNumber:
+        return replies.hidden_number()
     answer = _answer_text(
-        sender=parse_address(form.get("From"), "From"),
+        sender=sender,
         ours=parse_address(form.get("To"), "To"),
         body=form.get("Body", ""),
         source_ref=twilio_sid(form.get("MessageSid")),

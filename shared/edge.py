@@ -29,6 +29,7 @@ from .errors import (
 )
 
 Handler = Callable[[flask.Request], flask.Response]
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class UnsupportedMediaType(BadRequest):
@@ -91,7 +92,8 @@ def handler(function_name: str, max_body_bytes: int) -> Callable[[Handler], Hand
                     response = json_response(500, {"error": "internal error"})
                 logs.info(
                     "request handled",
-                    method=request.method,
+                    # Any caller can send any word as the method; log only real ones.
+                    method=request.method if request.method in HTTP_METHODS else "OTHER",
                     status=response.status_code,
                     latency_ms=round((time.perf_counter() - started) * 1000),
                 )

@@ -6,7 +6,8 @@ per client, chained with ``raise ... from exc``, so the HTTP adapters only ever 
     AppError
     ├── BadRequest          the caller sent something we cannot accept (HTTP 4xx)
     │   ├── EmptyPrompt     nothing to draw
-    │   └── PromptTooLong   more than MAX_PROMPT_CHARS
+    │   ├── PromptTooLong   more than MAX_PROMPT_CHARS
+    │   └── HiddenNumber    a withheld caller ID: nobody to send the picture to
     ├── Unauthorized        missing or wrong operator key
     ├── Forbidden           a Twilio request whose signature did not verify
     ├── SignatureError      a webhook or callback signature did not verify
@@ -44,6 +45,11 @@ class PromptTooLong(BadRequest):
     def __init__(self, message: str, *, length: int) -> None:
         super().__init__(message)
         self.length = length
+
+
+class HiddenNumber(BadRequest):
+    """The caller withheld their number: Twilio's stand-in for it (+266696687, "anonymous")
+    reaches nobody, so there is no one to send the picture to."""
 
 
 class Unauthorized(AppError):

@@ -10,20 +10,51 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .errors import BadRequest, EmptyPrompt, PromptTooLong
+from .errors import BadRequest, EmptyPrompt, HiddenNumber, PromptTooLong
 from .records import WHATSAPP_PREFIX, Channel
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # What Twilio sends as a CallSid or MessageSid; anything else is not kept.
 _SID = re.compile(r"[A-Za-z]{2}[0-9A-Za-z]{32}")
 
+# What Twilio puts in `From` when a caller withholds their number: the carrier's word, or that
+# word spelled on a phone keypad. Twilio used to translate "the alpha string" (ANONYMOUS,
+# RESTRICTED, ...) "into digits" [DOC twilio.com/changelog, 2022-11-16]; since 2023-05-17 an
+# inbound call whose caller ID is withheld shows "anonymous" in From [DOC changelog "Changes to
+# withheld caller ID behavior"]. The five digit forms are [3P: sipstack.com "Why am I receiving
+# calls from +266696687"; public Twilio apps that refuse them]; each spells its word on a keypad
+# (a test checks) and is too short for its country code's numbering plan, so no real number is
+# refused [INFERRED]. Whether Studio's {{contact.channel.address}} takes the word or the digits
+# is [UNCONFIRMED]; both are here.
+WITHHELD_CALLER_IDS = {
+    "ANONYMOUS": "+266696687",
+    "RESTRICTED": "+7378742833",
+    "BLOCKED": "+2562533",
+    "UNKNOWN": "+8656696",
+    "UNAVAILABLE": "+86282452253",
+}
+_WITHHELD = frozenset({*WITHHELD_CALLER_IDS, *WITHHELD_CALLER_IDS.values()})
+
+
+def is_hidden_number(address: str) -> bool:
+    """Whether `address` is one of Twilio's stand-ins for a withheld caller ID (any case)."""
+    number = address.strip().removeprefix(WHATSAPP_PREFIX)
+    return number.isascii() and number.upper() in _WITHHELD
+
 
 def parse_address(value: Any, field: str) -> str:
-    """An E.164 number (+15551234567) or a WhatsApp address (whatsapp:+15551234567)."""
+    """An E.164 number (+15551234567) or a WhatsApp address (whatsapp:+15551234567).
+
+    A withheld caller ID is `HiddenNumber`: it looks like a number (+266696687) but reaches
+    nobody, so a picture sent there is paid for and lost, and every hidden caller would share
+    one number's limits.
+    """
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"'{field}' is required: a phone number like +15551234567")
     address = value.strip()
     number = address.removeprefix(WHATSAPP_PREFIX)
+    if is_hidden_number(number):
+        raise HiddenNumber(f"'{field}' is a withheld caller ID, not a number we can send to")
     if not _E164.match(number):
         raise BadRequest(
             f"'{field}' must be a phone number in E.164 form like +15551234567"
@@ -37,13 +68,69 @@ def twilio_sid(value: Any) -> str | None:
     return value if isinstance(value, str) and _SID.fullmatch(value) else None
 
 
+# Bidi embeddings, overrides and isolates (LRE..RLO, LRI..PDI). An unclosed one reorders the
+# rest of its line wherever the prompt is shown: in our reply it could flip the "Ref ..." after
+# the prompt, and in a log or the table it can make the text read as something else (the
+# "Trojan Source" trick). Plain text needs none of them; the implicit marks (LRM, RLM, ALM) that
+# right-to-left writers type are kept.
+_BIDI_CONTROLS = frozenset(chr(cp) for cp in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+# Code points that draw nothing besides the format characters (Cf: ZWJ, ZWNJ, bidi marks, emoji
+# tags, the BOM): Default_Ignorable_Code_Point in Unicode's DerivedCoreProperties.txt, less what
+# is Cf already. Among them variation selectors, the combining grapheme joiner, Hangul fillers.
+_OTHER_IGNORABLES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2065, 0x2065),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE0FFF),
+)
+
+
+def _is_noncharacter(code_point: int) -> bool:
+    """The 66 code points Unicode will never assign (U+FDD0..FDEF, U+xFFFE, U+xFFFF); XML
+    does not allow U+FFFE and U+FFFF."""
+    return 0xFDD0 <= code_point <= 0xFDEF or code_point & 0xFFFE == 0xFFFE
+
+
+def _kept(ch: str) -> str:
+    """What a prompt keeps of `ch`: a space for a control character (NUL, ESC, DEL, NEL...: they
+    separate words, like a tab), nothing for what is unsafe to store, show or put in TwiML
+    (surrogates, noncharacters, bidi controls), else `ch` itself.
+
+    Everything else stays: ZWJ and ZWNJ (emoji sequences, Persian and Indic words), variation
+    selectors, emoji tags (flags), private-use characters, and code points our Unicode database
+    does not know yet (newer emoji). C0 controls, surrogates and U+FFFE/U+FFFF are also all that
+    XML 1.0 forbids, so the prompt is safe in our TwiML replies.
+    """
+    category = unicodedata.category(ch)
+    if category == "Cc":
+        return " "
+    if category == "Cs" or ch in _BIDI_CONTROLS or _is_noncharacter(ord(ch)):
+        return ""
+    return ch
+
+
+def _is_visible(ch: str) -> bool:
+    """Whether `ch` draws something: not whitespace, a control or format character, or another
+    code point Unicode says renderers show as nothing."""
+    if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs"):
+        return False
+    return not any(low <= ord(ch) <= high for low, high in _OTHER_IGNORABLES)
+
+
 def clean_prompt(value: Any, max_chars: int) -> str:
-    """Trim the prompt and drop control characters; it must keep 1..max_chars characters."""
+    """Collapse the prompt's whitespace and drop what is unsafe (see `_kept`); it must keep a
+    visible character, and at most max_chars characters."""
     if not isinstance(value, str):
         raise BadRequest("'prompt' is required: describe the picture in words")
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in value)
-    text = " ".join(text.split())
-    if not text:
+    text = " ".join("".join(map(_kept, value)).split())
+    if not any(map(_is_visible, text)):
         raise EmptyPrompt("'prompt' is empty: describe the picture in words")
     if len(text) > max_chars:
         raise PromptTooLong(
@@ -116,10 +203,43 @@ class Command(StrEnum):
     TOO_LONG = "too_long"
 
 
-# Twilio's default keywords, matched against the whole message, case-insensitively.
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+# Twilio's default keywords; this is the project's one copy of them. Opt-out: STOP, UNSUBSCRIBE,
+# END, QUIT, STOPALL, REVOKE, OPTOUT, CANCEL [DOC twilio.com/docs/messaging/tutorials/
+# advanced-opt-out; REVOKE and OPTOUT follow the FCC's 2024 consent-revocation rule, 3P]. Opt-in:
+# START, YES, UNSTOP. Help: HELP, INFO [DOC twilio.com/docs/api/errors/23002, support 223134027].
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+)
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+# One ASCII word with nothing but spaces, punctuation, symbols or emoji around it ("Stop.").
+_WORD_ALONE = re.compile(r"[\W_]*([A-Za-z]+)[\W_]*")
+
+
+def keyword_command(body: str) -> Command | None:
+    """The command Twilio's default keywords give `body`, or None when it is no keyword.
+
+    Twilio matches the whole message, case-insensitively: "stop" is a keyword, "stop please" is
+    not [DOC support 223134027: "Only single-word messages will trigger the block"]. Its words
+    are ASCII, and so must be the letters: "start" with a long s (U+017F) or "stop" with the
+    "st" ligature (U+FB06) upper-case to START and STOP in Python, but Twilio documents only
+    the ASCII words [INFERRED].
+    Surrounding whitespace is ignored, as a phone's autocomplete adds a space [INFERRED].
+
+    Whether Twilio also takes "Stop." or "STOP!" is [UNCONFIRMED], so when unsure an opt-out
+    wins: a STOP word with any non-letters around it is STOP (we record it and send nothing; a
+    START undoes it). START and HELP words must stand alone, since lifting an opt-out that
+    Twilio did not lift would only make our sends fail.
+    """
+    word = body.strip()
+    if word.isascii() and word.upper() in START_WORDS:
+        return Command.START
+    if word.isascii() and word.upper() in HELP_WORDS:
+        return Command.HELP
+    alone = _WORD_ALONE.fullmatch(body)
+    if alone is not None and alone[1].upper() in STOP_WORDS:
+        return Command.STOP
+    return None
 
 
 @dataclass(frozen=True)
@@ -136,13 +256,8 @@ def interpret_message(
     prompt; anything else gets the usage text. STOP/START/HELP words are never prompts."""
     if opt_out_type in ("STOP", "START", "HELP"):
         return IncomingCommand(Command(opt_out_type.lower()))
-    word = " ".join(body.split()).upper()
-    if word in STOP_WORDS:
-        return IncomingCommand(Command.STOP)
-    if word in START_WORDS:
-        return IncomingCommand(Command.START)
-    if word in HELP_WORDS:
-        return IncomingCommand(Command.HELP)
+    if (twilio_keyword := keyword_command(body)) is not None:
+        return IncomingCommand(twilio_keyword)
     text = body.strip()
     if keyword:
         match = re.match(rf"^{re.escape(keyword)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)

@@ -53,6 +53,15 @@ CLOCK_SKEW = timedelta(minutes=2)
 RECOVERY_LOOKBACK = 50
 
 
+def twilio_error_code(value: object) -> int | None:
+    """Twilio's error code as a number, or None: it comes from the answer's JSON, and no
+    answer of Twilio's may turn a refused send into a crash."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 < value < 10**6 else None
+    text = str(value or "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+
+
 class RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
     """Sends every Twilio API call to `base_url` instead of https://*.twilio.com.
 
@@ -123,7 +132,7 @@ class Messenger:
                 messaging_service_sid=self._service_for(to),
             )
         except TwilioRestException as exc:
-            code = int(exc.code) if exc.code else None
+            code = twilio_error_code(exc.code)
             final = code in FINAL_CODES
             raise MessagingError(
                 "Twilio refused the message",

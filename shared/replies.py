@@ -101,6 +101,15 @@ def opted_out_by_voice() -> str:
     )
 
 
+def hidden_number() -> str:
+    """For a caller who withheld their number: Twilio hands us a stand-in that reaches nobody.
+    Written to be said on the call; a text always carries the sender's number."""
+    return (
+        "We can't send a picture to a hidden number. "
+        "Call again without hiding your number, or text us."
+    )
+
+
 def cannot_take_request() -> str:
     return "Sorry, we couldn't take your request right now. Please try again in a few minutes."
 

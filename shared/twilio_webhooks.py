@@ -17,7 +17,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    RequestValidator,
+    get_signature_algorithm,
+)
 from twilio.twiml.messaging_response import MessagingResponse
 
 from .errors import SignatureError
@@ -42,6 +47,9 @@ def verify_twilio_signature(
     if not signature:
         raise SignatureError("missing X-Twilio-Signature header")
     algorithm = get_signature_algorithm(signature_settings)
+    if algorithm.upper() not in (HMAC_SHA1, HMAC_SHA256):
+        # Refused here: the SDK would log the caller's unverified algorithm text.
+        raise SignatureError("unsupported signature algorithm")
     if not RequestValidator(auth_token).validate(url, params, signature, algorithm):
         # The configured URL, not the query: that is the caller's text, and unverified.
         expected = url.split("?", 1)[0]

@@ -31,7 +31,12 @@ _LOG_LINES: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from tests.secret_scan import watch_twilio_logs
+
     logs.add_sink(_LOG_LINES.append)
+    # The twilio SDK at DEBUG for the whole run: its lines reach the scan through shared.logs,
+    # and any that reached the root logger instead are scanned as they would print.
+    watch_twilio_logs(_LOG_LINES.append)
 
 
 def configured_secrets() -> dict[str, str]:
@@ -62,7 +67,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(
-        f"secret scan: {len(_LOG_LINES)} log lines from our code searched for every configured"
+        f"secret scan: {len(_LOG_LINES)} log lines from our code and the twilio SDK searched for"
+        " every configured"
         " secret and for unmasked phone numbers"
     )
 

@@ -262,3 +262,8 @@ def test_the_size_asked_for_comes_from_the_signed_source_body() -> None:
     auto = base64.b64encode(b'{"size":"auto"}').decode()
     assert _callback(sourceBody=auto).requested_size is None
     assert _callback().requested_size is None
+
+
+def test_a_provider_content_length_of_5000_digits_is_no_crash() -> None:
+    callback = _callback(body="e30=", header={"Content-Length": ["9" * 5000]})
+    assert callback.looks_truncated(1_000_000) is False

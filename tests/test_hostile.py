@@ -262,3 +262,34 @@ def test_a_picture_of_another_size_than_asked_is_refused_before_it_is_decoded(
     row = stack.row(request_id)
     assert row["failure_reason"] == "bad_response"
     assert "not the 1536x1024 we asked for" in row["failure_detail"]
+
+
+# --- withheld caller IDs and opt-out words -------------------------------------------------
+
+HIDDEN = ["+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "anonymous"]
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_a_hidden_number_is_told_why_on_every_channel_and_nothing_is_paid(
+    stack: StackClient, hidden: str
+) -> None:
+    from tests.test_channels import incoming_text, reply_text, signed_post, studio_call
+
+    before = stack.sql("select count(*) as n from public.requests")[0]["n"]
+    call = signed_post(stack, studio_call(hidden, "a fox for nobody")).json()
+    assert call["accepted"] is False and "hidden number" in call["message"]
+    text = {"body": "DRAW a fox", "to": hidden, "from": stack.env["DEMO_FROM"]}
+    assert "hidden number" in signed_post(stack, text).json()["message"]
+    assert "hidden number" in reply_text(signed_post(stack, incoming_text(hidden, "DRAW a fox")))
+    assert stack.sql("select count(*) as n from public.requests")[0]["n"] == before
+
+
+@pytest.mark.parametrize("word", ["OPTOUT", "revoke", " Stop. "])
+def test_twilios_opt_out_words_are_ours(stack: StackClient, caller: str, word: str) -> None:
+    from tests.test_channels import incoming_text, reply_text, signed_post
+
+    reply_text(signed_post(stack, incoming_text(caller, word)))
+    assert stack.sql("select * from public.opt_outs where address = %s", caller)
+    # Unicode look-alikes are not START to Twilio, so not to us either.
+    reply_text(signed_post(stack, incoming_text(caller, "\u017ftart")))  # long s
+    assert stack.sql("select * from public.opt_outs where address = %s", caller)

@@ -50,7 +50,7 @@ from devstack.stack import DEMO_FROM
 from shared import logs
 from shared.callbacks import QStashCallback, parse_callback
 from shared.delivery import CallbackOutcome
-from shared.errors import BadRequest, EmptyPrompt, PromptTooLong, ProviderError
+from shared.errors import BadRequest, EmptyPrompt, HiddenNumber, PromptTooLong, ProviderError
 from shared.framing import MIN_EDGE, frame_image
 from shared.generation import classify_provider_failure, read_generated_image
 from shared.intake import (
@@ -782,7 +782,9 @@ def written_numbers(draw: st.DrawFn) -> str:
 
 @PURE
 @given(number=written_numbers(), before=texts, after=texts)
-def test_mask_phone_leaves_no_full_number_in_a_log_line(number: str, before: str, after: str) -> None:
+def test_mask_phone_leaves_no_full_number_in_a_log_line(
+    number: str, before: str, after: str
+) -> None:
     line = json.dumps({"message": logs.mask_phone(f"{before} {number} {after}")})
     assert find_leaks([line], {}) == [], line
 
@@ -1299,13 +1301,21 @@ def studio_verdict(form: Mapping[str, str], settings: Settings) -> tuple[int, Co
         return 413, None
     if "body" in form:
         try:
-            check_pair(parse_address(form.get("to"), "to"), parse_address(form.get("from"), "from"))
+            sender = parse_address(form.get("to"), "to")
+        except HiddenNumber:
+            return 200, None  # told that a hidden number cannot get a picture
+        except BadRequest:
+            return 400, None
+        try:
+            check_pair(sender, parse_address(form.get("from"), "from"))
         except BadRequest:
             return 400, None
         command = interpret_message(form["body"], settings.sms_keyword, settings.max_prompt_chars)
         return 200, command.command
     try:
         parse_studio_request(form, settings.max_prompt_chars)
+    except HiddenNumber:
+        return 200, None
     except EmptyPrompt:
         return 200, Command.EMPTY_PROMPT
     except PromptTooLong:
