@@ -37,9 +37,21 @@ def account_for(env: dict[str, str]) -> TwilioAccount:
     )
 
 
-def play_call(env: dict[str, str], said: list[str | None], caller: str = DEMO_TO) -> Execution:
+def play_call(
+    env: dict[str, str],
+    said: list[str | None],
+    caller: str = DEMO_TO,
+    stir_verstat: str | None = "TN-Validation-Passed-A",
+) -> Execution:
     flow = load_flow(env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"))
-    return run_call(flow, from_=caller, to=DEMO_FROM, caller=Caller(said), account=account_for(env))
+    return run_call(
+        flow,
+        from_=caller,
+        to=DEMO_FROM,
+        caller=Caller(said),
+        account=account_for(env),
+        stir_verstat=stir_verstat,
+    )
 
 
 def send_text(env: dict[str, str], body: str, sender: str = DEMO_TO) -> Execution:

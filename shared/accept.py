@@ -71,6 +71,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             source_ref=request.source_ref,
             estimated_cost_usd=settings.estimated_cost_usd,
             limits=settings.limits.as_json(),
+            caller_verdict=request.caller_verdict,
         )
     )
     record = creation.record

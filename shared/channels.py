@@ -18,6 +18,7 @@ from .errors import EmptyPrompt, HiddenNumber, PromptTooLong, UpstreamError
 from .intake import (
     Command,
     PictureRequest,
+    caller_attested,
     check_pair,
     interpret_message,
     parse_address,
@@ -26,6 +27,7 @@ from .intake import (
 )
 from .records import WHATSAPP_PREFIX, Channel, RequestStatus
 from .services import Services
+from .settings import VoiceCallerCheck
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
         return StudioAnswer(False, replies.empty_prompt(""))
     except PromptTooLong as exc:
         return StudioAnswer(False, replies.prompt_too_long(exc.length, settings.max_prompt_chars))
+    if not caller_trusted(request, settings.voice_caller_check):
+        # Nothing recorded, nothing spent: texting proves the number better than a call.
+        logs.info("caller ID not attested", verdict=request.caller_verdict or "none")
+        return StudioAnswer(False, replies.text_us_instead(settings.sms_keyword))
     accepted = accept_picture_request(request, services)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
@@ -143,6 +149,14 @@ def _answer_text(
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
+
+
+def caller_trusted(request: PictureRequest, check: VoiceCallerCheck) -> bool:
+    """Whether a picture may go to the number this request came from. A caller ID can be
+    spoofed; a text's sender cannot be as easily (and a text gets a reply first)."""
+    if request.channel is not Channel.VOICE or check is VoiceCallerCheck.OFF:
+        return True
+    return caller_attested(request.caller_verdict)
 
 
 def stop_waiting_requests(address: str, ours: str, services: Services) -> None:

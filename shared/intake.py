@@ -148,6 +148,7 @@ class PictureRequest:
     prompt: str
     channel: Channel = Channel.API
     source_ref: str | None = None  # Twilio's CallSid or MessageSid
+    caller_verdict: str | None = None  # a call's SHAKEN/STIR verdict (StirVerstat), if any
 
 
 def check_pair(recipient: str, sender: str) -> None:
@@ -180,8 +181,9 @@ def parse_picture_request(
 
 def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> PictureRequest:
     """A Studio flow's form POST (see studio/flow.json): `prompt`, `to` (the caller or
-    sender), `from` (our number), `channel` (voice or message) and `source_ref` (the CallSid
-    or MessageSid). Twilio signed it, so `to` is the person who called or wrote."""
+    sender), `from` (our number), `channel` (voice or message), `source_ref` (the CallSid
+    or MessageSid) and, for a call, `stir_verstat`. Twilio (or our flow) sent it, so `to` is
+    the number that called or wrote; whether that caller ID is genuine is `caller_verdict`."""
     recipient = parse_address(form.get("to"), "to")
     sender = parse_address(form.get("from"), "from")
     check_pair(recipient, sender)
@@ -191,7 +193,27 @@ def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> Pict
     else:
         channel = Channel.VOICE if form.get("channel") == "voice" else Channel.SMS
     source_ref = twilio_sid(form.get("source_ref"))
-    return PictureRequest(recipient, sender, prompt, channel, source_ref)
+    verdict = read_verstat(form.get("stir_verstat")) if channel is Channel.VOICE else None
+    return PictureRequest(recipient, sender, prompt, channel, source_ref, verdict)
+
+
+# A call's SHAKEN/STIR verdict, as Twilio adds it to a call that carries SHAKEN/STIR data:
+# TN-Validation-Passed-A|B|C, TN-Validation-Failed-A|B|C, No-TN-Validation [DOC voice webhooks
+# "StirVerstat"]. A and B mean the originating carrier vouches that the caller may use that
+# number (A: and knows the customer); C, failures and no verdict prove nothing, so a spoofed
+# caller ID could make us send to (and spend on) someone else. Whether Studio exposes it as
+# {{trigger.call.StirVerstat}} is [UNCONFIRMED]: absent, it renders as an empty string.
+ATTESTED_VERDICTS = frozenset({"TN-Validation-Passed-A", "TN-Validation-Passed-B"})
+_VERSTAT = re.compile(r"[A-Za-z][A-Za-z-]{0,63}")
+
+
+def read_verstat(value: Any) -> str | None:
+    """A verdict as Twilio writes them, or None (absent, empty, or not one's shape)."""
+    return value if isinstance(value, str) and _VERSTAT.fullmatch(value) else None
+
+
+def caller_attested(verdict: str | None) -> bool:
+    return verdict in ATTESTED_VERDICTS
 
 
 class Command(StrEnum):

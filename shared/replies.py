@@ -94,6 +94,16 @@ def prompt_too_long(length: int, limit: int) -> str:
     return f"That's {length} characters; please describe your picture in {limit} or fewer."
 
 
+def text_us_instead(keyword: str) -> str:
+    """For a caller whose number their carrier does not vouch for (SHAKEN/STIR): we cannot
+    tell it is theirs, and the picture would go to whoever owns it."""
+    how = f"text {keyword} and what you'd like to see" if keyword else "text what you'd like to see"
+    return (
+        "Sorry, we can't confirm this call comes from the number it shows, so we can't send a "
+        f"picture to it. Please {how} to this number instead."
+    )
+
+
 def opted_out_by_voice() -> str:
     return (
         "You have opted out of text messages from this number, so we can't send you a picture. "

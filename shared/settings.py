@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from . import image_models
@@ -42,6 +43,13 @@ SECRET_NAMES = (
     "SAFETY_IDENTIFIER_SALT",
     "STUDIO_FLOW_KEY",
 )
+
+
+class VoiceCallerCheck(StrEnum):
+    """Which callers get a picture by voice (VOICE_CALLER_CHECK)."""
+
+    ATTESTED = "attested"  # only caller IDs their carrier vouches for (SHAKEN/STIR A or B)
+    OFF = "off"  # every caller ID is trusted
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,7 @@ class Settings:
     twilio_from_number: str | None = None
     twilio_messaging_service_sid: str | None = None
     sms_keyword: str = "DRAW"
+    voice_caller_check: VoiceCallerCheck = VoiceCallerCheck.ATTESTED
     limits: Limits = Limits()
     # Local experiments only: skip QStash and Twilio signature checks. Refused unless every
     # public URL is on this machine (see load_settings).
@@ -208,6 +217,7 @@ class _Reader:
         value = self.text(name, default) or default
         if value not in allowed:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            return default
         return value
 
 
@@ -291,6 +301,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
         # An empty SMS_KEYWORD makes every message a prompt.
         sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
+        voice_caller_check=VoiceCallerCheck(
+            read.choice(
+                "VOICE_CALLER_CHECK",
+                VoiceCallerCheck.ATTESTED.value,
+                tuple(check.value for check in VoiceCallerCheck),
+            )
+        ),
         limits=Limits(
             per_number_hour=read.optional_count("LIMIT_PER_NUMBER_HOUR", 5),
             per_number_day=read.optional_count("LIMIT_PER_NUMBER_DAY", 20),

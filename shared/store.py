@@ -51,6 +51,7 @@ class NewRequest:
     source_ref: str | None = None  # Twilio's CallSid/MessageSid, to recognise a resend
     estimated_cost_usd: float = 0.0
     limits: dict[str, object] = field(default_factory=dict)
+    caller_verdict: str | None = None  # a call's SHAKEN/STIR verdict
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class RequestStore:
             "p_source_ref": new.source_ref,
             "p_estimated_cost_usd": new.estimated_cost_usd,
             "p_limits": new.limits,
+            "p_caller_verdict": new.caller_verdict,
         }
         call = self._client.rpc("create_request", params).execute
         data: Any = _guard("recording the request", call).data

@@ -62,7 +62,7 @@ from shared.intake import (
     parse_picture_request,
     parse_studio_request,
 )
-from shared.records import FailureReason
+from shared.records import Channel, FailureReason
 from shared.services import get_services
 from shared.settings import Settings
 from shared.twilio_webhooks import twiml_message
@@ -1272,6 +1272,19 @@ draw_messages = st.one_of(
     st.sampled_from(STOP_START_HELP),
 )
 studio_channels = st.one_of(st.sampled_from(["voice", "message"]), texts)
+stir_verdicts = st.one_of(
+    st.sampled_from(
+        [
+            "TN-Validation-Passed-A",
+            "TN-Validation-Passed-B",
+            "TN-Validation-Passed-C",
+            "TN-Validation-Failed-A",
+            "No-TN-Validation",
+            "",
+        ]
+    ),
+    texts,
+)
 
 
 @st.composite
@@ -1286,7 +1299,12 @@ def studio_forms(draw: st.DrawFn) -> dict[str, str]:
     form.update(
         draw(
             st.fixed_dictionaries(
-                {}, optional={"channel": studio_channels, "source_ref": twilio_sids}
+                {},
+                optional={
+                    "channel": studio_channels,
+                    "source_ref": twilio_sids,
+                    "stir_verstat": stir_verdicts,
+                },
             )
         )
     )
@@ -1313,7 +1331,7 @@ def studio_verdict(form: Mapping[str, str], settings: Settings) -> tuple[int, Co
         command = interpret_message(form["body"], settings.sms_keyword, settings.max_prompt_chars)
         return 200, command.command
     try:
-        parse_studio_request(form, settings.max_prompt_chars)
+        request = parse_studio_request(form, settings.max_prompt_chars)
     except HiddenNumber:
         return 200, None
     except EmptyPrompt:
@@ -1322,6 +1340,9 @@ def studio_verdict(form: Mapping[str, str], settings: Settings) -> tuple[int, Co
         return 200, Command.TOO_LONG
     except BadRequest:
         return 400, None
+    vouched = form.get("stir_verstat") in ("TN-Validation-Passed-A", "TN-Validation-Passed-B")
+    if request.channel is Channel.VOICE and not vouched:
+        return 200, None  # told to text instead: the caller ID is not vouched for
     return 200, Command.PROMPT
 
 
@@ -1807,6 +1828,7 @@ def test_a_studio_call_whose_call_sid_is_no_sid_is_taken_without_it(
         "from": DEMO_FROM,
         "channel": "voice",
         "source_ref": source_ref,
+        "stir_verstat": "TN-Validation-Passed-A",
     }
     response = post_signed_form(calm_stack, form)
     assert response.status_code == 200, describe(response)

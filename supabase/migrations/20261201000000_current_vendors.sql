@@ -8,10 +8,17 @@ alter type public.failure_reason add value if not exists 'too_large';  -- cut at
 -- answer arrives. The daily budget counts it in place of the estimate once it is known.
 alter table public.requests
   add column cost_usd numeric(10, 4) check (cost_usd is null or cost_usd >= 0),
-  add column original_bytes integer check (original_bytes is null or original_bytes > 0);
+  add column original_bytes integer check (original_bytes is null or original_bytes > 0),
+  -- A call's SHAKEN/STIR verdict (Twilio's StirVerstat), e.g. TN-Validation-Passed-A.
+  add column caller_verdict text check (
+    caller_verdict is null or caller_verdict ~ '^[A-Za-z][A-Za-z-]{0,63}$'
+  );
 
--- Same signature and behaviour as before, except that the budget sums real costs where known.
-create or replace function public.create_request(
+drop function public.create_request(
+  text, text, text, text, text, text, text, text, numeric, jsonb);
+
+-- As before, plus the caller's verdict, and the budget sums real costs where known.
+create function public.create_request(
   p_recipient text,
   p_sender text,
   p_prompt text,
@@ -21,7 +28,8 @@ create or replace function public.create_request(
   p_quality text,
   p_source_ref text default null,
   p_estimated_cost_usd numeric default 0,
-  p_limits jsonb default '{}'::jsonb
+  p_limits jsonb default '{}'::jsonb,
+  p_caller_verdict text default null
 ) returns jsonb
 language plpgsql set search_path = '' as $$
 declare
@@ -79,10 +87,11 @@ begin
   end if;
 
   insert into public.requests (
-    recipient, sender, prompt, channel, model, size, quality, source_ref, estimated_cost_usd)
+    recipient, sender, prompt, channel, model, size, quality, source_ref, estimated_cost_usd,
+    caller_verdict)
   values (
     p_recipient, p_sender, p_prompt, p_channel, p_model, p_size, p_quality, p_source_ref,
-    p_estimated_cost_usd)
+    p_estimated_cost_usd, p_caller_verdict)
   returning * into r;
   return jsonb_build_object('outcome', 'created', 'request', to_jsonb(r));
 exception when unique_violation then
@@ -92,3 +101,8 @@ exception when unique_violation then
 end;
 $$;
 
+revoke execute on function public.create_request(
+  text, text, text, text, text, text, text, text, numeric, jsonb, text)
+  from public, anon, authenticated;
+grant execute on function public.create_request(
+  text, text, text, text, text, text, text, text, numeric, jsonb, text) to service_role;
