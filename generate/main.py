@@ -23,6 +23,7 @@ from werkzeug.datastructures import CombinedMultiDict
 from shared import logs
 from shared.accept import Acceptance, accept_picture_request
 from shared.channels import answer_incoming_message, answer_studio
+from shared.deadline import STUDIO_BUDGET_S, WEBHOOK_BUDGET_S, Deadline
 from shared.edge import (
     UnsupportedMediaType,
     handler,
@@ -86,10 +87,12 @@ def _from_twilio(request: flask.Request, services: Services) -> flask.Response:
     # Studio's parameters may arrive in the form or in the query [UNCONFIRMED]; read both.
     studio: Mapping[str, str] = CombinedMultiDict([request.form, request.args])
     if "prompt" in studio or "body" in studio:
+        deadline = Deadline.after(STUDIO_BUDGET_S)
         _authenticate_studio(request, studio, settings)
-        return json_response(200, answer_studio(studio, services).as_json())
+        return json_response(200, answer_studio(studio, services, deadline).as_json())
+    deadline = Deadline.after(WEBHOOK_BUDGET_S)
     _verify_twilio(request, settings)
-    reply = answer_incoming_message(request.form, services)
+    reply = answer_incoming_message(request.form, services, deadline)
     return flask.Response(twiml_message(reply), status=200, mimetype="text/xml")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from . import logs
+from .deadline import Deadline
 from .errors import PublishError, StoreError
 from .intake import PictureRequest
 from .moderation import check_prompt
@@ -38,7 +39,9 @@ class Accepted:
     categories: tuple[str, ...] = ()  # for REFUSED: what the moderation check flagged
 
 
-def accept_picture_request(request: PictureRequest, services: Services) -> Accepted:
+def accept_picture_request(
+    request: PictureRequest, services: Services, deadline: Deadline | None = None
+) -> Accepted:
     """Record the request, then hand the generation to QStash.
 
     Raises `StoreError` if nothing could be recorded (nothing was published), or
@@ -53,7 +56,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
 
     if settings.moderation:
         verdict = check_prompt(
-            request.prompt, settings.openai_base_url, provider_key, services.http
+            request.prompt, settings.openai_base_url, provider_key, services.http, deadline
         )
         if verdict.flagged:
             logs.info("prompt flagged by moderation", categories=list(verdict.categories))
@@ -88,7 +91,7 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
         return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
     job = generation_job(settings, record.id, request.prompt, request.recipient)
     try:
-        message_id = services.publisher.publish(job, provider_key)
+        message_id = services.publisher.publish(job, provider_key, deadline)
     except PublishError as exc:
         logs.error("publishing failed", error=exc.message, detail=exc.detail)
         try:
@@ -98,7 +101,9 @@ def accept_picture_request(request: PictureRequest, services: Services) -> Accep
             logs.error("could not mark the unpublished request failed", error=store_exc.detail)
         raise
     try:
-        services.store.record_published(record.id, message_id)
+        # Bookkeeping: skipped when the caller could not wait for a slow store to answer.
+        if deadline is None or deadline.left() > settings.store_timeout_s:
+            services.store.record_published(record.id, message_id)
     except StoreError as exc:
         # Only a STOP mid-flight needs it (to cancel the generation); the request goes on.
         logs.warning("could not record the QStash message id", error=exc.detail)

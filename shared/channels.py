@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import logs, replies
 from .accept import Acceptance, Accepted, accept_picture_request
+from .deadline import Deadline
 from .errors import EmptyPrompt, HiddenNumber, PromptTooLong, UpstreamError
 from .intake import (
     Command,
@@ -45,7 +46,9 @@ class StudioAnswer:
         return body
 
 
-def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
+def answer_studio(
+    form: Mapping[str, str], services: Services, deadline: Deadline | None = None
+) -> StudioAnswer:
     """Handle a Studio flow's request: `prompt` from a call, or `body` from a message.
 
     Problems the person can fix come back as a message for the flow to say or text; outages
@@ -63,6 +66,7 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
             source_ref=twilio_sid(form.get("source_ref")),
             opt_out_type=None,
             services=services,
+            deadline=deadline,
         )
     settings = services.settings
     try:
@@ -77,7 +81,7 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
         # Nothing recorded, nothing spent: texting proves the number better than a call.
         logs.info("caller ID not attested", verdict=request.caller_verdict or "none")
         return StudioAnswer(False, replies.text_us_instead(settings.sms_keyword))
-    accepted = accept_picture_request(request, services)
+    accepted = accept_picture_request(request, services, deadline)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
     if refusal := _refusal(accepted, services):
@@ -87,7 +91,9 @@ def answer_studio(form: Mapping[str, str], services: Services) -> StudioAnswer:
     return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
 
 
-def answer_incoming_message(form: Mapping[str, str], services: Services) -> str | None:
+def answer_incoming_message(
+    form: Mapping[str, str], services: Services, deadline: Deadline | None = None
+) -> str | None:
     """Handle Twilio's incoming-message webhook; return the reply text (None: no reply)."""
     try:
         sender = parse_address(form.get("From"), "From")
@@ -100,6 +106,7 @@ def answer_incoming_message(form: Mapping[str, str], services: Services) -> str 
         source_ref=twilio_sid(form.get("MessageSid")),
         opt_out_type=form.get("OptOutType") or None,
         services=services,
+        deadline=deadline,
     )
     return answer.message or None
 
@@ -112,6 +119,7 @@ def _answer_text(
     source_ref: str | None,
     opt_out_type: str | None,
     services: Services,
+    deadline: Deadline | None = None,
 ) -> StudioAnswer:
     """A text message from `sender` to our number `ours`: a prompt, a keyword, or neither."""
     check_pair(sender, ours)
@@ -137,7 +145,7 @@ def _answer_text(
     channel = Channel.WHATSAPP if sender.startswith(WHATSAPP_PREFIX) else Channel.SMS
     request = PictureRequest(sender, ours, command.prompt, channel, source_ref)
     try:
-        accepted = accept_picture_request(request, services)
+        accepted = accept_picture_request(request, services, deadline)
     except UpstreamError:
         # Recorded as failed (or never recorded); the person is told right here.
         return StudioAnswer(False, replies.cannot_take_request())

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 import requests
 
 from .callbacks import REQUEST_HEADER
+from .deadline import Deadline, time_left
 from .errors import PublishError
 from .generation import generation_body, safety_identifier
 from .secrets import Secret
 from .settings import Settings
 
-# Two tries of (connect + read) still fit Studio's 10 s limit for the whole answer.
+# One try's timeouts; with a deadline (see deadline.py), what is left of it when that is less.
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 3.0
+ONE_TRY_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
+MIN_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,19 +103,24 @@ class QStashPublisher:
         self._token = token
         self._session = session
 
-    def publish(self, job: GenerationJob, provider_key: Secret) -> str:
-        """Publish the job; return QStash's message id or raise `PublishError`."""
+    def publish(
+        self, job: GenerationJob, provider_key: Secret, deadline: Deadline | None = None
+    ) -> str:
+        """Publish the job; return QStash's message id or raise `PublishError`. With a
+        `deadline`, each try gets only what is left of it, and the retry only a whole try."""
         headers = publish_headers(job, self._token.reveal(), provider_key.reveal())
         url = f"{self._base_url}/v2/publish/{job.destination}"
         body = json.dumps(job.body, separators=(",", ":")).encode()
         try:
             try:
-                response = self._post(url, body, headers)
+                response = self._post(url, body, headers, deadline)
             except requests.ReadTimeout:
+                if time_left(deadline, ONE_TRY_S) < ONE_TRY_S:
+                    raise
                 # QStash may have taken the job before its answer was lost. The request id
                 # is the deduplication id, so asking again is safe: QStash enqueues no second
                 # copy and answers with the first one's message id.
-                response = self._post(url, body, headers)
+                response = self._post(url, body, headers, deadline)
         except requests.RequestException as exc:
             raise PublishError(
                 "QStash could not be reached", retryable=True, detail=type(exc).__name__
@@ -129,10 +137,13 @@ class QStashPublisher:
         except (ValueError, KeyError, TypeError) as exc:
             raise PublishError("QStash answered without a message id", retryable=True) from exc
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
-        return self._session.post(
-            url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
-        )
+    def _post(
+        self, url: str, body: bytes, headers: dict[str, str], deadline: Deadline | None
+    ) -> requests.Response:
+        # requests refuses a zero timeout; a spent deadline still gets one short try.
+        connect = max(MIN_TIMEOUT_S, time_left(deadline, CONNECT_TIMEOUT_S))
+        read = max(MIN_TIMEOUT_S, time_left(deadline, READ_TIMEOUT_S))
+        return self._session.post(url, data=body, headers=headers, timeout=(connect, read))
 
     def cancel(self, message_id: str) -> bool:
         """Stop QStash from retrying a message that can no longer succeed; best effort."""

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from devstack.serving import RunningServer, serve_in_thread
+from shared.deadline import Deadline
 from shared.moderation import Verdict, check_prompt, read_verdict
 from shared.secrets import Secret, SecretSource
 
@@ -75,3 +76,17 @@ def test_read_verdict_names_only_the_categories_that_hit() -> None:
         {"results": [{"flagged": True, "categories": {"violence": True, "hate": False, "x": 1}}]}
     )
     assert verdict == Verdict(flagged=True, categories=("violence",))
+
+
+def test_with_no_time_left_the_check_is_skipped_and_the_prompt_goes_ahead(
+    endpoint: RunningServer,
+) -> None:
+    """Studio waits 10 s for generate: a check that cannot finish in time is not started."""
+    ANSWERS.append({"results": [{"flagged": True, "categories": {"violence": True}}]})
+    key = Secret("OPENAI_API_KEY", SecretSource({"OPENAI_API_KEY": "k"}))
+    spent = Deadline.after(1.0)
+    assert check_prompt("a fox", f"{endpoint.url}/v1", key, requests.Session(), spent) == Verdict(
+        flagged=False
+    )
+    plenty = Deadline.after(60.0)
+    assert check_prompt("a fox", f"{endpoint.url}/v1", key, requests.Session(), plenty).flagged
