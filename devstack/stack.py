@@ -125,6 +125,8 @@ class Stack:
             "TWILIO_AUTH_TOKEN": twilio.DEV_AUTH_TOKEN,
             "OPERATOR_KEY": OPERATOR_KEY,
             "STUDIO_FLOW_KEY": STUDIO_FLOW_KEY,
+            # Every local number is one of Twilio's test numbers (+1 555..., +1 500 555 0006).
+            "ALLOW_TEST_RECIPIENTS": "on",
             "TWILIO_FROM_NUMBER": DEMO_FROM,
             # A development stack serves many test requests a day, to the same demo number too
             # (the demo's database outlives the run); the environment may still set them.

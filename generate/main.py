@@ -34,6 +34,7 @@ from shared.edge import (
 )
 from shared.errors import ConfigError, Forbidden, SignatureError, Unauthorized
 from shared.intake import parse_picture_request
+from shared.recipients import explain
 from shared.services import Services, get_services
 from shared.settings import Settings
 from shared.twilio_webhooks import (
@@ -65,7 +66,10 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
     _check_operator_key(request, payload, services.settings.secret("OPERATOR_KEY").reveal())
     settings = services.settings
     picture_request = parse_picture_request(
-        payload, settings.max_prompt_chars, settings.twilio_from_number
+        payload,
+        settings.max_prompt_chars,
+        settings.twilio_from_number,
+        default_region=settings.allowed_countries[0],
     )
     accepted = accept_picture_request(picture_request, services)
     if accepted.outcome is Acceptance.OPTED_OUT:
@@ -77,6 +81,11 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
     if accepted.outcome is Acceptance.REFUSED:
         flagged = ", ".join(accepted.categories) or "the moderation check"
         return json_response(422, {"error": f"the prompt was refused ({flagged})"})
+    if accepted.outcome is Acceptance.UNREACHABLE and accepted.problem is not None:
+        why = explain(accepted.problem, settings.allowed_countries)
+        return json_response(422, {"error": why, "problem": accepted.problem.value})
+    if accepted.outcome is Acceptance.NO_WHATSAPP:
+        return json_response(422, {"error": "WhatsApp is switched off (WHATSAPP=off)"})
     return json_response(202, {"request_id": accepted.request_id, "status": "queued"})
 
 

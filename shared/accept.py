@@ -15,7 +15,8 @@ from .errors import PublishError, StoreError
 from .intake import PictureRequest
 from .moderation import check_prompt
 from .publishing import generation_job
-from .records import RequestStatus
+from .recipients import RecipientProblem, check_recipient
+from .records import Channel, RequestStatus
 from .services import Services
 from .store import NewRequest
 
@@ -27,6 +28,8 @@ class Acceptance(StrEnum):
     NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
     LIMITED = "limited"  # a limit or the budget is reached; `limit` says which
     REFUSED = "refused"  # the moderation check flagged the prompt; nothing was recorded
+    UNREACHABLE = "unreachable"  # not a number we may send to (`problem` says why)
+    NO_WHATSAPP = "no_whatsapp"  # WHATSAPP=off
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Accepted:
     reference: str | None = None
     limit: str | None = None  # for LIMITED: per_number_hour, per_number_day, global_day, budget
     categories: tuple[str, ...] = ()  # for REFUSED: what the moderation check flagged
+    problem: RecipientProblem | None = None  # for UNREACHABLE
 
 
 def accept_picture_request(
@@ -48,6 +52,17 @@ def accept_picture_request(
     `PublishError` after marking the recorded request failed.
     """
     settings = services.settings
+    if request.channel is Channel.WHATSAPP and not settings.whatsapp:
+        return Accepted(Acceptance.NO_WHATSAPP)
+    # Our number spends money on whoever it sends to: no premium, foreign or made-up numbers.
+    check = check_recipient(
+        request.recipient,
+        allowed_countries=settings.allowed_countries,
+        allow_test_numbers=settings.allow_test_recipients,
+    )
+    if check.problem is not None:
+        logs.info("recipient refused", problem=check.problem.value, region=check.region)
+        return Accepted(Acceptance.UNREACHABLE, problem=check.problem)
     # Resolve secrets first: a missing one must fail before a row exists, not leave it queued.
     settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
     provider_key = settings.secret("OPENAI_API_KEY")

@@ -26,6 +26,7 @@ from .intake import (
     parse_studio_request,
     twilio_sid,
 )
+from .recipients import explain
 from .records import WHATSAPP_PREFIX, Channel, RequestStatus
 from .services import Services
 from .settings import VoiceCallerCheck
@@ -184,4 +185,8 @@ def _refusal(accepted: Accepted, services: Services) -> str | None:
         return replies.limit_reached(accepted.limit or "", services.settings.limits)
     if accepted.outcome is Acceptance.REFUSED:
         return replies.prompt_refused()
+    if accepted.outcome is Acceptance.UNREACHABLE and accepted.problem is not None:
+        return explain(accepted.problem, services.settings.allowed_countries)
+    if accepted.outcome is Acceptance.NO_WHATSAPP:
+        return replies.no_whatsapp()
     return None

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest, EmptyPrompt, HiddenNumber, PromptTooLong
+from .recipients import normalise
 from .records import WHATSAPP_PREFIX, Channel
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -158,13 +159,23 @@ def check_pair(recipient: str, sender: str) -> None:
 
 
 def parse_picture_request(
-    payload: Any, max_prompt_chars: int, default_sender: str | None = None
+    payload: Any,
+    max_prompt_chars: int,
+    default_sender: str | None = None,
+    default_region: str | None = None,
 ) -> PictureRequest:
     """The operator's JSON `{"to", "prompt", "from"?}`: `to` gets the picture, sent from
-    `from` (default: TWILIO_FROM_NUMBER)."""
+    `from` (default: TWILIO_FROM_NUMBER). `to` may be spelled as people write numbers
+    ("(212) 555-0123" in `default_region`, "+1 212 555 0123"); it is kept in E.164."""
     if not isinstance(payload, dict):
         raise BadRequest("expected a JSON object with 'to' and 'prompt'")
-    recipient = parse_address(payload.get("to"), "to")
+    to = payload.get("to")
+    spelled = isinstance(to, str) and to.isascii() and not is_hidden_number(to)
+    if spelled and not _E164.match(str(to).strip().removeprefix(WHATSAPP_PREFIX)):
+        # Only an ASCII spelling that is not E.164 already: phonenumbers rewrites some E.164
+        # forms, and reads other scripts' digits, which an address never has.
+        to = normalise(str(to), default_region) or to
+    recipient = parse_address(to, "to")
     sender_value = payload.get("from")
     if sender_value is None and default_sender:
         sender_value = default_sender

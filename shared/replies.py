@@ -147,5 +147,9 @@ def limit_reached(limit: str, limits: Limits) -> str:
     return "We've made all the pictures we can for today. Please try again tomorrow."
 
 
+def no_whatsapp() -> str:
+    return "Sorry, we don't send pictures on WhatsApp. Text or call our number instead."
+
+
 def prompt_refused() -> str:
     return "Sorry, we can't make a picture of that. Try describing something else."

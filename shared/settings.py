@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from . import image_models
 from .errors import ConfigError
 from .image_models import GPT_IMAGE_2_PRICES, Quality, TokenPrices
+from .recipients import DEFAULT_ALLOWED_COUNTRIES, parse_country_list
 from .records import WHATSAPP_PREFIX
 from .secrets import Secret, SecretSource
 
@@ -114,6 +115,11 @@ class Settings:
     twilio_messaging_service_sid: str | None = None
     sms_keyword: str = "DRAW"
     voice_caller_check: VoiceCallerCheck = VoiceCallerCheck.ATTESTED
+    # Where pictures may go: MMS works in the US and Canada only [DOC Twilio].
+    allowed_countries: tuple[str, ...] = DEFAULT_ALLOWED_COUNTRIES
+    # Local stacks only: Twilio's test numbers (+1 555..., +1 500 555 000x) count as US mobiles.
+    allow_test_recipients: bool = False
+    whatsapp: bool = True
     limits: Limits = Limits()
     # Local experiments only: skip QStash and Twilio signature checks. Refused unless every
     # public URL is on this machine (see load_settings).
@@ -180,8 +186,8 @@ class _Reader:
             self.problems.append(f"{name} must be between {low} and {high}, got {value}")
         return value
 
-    def flag(self, name: str) -> bool:
-        raw = (self.text(name) or "false").lower()
+    def flag(self, name: str, *, default: bool = False) -> bool:
+        raw = (self.text(name) or ("true" if default else "false")).lower()
         if raw not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
             self.problems.append(f"{name} must be on or off, got {raw!r}")
         return raw in ("true", "on", "1", "yes")
@@ -220,6 +226,17 @@ class _Reader:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
             return default
         return value
+
+
+def _countries(read: _Reader) -> tuple[str, ...]:
+    raw = read.text("ALLOWED_COUNTRIES")
+    if raw is None:
+        return DEFAULT_ALLOWED_COUNTRIES
+    try:
+        return parse_country_list(raw)
+    except ValueError as exc:
+        read.problems.append(f"ALLOWED_COUNTRIES: {exc}")
+        return DEFAULT_ALLOWED_COUNTRIES
 
 
 def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
@@ -302,6 +319,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
         # An empty SMS_KEYWORD makes every message a prompt.
         sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
+        allowed_countries=_countries(read),
+        allow_test_recipients=read.flag("ALLOW_TEST_RECIPIENTS"),
+        whatsapp=read.flag("WHATSAPP", default=True),
         voice_caller_check=VoiceCallerCheck(
             read.choice(
                 "VOICE_CALLER_CHECK",
