@@ -146,6 +146,7 @@ def test_a_limited_caller_hears_why(
         "from": "+15005550006",
         "channel": "voice",
         "source_ref": "CA" + caller[-10:].rjust(32, "0"),
+        "stir_verstat": "TN-Validation-Passed-A",
     }
     answer = signed_post(stack, form).json()
     assert answer["accepted"] is False
