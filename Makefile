@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROMPT ?= a crab holding a light saber
 
-.PHONY: setup demo call text stack test lint bench clean
+.PHONY: setup demo call text stack doctor test lint bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ text: setup
 ## Every stand-in plus both functions, in the foreground; writes .devstack/env.
 stack: setup
 	$(PY) -m devstack.stack
+
+## Check the stack `make stack` runs (start it in another terminal first), one line per check,
+## as `./deploy.sh doctor` checks a deployment; exits non-zero when any check fails.
+doctor: setup
+	$(PY) -m deploy.doctor --env-file .devstack/env
 
 ## The whole test suite.
 test: setup

@@ -7,6 +7,7 @@
 #   ./deploy.sh schedule           run the sweep every 10 minutes (a QStash schedule)
 #   ./deploy.sh call "a fox" +1…   ask for a picture by hand (the operator trigger)
 #   ./deploy.sh logs               recent logs of both functions
+#   ./deploy.sh doctor             check the deployment end to end, one line per check
 #   ./deploy.sh --dry-run CMD      print every command CMD would run; change nothing
 #
 # Settings come from ./deploy.env (see deploy.env.example), then the environment.
@@ -35,7 +36,10 @@ PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMB
   OPENAI_BASE_URL IMAGE_MODEL
   IMAGE_MODEL_FALLBACK IMAGE_SIZE IMAGE_QUALITY IMAGE_COMPRESSION IMAGE_TOKEN_PRICES_USD
   GENERATION_RETRIES GENERATION_TIMEOUT_SECONDS CALLBACK_RETRIES SMS_KEYWORD BRAND_NAME
-  JPEG_QUALITY MMS_MAX_BYTES MMS_MAX_EDGE CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS)
+  JPEG_QUALITY MMS_MAX_BYTES MMS_MAX_EDGE CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS
+  STORE_TIMEOUT_SECONDS MODERATION VOICE_CALLER_CHECK ALLOWED_COUNTRIES WHATSAPP
+  LIMIT_PER_NUMBER_HOUR LIMIT_PER_NUMBER_DAY LIMIT_GLOBAL_DAY DAILY_BUDGET_USD MMS_COST_USD
+  ALLOWLIST SWEEP_AFTER_MINUTES RETENTION_DAYS)
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com secretmanager.googleapis.com logging.googleapis.com)
 
@@ -75,6 +79,7 @@ load_settings() {
   PROJECT="${GOOGLE_CLOUD_PROJECT:-}"
   REGION="${REGION:-us-central1}"
   SERVICE_ACCOUNT="${FUNCTION_SERVICE_ACCOUNT:-picture-line@${PROJECT}.iam.gserviceaccount.com}"
+  BUILD_SERVICE_ACCOUNT="${BUILD_SERVICE_ACCOUNT:-picture-line-build@${PROJECT}.iam.gserviceaccount.com}"
   MAX_INSTANCES="${MAX_INSTANCES:-10}"
   MIN_INSTANCES="${MIN_INSTANCES:-0}"
   GCLOUD=(gcloud --project="$PROJECT")
@@ -165,6 +170,7 @@ deploy_function() {
     --source="$BUILD/$name" --entry-point="$name" --trigger-http --allow-unauthenticated \
     --service-account="$SERVICE_ACCOUNT" --memory="$memory" --cpu="$cpu" --timeout="$timeout" \
     --concurrency=1 --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
+    --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SERVICE_ACCOUNT" \
     --env-vars-file="$BUILD/$name.env.yaml" --set-secrets="$secrets" --quiet
 }
 
@@ -192,6 +198,7 @@ cmd_deploy() {
   require_tools gcloud
   require_settings GOOGLE_CLOUD_PROJECT SUPABASE_URL TWILIO_ACCOUNT_SID
   enable_apis
+  ensure_build_service_account
   run mkdir -p "$BUILD"
   stage composite
   stage generate
@@ -213,6 +220,19 @@ cmd_deploy() {
 }
 
 # --- secrets ----------------------------------------------------------------------------
+
+# Since July 2024 a new project's default Cloud Build service account may lack the rights to
+# build functions [DOC functions/docs/securing/build-custom-sa]: build with our own account,
+# granted the Cloud Build builder role, on every project alike.
+ensure_build_service_account() {
+  if ((DRY_RUN)) || ! "${GCLOUD[@]}" iam service-accounts describe "$BUILD_SERVICE_ACCOUNT" >/dev/null 2>&1; then
+    run "${GCLOUD[@]}" iam service-accounts create "${BUILD_SERVICE_ACCOUNT%%@*}" \
+      --display-name="Picture Line builds"
+  fi
+  run "${GCLOUD[@]}" projects add-iam-policy-binding "$PROJECT" \
+    --member="serviceAccount:$BUILD_SERVICE_ACCOUNT" --role=roles/cloudbuild.builds.builder \
+    --condition=None --quiet --format=none
+}
 
 ensure_service_account() {
   if ((DRY_RUN)) || ! "${GCLOUD[@]}" iam service-accounts describe "$SERVICE_ACCOUNT" >/dev/null 2>&1; then
@@ -362,6 +382,28 @@ cmd_logs() {
   done
 }
 
+# --- doctor -------------------------------------------------------------------------------
+
+# Prove the deployment works (deploy/doctor.py): ✔/⚠/✘ per check, with the fix for each ✘;
+# exits non-zero when any check fails. It changes nothing but for one self-test message that
+# QStash delivers to composite. The secrets reach it in its environment, read from Secret
+# Manager here (a missing one stays empty, and the doctor says so), never in its arguments.
+cmd_doctor() {
+  require_tools gcloud
+  require_settings GOOGLE_CLOUD_PROJECT
+  local python name value
+  python="$(python_with_twilio)"
+  GENERATE_URL="$(function_url generate)"
+  COMPOSITE_URL="$(function_url composite)"
+  export GENERATE_URL COMPOSITE_URL
+  for name in "${ALL_SECRETS[@]}"; do
+    value="$(read_secret "$name" 2>/dev/null)" || value=""
+    export "$name=$value"
+  done
+  (cd "$ROOT" && run "$python" -m deploy.doctor --gcloud --project="$PROJECT" \
+    --region="$REGION" --service-account="$SERVICE_ACCOUNT")
+}
+
 main() {
   if [[ "${1:-}" == "--dry-run" ]]; then
     DRY_RUN=1
@@ -377,6 +419,7 @@ main() {
     schedule) cmd_schedule "$@" ;;
     call) cmd_call "$@" ;;
     logs) cmd_logs "$@" ;;
+    doctor) cmd_doctor "$@" ;;
     help | -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$command' (try ./deploy.sh help)" ;;
   esac

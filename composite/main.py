@@ -1,5 +1,6 @@
 """`composite`: QStash calls this after every image-generation attempt (and, on a schedule
-whose signed body is `{"picture_line": "sweep"}`, to run the sweep; see shared/sweep.py).
+whose signed body is `{"picture_line": "sweep"}`, to run the sweep; see shared/sweep.py; and
+with the doctor's signed self-test, which does no work; see shared/self_test.py).
 Twilio calls it with `?message_status=<request id>` to report how far each message got.
 
 It verifies the QStash signature against the configured public URL before reading anything,
@@ -26,6 +27,7 @@ from shared.delivery import handle_callback
 from shared.edge import handler, json_response, require_post, signed_url
 from shared.errors import BadRequest, SignatureError
 from shared.logs import bind, warning
+from shared.self_test import QUERY_PARAM, answer_self_test, self_test_nonce
 from shared.services import Services, get_services
 from shared.sweep import sweep
 from shared.twilio_webhooks import (
@@ -70,6 +72,9 @@ def composite(request: flask.Request) -> flask.Response:
         query_signed = claims["sub"] == with_query
     if is_sweep_body(raw):
         return json_response(200, asdict(sweep(services)))
+    if (nonce := self_test_nonce(raw)) is not None:  # deploy/doctor.py's signed self-test
+        query_nonce = request.args.get(QUERY_PARAM)
+        return json_response(200, answer_self_test(nonce, query_nonce, query_signed, services))
     try:
         callback = parse_callback(raw)
         request_id = bound_request_id(request.args.get("request"), callback, query_signed)

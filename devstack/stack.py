@@ -269,6 +269,29 @@ def _wait_until_up(url: str, timeout_s: float) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout_s:.0f} s")
 
 
+def publish_flow(env: dict[str, str]) -> None:
+    """Publish studio/flow.json to the Twilio stand-in and wire the demo number to it, as
+    `./deploy.sh studio` does for a real number, so `make doctor` finds the stack complete."""
+    from deploy.studio import main as publish_studio_flow
+
+    names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL", "STUDIO_FLOW_KEY")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(
+        TWILIO_ACCOUNT_SID=env["TWILIO_ACCOUNT_SID"],
+        TWILIO_AUTH_TOKEN=env["TWILIO_AUTH_TOKEN"],
+        TWILIO_API_BASE_URL=env["TWILIO_API_BASE_URL"],
+        STUDIO_FLOW_KEY=env["STUDIO_FLOW_KEY"],
+    )
+    try:
+        publish_studio_flow(["--generate-url", env["GENERATE_URL"], "--number", DEMO_FROM])
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=ROOT / ".devstack")
@@ -280,6 +303,7 @@ def main() -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     stack.start()
+    publish_flow(stack.env)
     env_file = args.dir / "env"
     stack.write_env_file(env_file)
     print(f"local stack is up; `source {env_file}` to use it. Ctrl-C stops it.", flush=True)

@@ -28,6 +28,8 @@ What it emulates:
 * Incoming phone numbers (``.../IncomingPhoneNumbers``): list (``PhoneNumber``/``FriendlyName``
   filters), fetch and update of the numbers in ``TwilioConfig.phone_numbers``; this is how a
   number's voice and messaging webhooks are pointed at a Studio flow.
+* The Messaging Services API (``messaging.twilio.com/v1/Services``): fetch a service and list
+  its sender pool (``/v1/Services/<MG…>/PhoneNumbers``), read-only, for ``deploy.sh doctor``.
 * Dev-only JSON control endpoints under ``/__dev/`` (no auth): outbox, STOP list, fault
   injection, wait-idle, reset, numbers, flows, incoming messages.
 
@@ -109,6 +111,7 @@ CALLBACK_TIMEOUT_S = 5.0
 
 STUDIO_BASE_URL = "https://studio.twilio.com"
 WEBHOOKS_BASE_URL = "https://webhooks.twilio.com"
+MESSAGING_BASE_URL = "https://messaging.twilio.com"
 FLOW_STATUSES = ("draft", "published")
 FLOW_INVALID_CODE = 81022
 DEFAULT_PHONE_NUMBERS = ("+15005550006",)  # Twilio's magic "valid and available" test number
@@ -921,6 +924,63 @@ def number_resource(record: NumberRecord, account_sid: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def service_resource(sid: str, account_sid: str, created: datetime) -> dict[str, Any]:
+    """The Messaging Service JSON (``GET /v1/Services/<sid>``) [DOC messaging/api/service-resource;
+    SDK messaging/v1/service/__init__.py]: the fields the SDK reads, with Twilio's defaults for
+    a service made in the Console. Values of `usecase` other than "undeclared" are [UNCONFIRMED]."""
+    url = f"{MESSAGING_BASE_URL}/v1/Services/{sid}"
+    return {
+        "account_sid": account_sid,
+        "sid": sid,
+        "friendly_name": "Picture Line senders",
+        "date_created": _iso8601(created),
+        "date_updated": _iso8601(created),
+        "inbound_request_url": None,
+        "inbound_method": "POST",
+        "fallback_url": None,
+        "fallback_method": "POST",
+        "status_callback": None,
+        "sticky_sender": True,
+        "mms_converter": True,
+        "smart_encoding": True,
+        "scan_message_content": "inherit",
+        "fallback_to_long_code": True,
+        "area_code_geomatch": True,
+        "synchronous_validation": False,
+        "validity_period": 14400,
+        "url": url,
+        "links": {
+            "phone_numbers": f"{url}/PhoneNumbers",
+            "short_codes": f"{url}/ShortCodes",
+            "alpha_senders": f"{url}/AlphaSenders",
+        },
+        "usecase": "undeclared",
+        "us_app_to_person_registered": False,
+        "use_inbound_webhook_on_number": True,
+    }
+
+
+def service_number_resource(
+    service_sid: str, account_sid: str, phone_number: str, created: datetime
+) -> dict[str, Any]:
+    """One sender of a Messaging Service (``/v1/Services/<sid>/PhoneNumbers``) [DOC
+    messaging/api/phonenumber-resource]. Its SID is the incoming number's PN SID (a number is
+    added to a service by that SID) [DOC]; `capabilities` is a list of strings [SDK], whose exact
+    values are [UNCONFIRMED]."""
+    sid = _number_sid(account_sid, phone_number)
+    return {
+        "sid": sid,
+        "account_sid": account_sid,
+        "service_sid": service_sid,
+        "date_created": _iso8601(created),
+        "date_updated": _iso8601(created),
+        "phone_number": phone_number,
+        "country_code": "US" if phone_number.startswith("+1") else None,
+        "capabilities": ["SMS", "MMS", "Voice"],
+        "url": f"{MESSAGING_BASE_URL}/v1/Services/{service_sid}/PhoneNumbers/{sid}",
+    }
+
+
 def resolve_services(config: TwilioConfig) -> dict[str, tuple[str, ...]]:
     """The account's Messaging Services (SID -> sender pool); ValueError for a bad config."""
     if config.messaging_services is None:
@@ -1443,6 +1503,7 @@ class TwilioEmulator:
         self.flows = FlowStore(config.account_sid)
         self.numbers = NumberStore(config.account_sid, config.phone_numbers)  # checks E.164
         self.services = resolve_services(config)  # fixed for the stand-in's life
+        self.services_created = _now()
         self._lock = threading.Lock()  # guards all state below and outbox writes
         self._messages: dict[str, MessageRecord] = {}
         self._opted_out: set[str] = set()
@@ -1779,6 +1840,8 @@ class TwilioEmulator:
 api = flask.Blueprint("twilio_api", __name__, url_prefix=f"/{API_VERSION}/Accounts/<account_sid>")
 # studio.twilio.com: LocalTwilioHttpClient keeps only the path, so it shares this server.
 studio = flask.Blueprint("twilio_studio", __name__, url_prefix="/v2")
+# messaging.twilio.com, likewise.
+messaging = flask.Blueprint("twilio_messaging", __name__, url_prefix="/v1")
 dev = flask.Blueprint("twilio_dev", __name__, url_prefix="/__dev")
 
 
@@ -1819,8 +1882,9 @@ def _authenticate() -> flask.Response | None:
 
 
 @studio.before_request
+@messaging.before_request
 def _authenticate_studio() -> flask.Response | None:
-    # Studio paths carry no account SID: the credentials alone name the account.
+    # Studio and Messaging paths carry no account SID: the credentials alone name the account.
     return None if _credentials_match(_emulator().config) else _unauthorized()
 
 
@@ -2009,6 +2073,36 @@ def delete_flow(sid: str) -> flask.Response:
 
 
 # --------------------------------------------------------------------------------------------
+# HTTP: Messaging Services v1 (read-only)
+# --------------------------------------------------------------------------------------------
+
+
+def _service_pool(sid: str) -> tuple[str, ...]:
+    pool = _emulator().services.get(sid)
+    if pool is None:
+        raise _not_found()
+    return pool
+
+
+@messaging.get("/Services/<sid>")
+def fetch_service(sid: str) -> flask.Response:
+    emulator = _emulator()
+    _service_pool(sid)
+    return _json(service_resource(sid, emulator.config.account_sid, emulator.services_created))
+
+
+@messaging.get("/Services/<sid>/PhoneNumbers")
+def list_service_numbers(sid: str) -> flask.Response:
+    emulator = _emulator()
+    numbers = [
+        service_number_resource(sid, emulator.config.account_sid, number, emulator.services_created)
+        for number in _service_pool(sid)
+    ]
+    url = f"{MESSAGING_BASE_URL}/v1/Services/{sid}/PhoneNumbers"
+    return _json(envelope_v2("phone_numbers", numbers, parse_paging(flask.request.args), url))
+
+
+# --------------------------------------------------------------------------------------------
 # HTTP: dev-only control endpoints (no auth; never part of Twilio's API)
 # --------------------------------------------------------------------------------------------
 
@@ -2183,6 +2277,7 @@ def create_app(config: TwilioConfig) -> flask.Flask:
     app.extensions["twilio"] = TwilioEmulator(config)
     app.register_blueprint(api)
     app.register_blueprint(studio)
+    app.register_blueprint(messaging)
     app.register_blueprint(dev)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)

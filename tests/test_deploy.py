@@ -184,7 +184,26 @@ def test_a_second_deploy_changes_nothing_but_the_revisions(deployer: Deployer) -
     deploys = deployer.commands("functions", "deploy")
     assert len(deploys) == 2  # one new revision each, nothing else created
     assert {d["env_file"] for d in deploys} == first_envs
-    assert deployer.commands("secrets") == [] and deployer.commands("iam") == []
+    assert deployer.commands("secrets") == []
+    assert deployer.commands("iam", "service-accounts", "create") == []
+
+
+def test_functions_are_built_by_our_own_build_service_account(deployer: Deployer) -> None:
+    """New projects' default Cloud Build account may not build functions [DOC build-custom-sa]."""
+    deployer.run("deploy")
+    build_account = "picture-line-build@picture-line-test.iam.gserviceaccount.com"
+    [created] = deployer.commands("iam", "service-accounts", "create")
+    assert "picture-line-build" in created["args"]
+    grants = [
+        g
+        for g in deployer.commands("projects", "add-iam-policy-binding")
+        if flag(g, "member") == f"serviceAccount:{build_account}"
+    ]
+    assert {flag(g, "role") for g in grants} == {"roles/cloudbuild.builds.builder"}
+    for deploy in deployer.commands("functions", "deploy"):
+        assert flag(deploy, "build-service-account") == (
+            f"projects/picture-line-test/serviceAccounts/{build_account}"
+        )
 
 
 def test_secrets_are_stored_once_and_readable_by_the_functions(deployer: Deployer) -> None:
