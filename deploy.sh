@@ -162,14 +162,16 @@ secret_flag() {
 }
 
 deploy_function() {
-  local name="$1" memory="$2" cpu="$3" timeout="$4" secrets="$5"
+  local name="$1" memory="$2" cpu="$3" timeout="$4" secrets="$5" min="$MIN_INSTANCES"
+  # A warm generate answers Studio (10 s) even when a cold start would be slow.
+  [[ "$name" == generate ]] && min="${GENERATE_MIN_INSTANCES:-$MIN_INSTANCES}"
   say "deploying $name"
   # Public: Twilio and QStash cannot send Google identity tokens. The Twilio and QStash
   # signature checks (and the operator key) are what protect the functions.
   run "${GCLOUD[@]}" functions deploy "$name" --gen2 --runtime=python312 --region="$REGION" \
     --source="$BUILD/$name" --entry-point="$name" --trigger-http --allow-unauthenticated \
     --service-account="$SERVICE_ACCOUNT" --memory="$memory" --cpu="$cpu" --timeout="$timeout" \
-    --concurrency=1 --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
+    --concurrency=1 --min-instances="$min" --max-instances="$MAX_INSTANCES" \
     --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SERVICE_ACCOUNT" \
     --env-vars-file="$BUILD/$name.env.yaml" --set-secrets="$secrets" --quiet
 }

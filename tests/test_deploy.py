@@ -369,3 +369,12 @@ def test_schedule_creates_the_sweep_schedule_without_putting_the_token_on_the_co
 def test_schedule_needs_composite_deployed(deployer: Deployer) -> None:
     result = deployer.run("schedule", extra={"QSTASH_TOKEN": "t"}, check=False)
     assert result.returncode != 0 and "not deployed yet" in result.stderr
+
+
+def test_generate_alone_can_be_kept_warm(deployer: Deployer) -> None:
+    deployer.run("deploy", extra={"GENERATE_MIN_INSTANCES": "1"})
+    minimum = {
+        flag(d, "entry-point"): flag(d, "min-instances")
+        for d in deployer.commands("functions", "deploy")
+    }
+    assert minimum == {"generate": "1", "composite": "0"}
