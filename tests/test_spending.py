@@ -101,6 +101,9 @@ def test_a_number_we_may_not_send_to_is_refused_on_every_channel(
     assert words in operator.json()["error"]
     call = signed_post(stack, studio_call(number, "a fox")).json()
     assert call["accepted"] is False and words in call["message"]
+    studio_text = {"body": "DRAW a fox", "to": number, "from": stack.env["DEMO_FROM"]}
+    text = signed_post(stack, studio_text).json()
+    assert text["accepted"] is False and words in text["message"]
     assert words in reply_text(signed_post(stack, incoming_text(number, "DRAW a fox")))
     assert rows_for(stack, number) == []
 
@@ -142,4 +145,14 @@ def test_whatsapp_can_be_switched_off(
         signed_post(stack, incoming_text(sender, "DRAW a fox", ours="whatsapp:+15005550006"))
     )
     assert "don't send pictures on WhatsApp" in reply
+    ours = "whatsapp:+15005550006"
+    studio_text = signed_post(stack, {"body": "DRAW a fox", "to": sender, "from": ours}).json()
+    assert "don't send pictures on WhatsApp" in studio_text["message"]
+    operator = requests.post(
+        stack.env["GENERATE_URL"],
+        json={"to": sender, "from": ours, "prompt": "a fox"},
+        headers={"X-Operator-Key": stack.env["OPERATOR_KEY"]},
+        timeout=10,
+    )
+    assert operator.status_code == 422 and "WHATSAPP=off" in operator.json()["error"]
     assert rows_for(stack, sender) == []
