@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import math
@@ -36,7 +37,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from psycopg.rows import dict_row
 
 from devstack.openai_images import draw_picture
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
-from devstack.stack import Ports, Stack
+from devstack.stack import Ports, Stack, environment
 
 DEFAULT_PROMPTS = 40
 DEFAULT_DUPLICATES = 3
@@ -615,19 +615,9 @@ def print_summary(findings: Findings) -> None:
 # --- the run -----------------------------------------------------------------------------
 
 
-@contextmanager
-def limit_settings() -> Iterator[None]:
+def limit_settings() -> contextlib.AbstractContextManager[None]:
     """Set the per-number limits the function processes inherit; restore them afterwards."""
-    saved = {name: os.environ.get(name) for name in LIMIT_SETTINGS}
-    os.environ.update(LIMIT_SETTINGS)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment(LIMIT_SETTINGS)
 
 
 def run(prompts: int, duplicates: int) -> None:

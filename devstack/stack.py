@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -275,15 +276,17 @@ def publish_flow(env: dict[str, str]) -> None:
     from deploy.studio import main as publish_studio_flow
 
     names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL", "STUDIO_FLOW_KEY")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(
-        TWILIO_ACCOUNT_SID=env["TWILIO_ACCOUNT_SID"],
-        TWILIO_AUTH_TOKEN=env["TWILIO_AUTH_TOKEN"],
-        TWILIO_API_BASE_URL=env["TWILIO_API_BASE_URL"],
-        STUDIO_FLOW_KEY=env["STUDIO_FLOW_KEY"],
-    )
-    try:
+    with environment({name: env[name] for name in names}):
         publish_studio_flow(["--generate-url", env["GENERATE_URL"], "--number", DEMO_FROM])
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`os.environ` with `values` set, as it was again afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
