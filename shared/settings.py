@@ -99,7 +99,7 @@ class Settings:
     image: ImageOptions = ImageOptions()
     generation_retries: int = 2
     generation_timeout_s: int = 300
-    callback_retries: int = 3
+    callback_retries: int = FREE_PLAN_MAX_RETRIES
     qstash_max_message_bytes: int = FREE_PLAN_MESSAGE_BYTES
     qstash_max_retries: int = FREE_PLAN_MAX_RETRIES
     bucket: str = "pictures"
@@ -241,11 +241,11 @@ def _countries(read: _Reader) -> tuple[str, ...]:
 
 def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
     """The image request, checked against the models and against QStash's message limit."""
-    model = read.text("IMAGE_MODEL", DEFAULT_IMAGE_MODEL) or DEFAULT_IMAGE_MODEL
+    model = read.text("IMAGE_MODEL") or ImageOptions.model
     fallback = read.text("IMAGE_MODEL_FALLBACK")
-    size = read.text("IMAGE_SIZE", "1024x1024") or "1024x1024"
-    quality_text = read.text("IMAGE_QUALITY", "low") or "low"
-    quality: Quality = image_models.parse_quality(model, quality_text) or "low"
+    size = read.text("IMAGE_SIZE") or ImageOptions.size
+    quality_text = read.text("IMAGE_QUALITY") or ImageOptions.quality
+    quality: Quality = image_models.parse_quality(model, quality_text) or ImageOptions.quality
     for name, chosen in (("IMAGE_MODEL", model), ("IMAGE_MODEL_FALLBACK", fallback)):
         if chosen is None:
             continue
@@ -281,15 +281,20 @@ def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
     return ImageOptions(model, size, quality, compression, fallback, prices)
 
 
+# Each setting's default is its field's in the dataclasses above, written once.
+DEFAULTS = Settings
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Build `Settings` from the environment, or raise `ConfigError` listing every problem."""
+    """Build `Settings` from the environment, or raise `ConfigError` listing every problem.
+    Each default is the field's own (`DEFAULTS`)."""
     read = _Reader(environ)
     composite_url = read.url("COMPOSITE_URL", required=True)
     if composite_url and urlsplit(composite_url).query:
         read.problems.append("COMPOSITE_URL must not have a query string")
     project = read.text("GOOGLE_CLOUD_PROJECT")
     message_limit = read.integer(
-        "QSTASH_MAX_MESSAGE_BYTES", FREE_PLAN_MESSAGE_BYTES, 100_000, 100_000_000
+        "QSTASH_MAX_MESSAGE_BYTES", DEFAULTS.qstash_max_message_bytes, 100_000, 100_000_000
     )
     image = _image_options(read, message_limit)
     settings = Settings(
@@ -302,46 +307,52 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         or DEFAULT_OPENAI_BASE_URL,
         twilio_api_base_url=read.url("TWILIO_API_BASE_URL"),
         image=image,
-        generation_retries=read.integer("GENERATION_RETRIES", 2, 0, 20),
-        generation_timeout_s=read.integer("GENERATION_TIMEOUT_SECONDS", 300, 1, 900),
-        callback_retries=read.integer("CALLBACK_RETRIES", FREE_PLAN_MAX_RETRIES, 0, 20),
+        generation_retries=read.integer("GENERATION_RETRIES", DEFAULTS.generation_retries, 0, 20),
+        generation_timeout_s=read.integer(
+            "GENERATION_TIMEOUT_SECONDS", DEFAULTS.generation_timeout_s, 1, 900
+        ),
+        callback_retries=read.integer("CALLBACK_RETRIES", DEFAULTS.callback_retries, 0, 20),
         qstash_max_message_bytes=message_limit,
-        qstash_max_retries=read.integer("QSTASH_MAX_RETRIES", FREE_PLAN_MAX_RETRIES, 0, 100),
-        bucket=read.text("SUPABASE_BUCKET", "pictures") or "pictures",
+        qstash_max_retries=read.integer("QSTASH_MAX_RETRIES", DEFAULTS.qstash_max_retries, 0, 100),
+        bucket=read.text("SUPABASE_BUCKET") or DEFAULTS.bucket,
         frame_path=read.text("FRAME_PATH"),
-        brand_name=read.text("BRAND_NAME", "PICTURE LINE") or "PICTURE LINE",
-        jpeg_quality=read.integer("JPEG_QUALITY", 85, 50, 95),
-        mms_max_bytes=read.integer("MMS_MAX_BYTES", 600_000, 50_000, 5_000_000),
-        mms_max_edge=read.integer("MMS_MAX_EDGE", 1536, 256, 4096),
-        claim_lease_s=read.integer("CLAIM_LEASE_SECONDS", 180, 30, 3600),
-        max_prompt_chars=read.integer("MAX_PROMPT_CHARS", 1000, 1, 4000),
+        brand_name=read.text("BRAND_NAME") or DEFAULTS.brand_name,
+        jpeg_quality=read.integer("JPEG_QUALITY", DEFAULTS.jpeg_quality, 50, 95),
+        mms_max_bytes=read.integer("MMS_MAX_BYTES", DEFAULTS.mms_max_bytes, 50_000, 5_000_000),
+        mms_max_edge=read.integer("MMS_MAX_EDGE", DEFAULTS.mms_max_edge, 256, 4096),
+        claim_lease_s=read.integer("CLAIM_LEASE_SECONDS", DEFAULTS.claim_lease_s, 30, 3600),
+        max_prompt_chars=read.integer("MAX_PROMPT_CHARS", DEFAULTS.max_prompt_chars, 1, 4000),
         twilio_from_number=read.text("TWILIO_FROM_NUMBER"),
         twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
         # An empty SMS_KEYWORD makes every message a prompt.
-        sms_keyword=environ.get("SMS_KEYWORD", "DRAW").strip().upper(),
+        sms_keyword=environ.get("SMS_KEYWORD", DEFAULTS.sms_keyword).strip().upper(),
         allowed_countries=_countries(read),
         allow_test_recipients=read.flag("ALLOW_TEST_RECIPIENTS"),
-        whatsapp=read.flag("WHATSAPP", default=True),
+        whatsapp=read.flag("WHATSAPP", default=DEFAULTS.whatsapp),
         voice_caller_check=VoiceCallerCheck(
             read.choice(
                 "VOICE_CALLER_CHECK",
-                VoiceCallerCheck.ATTESTED.value,
+                DEFAULTS.voice_caller_check.value,
                 tuple(check.value for check in VoiceCallerCheck),
             )
         ),
         limits=Limits(
-            per_number_hour=read.optional_count("LIMIT_PER_NUMBER_HOUR", 5),
-            per_number_day=read.optional_count("LIMIT_PER_NUMBER_DAY", 20),
-            global_day=read.optional_count("LIMIT_GLOBAL_DAY", 500),
-            budget_usd=read.optional_number("DAILY_BUDGET_USD", None),
+            per_number_hour=read.optional_count("LIMIT_PER_NUMBER_HOUR", Limits.per_number_hour),
+            per_number_day=read.optional_count("LIMIT_PER_NUMBER_DAY", Limits.per_number_day),
+            global_day=read.optional_count("LIMIT_GLOBAL_DAY", Limits.global_day),
+            budget_usd=read.optional_number("DAILY_BUDGET_USD", Limits.budget_usd),
             allowlist=read.addresses("ALLOWLIST"),
         ),
-        mms_cost_usd=read.optional_number("MMS_COST_USD", 0.02) or 0.0,
+        mms_cost_usd=read.optional_number("MMS_COST_USD", DEFAULTS.mms_cost_usd) or 0.0,
         insecure_skip_signatures=read.flag("INSECURE_SKIP_SIGNATURES"),
         moderation=read.flag("MODERATION"),
-        sweep_after_minutes=read.integer("SWEEP_AFTER_MINUTES", 60, 5, 7 * 24 * 60),
-        retention_days=read.optional_count("RETENTION_DAYS", 30),
-        store_timeout_s=read.integer("STORE_TIMEOUT_SECONDS", 4, 1, 60),
+        sweep_after_minutes=read.integer(
+            "SWEEP_AFTER_MINUTES", DEFAULTS.sweep_after_minutes, 5, 7 * 24 * 60
+        ),
+        retention_days=read.optional_count("RETENTION_DAYS", DEFAULTS.retention_days),
+        store_timeout_s=read.integer(
+            "STORE_TIMEOUT_SECONDS", round(DEFAULTS.store_timeout_s), 1, 60
+        ),
         google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")

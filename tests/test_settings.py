@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -8,7 +9,7 @@ from devstack.secretmanager import SecretManagerConfig, create_app
 from devstack.serving import RunningServer, serve_in_thread
 from shared.errors import ConfigError
 from shared.secrets import Secret, SecretSource
-from shared.settings import load_settings
+from shared.settings import ImageOptions, Limits, Settings, load_settings
 
 MINIMAL = {
     "COMPOSITE_URL": "https://composite-abc-uc.a.run.app",
@@ -187,3 +188,14 @@ def test_retries_beyond_the_plan_are_refused_at_load() -> None:
         load_settings({**MINIMAL, "CALLBACK_RETRIES": "5"})
     paid = load_settings({**MINIMAL, "CALLBACK_RETRIES": "5", "QSTASH_MAX_RETRIES": "5"})
     assert paid.callback_retries == 5
+
+
+def test_every_default_is_the_fields_own() -> None:
+    """Each default is written once, on its dataclass field: loading an environment that
+    sets nothing gives exactly those."""
+    loaded = load_settings(MINIMAL)
+    for field in dataclasses.fields(Settings):
+        if field.default is not dataclasses.MISSING and field.name != "secrets":
+            assert getattr(loaded, field.name) == field.default, field.name
+    assert loaded.image == ImageOptions()
+    assert loaded.limits == Limits()
