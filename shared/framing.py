@@ -141,16 +141,18 @@ def frame_image(
     """Frame the picture in `data` as a JPEG of at most `max_bytes` whose long edge is at most
     `max_edge`: the provider may make pictures up to 3840x2160, carriers take far less.
     With `expected_size` (the size asked of the provider), a picture of any other is refused."""
-    picture = fit_within(open_picture(data, expected_size=expected_size), max_edge)
+    edge = max_edge
     while True:
+        # Framed in place; the rare picture that must shrink further is decoded again.
+        picture = fit_within(open_picture(data, expected_size=expected_size), edge)
         framed = _framed(picture, brand, frame_path)
         for level in range(quality, LOWEST_QUALITY - 1, -QUALITY_STEP):
             jpeg = _jpeg(framed, level)
             if len(jpeg) <= max_bytes:
                 return FramedPicture(jpeg, framed.width, framed.height, level)
-        if min(picture.size) * SHRINK < MIN_EDGE:
+        if min(framed.size) * SHRINK < MIN_EDGE:
             return FramedPicture(jpeg, framed.width, framed.height, level)
-        picture = fit_within(picture, round(max(picture.size) * SHRINK))
+        edge = round(max(framed.size) * SHRINK)
 
 
 def fit_within(picture: Image.Image, max_edge: int) -> Image.Image:
@@ -165,7 +167,7 @@ def fit_within(picture: Image.Image, max_edge: int) -> Image.Image:
 
 
 def _framed(picture: Image.Image, brand: str, frame_path: str | None) -> Image.Image:
-    picture = picture.copy()
+    """`picture` with the frame laid over its border bands, in place."""
     frame = (
         custom_frame(frame_path, picture.size) if frame_path else brand_frame(picture.size, brand)
     )
