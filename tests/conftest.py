@@ -166,6 +166,12 @@ class StackClient:
     def messages_to(self, number: str) -> list[dict[str, Any]]:
         return [m for m in self.stack.outbox() if m.get("to") == number]
 
+    def generations(self, prompt: str) -> list[dict[str, Any]]:
+        """The OpenAI stand-in's log of generation requests whose prompt holds `prompt`."""
+        base = self.env["OPENAI_BASE_URL"].removesuffix("/v1")
+        log = self.http.get(f"{base}/__dev/requests", timeout=5).json()
+        return [e for e in log if prompt in str((e.get("json") or {}).get("prompt", ""))]
+
     def qstash_messages(self) -> list[dict[str, Any]]:
         return self.stack.qstash_messages()
 

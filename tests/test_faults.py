@@ -173,3 +173,15 @@ def test_a_provider_answer_with_a_url_is_never_fetched(stack: StackClient, calle
         assert hits == []
     finally:
         bait.stop()
+
+
+def test_a_store_that_fails_to_note_the_qstash_message_does_not_fail_the_request(
+    stack: StackClient, caller: str
+) -> None:
+    """The message id is bookkeeping (only a STOP mid-flight needs it): its write failing
+    leaves the request queued and delivered as usual."""
+    stack.fault("supabase", service="rest", kind="500", times=1, method="PATCH")
+    response = stack.submit("a noted fox", to=caller)
+    assert response.status_code == 202
+    row = stack.wait_finished(response.json()["request_id"])
+    assert row["status"] == "delivered"

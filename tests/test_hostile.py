@@ -14,12 +14,6 @@ from tests.conftest import StackClient
 pytestmark = pytest.mark.stack
 
 
-def generations_for(stack: StackClient, prompt: str) -> list[dict[str, Any]]:
-    base = stack.env["OPENAI_BASE_URL"].removesuffix("/v1")
-    log = requests.get(f"{base}/__dev/requests", timeout=5).json()
-    return [e for e in log if prompt in str((e.get("json") or {}).get("prompt", ""))]
-
-
 def test_a_refused_prompt_stays_refused_when_its_notice_first_fails(
     stack: StackClient, caller: str
 ) -> None:
@@ -31,7 +25,7 @@ def test_a_refused_prompt_stays_refused_when_its_notice_first_fails(
     row = stack.wait_finished(stack.submit(prompt, to=caller).json()["request_id"])
     stack.stack.wait_idle(10)
     assert (row["status"], row["failure_reason"], row["notified"]) == ("failed", "refused", True)
-    assert len(generations_for(stack, prompt)) == 1
+    assert len(stack.generations(prompt)) == 1
     [notice] = stack.messages_to(caller)
     assert "turned it down" in notice["body"] and not notice["media"]
 
@@ -91,7 +85,7 @@ def test_stop_cancels_a_generation_qstash_has_not_run_yet(stack: StackClient, ca
         assert message["state"] == "cancelled"
     finally:
         stack.qstash_config(retry_delay_scale=0.005)
-    assert len(generations_for(stack, prompt)) == 1
+    assert len(stack.generations(prompt)) == 1
 
 
 @pytest.mark.parametrize("answer", ["picture", "refusal"])

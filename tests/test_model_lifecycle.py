@@ -5,7 +5,6 @@ with a reason that says the model is gone, and the person is told. Nothing is lo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import requests
@@ -42,15 +41,10 @@ def retire(stack: StackClient) -> Iterator[Callable[[str], None]]:
         )
 
 
-def generations_for(stack: StackClient, prompt: str) -> list[dict[str, Any]]:
-    log = requests.get(openai_dev(stack, "requests"), timeout=5).json()
-    return [entry for entry in log if prompt in str((entry.get("json") or {}).get("prompt", ""))]
-
-
 def test_the_default_model_is_a_current_one_and_delivers(stack: StackClient, caller: str) -> None:
     row = stack.wait_finished(stack.submit("a kingfisher diving", to=caller).json()["request_id"])
     assert (row["status"], row["model"]) == ("delivered", DEFAULT_IMAGE_MODEL)
-    [asked] = generations_for(stack, "a kingfisher diving")
+    [asked] = stack.generations("a kingfisher diving")
     assert asked["json"]["model"] == DEFAULT_IMAGE_MODEL
     # What the picture cost comes from the answer's tokens, not a flat guess.
     assert row["cost_usd"] is not None and row["cost_usd"] > 0
@@ -67,9 +61,9 @@ def test_a_retired_model_falls_back_once_and_the_picture_arrives(
     retire(DEFAULT_IMAGE_MODEL)
     row = stack.wait_finished(stack.submit("a lynx in the snow", to=caller).json()["request_id"])
     assert (row["status"], row["model"]) == ("delivered", FALLBACK)
-    asked = [entry["json"]["model"] for entry in generations_for(stack, "a lynx in the snow")]
+    asked = [entry["json"]["model"] for entry in stack.generations("a lynx in the snow")]
     assert asked == [DEFAULT_IMAGE_MODEL, FALLBACK]
-    assert [entry["status"] for entry in generations_for(stack, "a lynx in the snow")] == [404, 200]
+    assert [entry["status"] for entry in stack.generations("a lynx in the snow")] == [404, 200]
     [mms] = stack.messages_to(caller)
     assert mms["media"] and "a lynx in the snow" in mms["body"]
 
@@ -89,7 +83,7 @@ def test_without_a_fallback_a_retired_model_fails_saying_so_and_the_person_is_to
     [notice] = stack.messages_to(caller)
     assert "being updated" in notice["body"]
     # One try: a gone model is not retried.
-    assert len(generations_for(stack, "a moth at a lamp")) == 1
+    assert len(stack.generations("a moth at a lamp")) == 1
 
 
 def test_when_the_fallback_is_gone_too_the_request_fails_once(
@@ -108,4 +102,25 @@ def test_when_the_fallback_is_gone_too_the_request_fails_once(
         FALLBACK,
     )
     assert len(stack.messages_to(caller)) == 1
-    assert len(generations_for(stack, "a wren on a wire")) == 2
+    assert len(stack.generations("a wren on a wire")) == 2
+
+
+def test_a_late_callback_about_a_model_the_request_has_left_changes_nothing(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    import base64
+    import json
+
+    from tests.test_pipeline import callback_payload, post_callback, queued_row
+
+    function_setting("IMAGE_MODEL_FALLBACK", FALLBACK)
+    request_id = queued_row(stack, caller)  # asked of DEFAULT_IMAGE_MODEL
+    left_behind = {"model": "gpt-image-2.5-flare", "prompt": "a lighthouse at dusk"}
+    gone = b'{"error": {"type": "invalid_request_error", "code": "model_not_found"}}'
+    payload = callback_payload(
+        404, gone, sourceBody=base64.b64encode(json.dumps(left_behind).encode()).decode()
+    )
+    assert post_callback(stack, request_id, payload).json()["outcome"] == "superseded"
+    row = stack.row(request_id)
+    assert (row["status"], row["model"]) == ("queued", DEFAULT_IMAGE_MODEL)
+    assert stack.messages_to(caller) == []
