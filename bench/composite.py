@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from devstack.openai_images import draw_picture
+from devstack.picture_drawing import draw_picture
 from shared import image_models
 from shared.errors import ProviderError
 from shared.framing import brand_frame, clear_frame_cache, frame_cache_bytes, frame_image

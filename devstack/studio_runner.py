@@ -9,8 +9,8 @@ requests to our functions and sends messages through the Twilio REST stand-in::
                          caller=Caller(["a crab holding a light saber"]), account=account)
     print(format_transcript(execution))
 
-:func:`check_flow` reports structural problems Studio's validator (or a Studio run) would trip
-over, plus a few rules of our own (failure branches handled, no Twilio credentials sent).
+Flow definitions are checked by :func:`devstack.flow_checker.check_flow`, which is
+re-exported here for the modules that import it from this one.
 
 Supported widgets: trigger, say-play, gather-input-on-call, make-http-request, send-message,
 split-based-on, set-variables. Anything else fails the execution with an error naming it.
@@ -36,8 +36,7 @@ import json
 import re
 import secrets
 import uuid
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -48,18 +47,27 @@ from liquid.exceptions import LiquidError
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from .flow_checker import (
+    CONTENT_TYPES,
+    FORM,
+    JSON_TYPE,
+    State,
+    Transition,
+    key_value_items,
+    media_type,
+    next_widget,
+    transition_for,
+    widget_properties,
+    widget_transitions,
+)
+
+# Re-exported because the Twilio stand-in and tests import check_flow from this module.
+from .flow_checker import check_flow as check_flow
+
 API_VERSION = "2010-04-01"
 HTTP_TIMEOUT_S = 10.0  # Studio's make-http-request limit
 MAX_HTTP_BODY_BYTES = 64 * 1024  # Studio keeps at most 64 kB of a response body
-SCHEMA_URL = "https://schemas.twilio.com/studio/draft/2019-09/flow-definition"
-MAX_STATES = 1000
 USER_AGENT = "TwilioProxy/1.1"
-FORM = "application/x-www-form-urlencoded"
-JSON_TYPE = "application/json"
-CONTENT_TYPES = (FORM, f"{FORM};charset=utf-8", JSON_TYPE, f"{JSON_TYPE};charset=utf-8")
-
-State = dict[str, Any]
-Transition = dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,530 +106,6 @@ class Execution:
     path: list[str]  # widget names visited, in order
     status: str  # "ended" (a transition with no next) or "failed" (runner error)
     error: str | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# What Studio knows about each widget type
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _WidgetSpec:
-    events: tuple[str, ...]  # every event the type has
-    required_events: tuple[str, ...]  # events a definition must list (Console exports do)
-    properties: Mapping[str, str]  # known property -> JSON type ("any": not checked)
-    must_handle: tuple[str, ...] = ()  # failure events our flows must wire to a widget
-    repeatable: tuple[str, ...] = ()  # events that may be listed more than once
-
-
-_TRIGGER_EVENTS = (
-    "incomingMessage",
-    "incomingCall",
-    "incomingConversationMessage",
-    "incomingRequest",
-    "incomingParent",
-)
-
-_WIDGETS: dict[str, _WidgetSpec] = {
-    # Older exports lack the conversation and parent events, so only the rest are required.
-    "trigger": _WidgetSpec(
-        _TRIGGER_EVENTS, ("incomingMessage", "incomingCall", "incomingRequest"), {}
-    ),
-    "gather-input-on-call": _WidgetSpec(
-        ("keypress", "speech", "timeout"),
-        ("keypress", "speech", "timeout"),
-        {
-            "say": "string",
-            "play": "string",
-            "voice": "string",
-            "language": "string",
-            "loop": "integer",
-            "timeout": "integer",
-            "finish_on_key": "string",
-            "number_of_digits": "integer",
-            "stop_gather": "boolean",
-            "gather_language": "string",
-            "speech_timeout": "string",
-            "speech_model": "string",
-            "profanity_filter": "string",
-            "hints": "string",
-        },
-        must_handle=("timeout",),
-    ),
-    "say-play": _WidgetSpec(
-        ("audioComplete",),
-        ("audioComplete",),
-        {
-            "say": "string",
-            "play": "string",
-            "digits": "string",
-            "voice": "string",
-            "language": "string",
-            "loop": "integer",
-        },
-    ),
-    "make-http-request": _WidgetSpec(
-        ("success", "failed"),
-        ("success", "failed"),
-        {
-            "method": "string",
-            "url": "string",
-            "content_type": "string",
-            "body": "string",
-            "parameters": "array",
-            "add_twilio_auth": "boolean",
-        },
-        must_handle=("failed",),
-    ),
-    "send-message": _WidgetSpec(
-        ("sent", "failed"),
-        ("sent", "failed"),
-        {
-            "body": "string",
-            "from": "string",
-            "to": "string",
-            "service": "string",
-            "channel": "string",
-            "media_url": "string",
-            "attributes": "any",
-            "message_type": "string",
-            "content_sid": "string",
-            "content_variables": "array",
-        },
-        must_handle=("failed",),
-    ),
-    "split-based-on": _WidgetSpec(
-        ("match", "noMatch"), ("noMatch",), {"input": "string"}, repeatable=("match",)
-    ),
-    "set-variables": _WidgetSpec(("next",), ("next",), {"variables": "array"}),
-    # Not run here, but known well enough to check.
-    "run-function": _WidgetSpec(
-        ("success", "fail"),
-        ("success", "fail"),
-        {
-            "service_sid": "string",
-            "environment_sid": "string",
-            "function_sid": "string",
-            "url": "string",
-            "parameters": "array",
-        },
-    ),
-    "send-and-wait-for-reply": _WidgetSpec(
-        ("incomingMessage", "timeout", "deliveryFailure"),
-        ("incomingMessage", "timeout", "deliveryFailure"),
-        {
-            "body": "string",
-            "from": "string",
-            "to": "string",
-            "timeout": "string",
-            "service": "string",
-            "channel": "string",
-            "media_url": "string",
-            "attributes": "any",
-        },
-    ),
-}
-
-# Studio's widget type enum: other types are valid Studio but unchecked and not runnable here.
-_STUDIO_TYPES = frozenset(
-    {
-        "add-member-to-chat-channel",
-        "add-twiml-redirect",
-        "capture-payments",
-        "connect-call-to",
-        "create-chat-channel",
-        "create-task",
-        "enqueue-call",
-        "fork-stream",
-        "make-outgoing-call-v1",
-        "make-outgoing-call-v2",
-        "record-call",
-        "record-voicemail",
-        "run-function-v2",
-        "send-to-flex",
-        "run-subflow",
-        "understand",
-        "update-sync-object",
-        "connect-virtual-agent",
-        "connect-virtual-agent-v2",
-        "start-conversation",
-        "resume-conversation",
-        "run-conversation-relay",
-        *_WIDGETS,
-    }
-)
-
-_OPERATORS = frozenset(
-    {
-        "equal_to",
-        "not_equal_to",
-        "matches_any_of",
-        "does_not_match_any_of",
-        "contains",
-        "does_not_contain",
-        "starts_with",
-        "does_not_start_with",
-        "is_blank",
-        "is_not_blank",
-        "regex",
-        "less_than",
-        "greater_than",
-    }
-)
-# Studio knows these too; the runner cannot evaluate them.
-_DATE_OPERATORS = frozenset({"is_before_date", "is_after_date", "is_before_time", "is_after_time"})
-
-# Twilio's speech profanity filter masks all but the first letter; a tiny list is enough here.
-_PROFANITY = re.compile(
-    r"\b(fuck(?:ing|ed|er)?|shit(?:ty)?|bitch|bastard|asshole|dickhead|crap)\b", re.IGNORECASE
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers shared by the checker and the runner
-# --------------------------------------------------------------------------------------------
-
-
-def _props(state: Mapping[str, Any]) -> dict[str, Any]:
-    properties = state.get("properties")
-    return properties if isinstance(properties, dict) else {}
-
-
-def _transitions(state: Mapping[str, Any]) -> list[Transition]:
-    transitions = state.get("transitions")
-    if not isinstance(transitions, list):
-        return []
-    return [item for item in transitions if isinstance(item, dict)]
-
-
-def _transition(state: Mapping[str, Any], event: str) -> Transition | None:
-    return next((item for item in _transitions(state) if item.get("event") == event), None)
-
-
-def _target(transition: Transition | None) -> str | None:
-    """The state a transition leads to; None (or "") ends the execution."""
-    if transition is None:
-        return None
-    target = transition.get("next")
-    return target if isinstance(target, str) and target else None
-
-
-def _media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def _is_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # e.g. a broken IPv6 literal
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _json_type_ok(value: Any, kind: str) -> bool:
-    match kind:
-        case "string":
-            return isinstance(value, str)
-        case "integer":  # bool is an int in Python, not in JSON
-            return isinstance(value, int) and not isinstance(value, bool)
-        case "boolean":
-            return isinstance(value, bool)
-        case "array":
-            return isinstance(value, list)
-        case "object":
-            return isinstance(value, dict)
-    return True
-
-
-def _pairs(value: Any) -> list[dict[str, Any]]:
-    """The ``[{key, value}]`` items of `parameters`/`variables` (malformed items dropped)."""
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, dict)]
-
-
-# --------------------------------------------------------------------------------------------
-# check_flow
-# --------------------------------------------------------------------------------------------
-
-
-def check_flow(flow: dict[str, Any]) -> list[str]:
-    """Structural problems of a flow definition, as human-readable lines; [] when fine."""
-    if not isinstance(flow, dict):
-        return ["the flow definition must be a JSON object"]
-    problems = _check_envelope(flow)
-    states = _state_list(flow, problems)
-    names = _check_names(states, problems)
-    _check_initial_state(flow, names, problems)
-    for state in states:
-        _check_state(state, names, problems)
-    _check_reachable(flow, names, problems)
-    return problems
-
-
-def _check_envelope(flow: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    if not isinstance(flow.get("description"), str):
-        problems.append("'description' must be a string")
-    if not isinstance(flow.get("initial_state"), str) or not flow.get("initial_state"):
-        problems.append("'initial_state' must be a non-empty string")
-    flags = flow.get("flags")
-    if not isinstance(flags, dict) or not isinstance(flags.get("allow_concurrent_calls"), bool):
-        problems.append("'flags' must be an object with a boolean 'allow_concurrent_calls'")
-    states = flow.get("states")
-    if not isinstance(states, list) or not 1 <= len(states) <= MAX_STATES:
-        problems.append(f"'states' must be a list of 1 to {MAX_STATES} widgets")
-    if "$schema" in flow and flow["$schema"] != SCHEMA_URL:
-        problems.append(f"'$schema' must be {SCHEMA_URL}")
-    known = {"description", "states", "initial_state", "flags", "$schema"}
-    problems.extend(f"unexpected top-level key {key!r}" for key in flow if key not in known)
-    return problems
-
-
-def _state_list(flow: dict[str, Any], problems: list[str]) -> list[State]:
-    """The well-formed states; the others are reported and left out of further checks."""
-    raw = flow.get("states")
-    states: list[State] = []
-    for index, state in enumerate(raw if isinstance(raw, list) else []):
-        if not isinstance(state, dict):
-            problems.append(f"states[{index}] must be an object")
-        elif not isinstance(state.get("name"), str) or not state["name"]:
-            problems.append(f"states[{index}] needs a non-empty string 'name'")
-        elif not isinstance(state.get("type"), str):
-            problems.append(f"widget {state['name']!r} needs a string 'type'")
-        else:
-            states.append(state)
-    return states
-
-
-def _check_names(states: list[State], problems: list[str]) -> dict[str, State]:
-    names: dict[str, State] = {}
-    for state in states:
-        if state["name"] in names:
-            problems.append(f"duplicate widget name {state['name']!r}")
-        else:
-            names[state["name"]] = state
-    triggers = [state["name"] for state in states if state["type"] == "trigger"]
-    if len(triggers) > 1:
-        problems.append(f"more than one trigger widget: {', '.join(triggers)}")
-    return names
-
-
-def _check_initial_state(
-    flow: dict[str, Any], names: dict[str, State], problems: list[str]
-) -> None:
-    initial = flow.get("initial_state")
-    if not isinstance(initial, str) or not initial:
-        return  # reported with the envelope
-    if initial not in names:
-        problems.append(f"initial_state {initial!r} is not a widget of the flow")
-    elif names[initial]["type"] != "trigger":
-        problems.append(f"initial_state {initial!r} is a {names[initial]['type']}, not a trigger")
-
-
-def _check_state(state: State, names: dict[str, State], problems: list[str]) -> None:
-    label = f"widget {state['name']!r} ({state['type']})"
-    if state["type"] not in _STUDIO_TYPES:
-        problems.append(f"{label}: unknown widget type")
-    if not isinstance(state.get("properties"), dict):
-        problems.append(f"{label}: 'properties' must be an object")
-    if not isinstance(state.get("transitions"), list):
-        problems.append(f"{label}: 'transitions' must be a list")
-    _check_transitions(state, label, names, problems)
-    spec = _WIDGETS.get(state["type"])
-    if spec is None:
-        return
-    _check_events(state, spec, label, problems)
-    _check_properties(state, spec, label, problems)
-    check = _WIDGET_CHECKS.get(state["type"])
-    if check is not None:
-        check(state, label, problems)
-
-
-def _check_transitions(
-    state: State, label: str, names: dict[str, State], problems: list[str]
-) -> None:
-    raw = state.get("transitions")
-    for index, transition in enumerate(raw if isinstance(raw, list) else []):
-        if not isinstance(transition, dict) or not isinstance(transition.get("event"), str):
-            problems.append(f"{label}: transitions[{index}] needs a string 'event'")
-            continue
-        target = transition.get("next")
-        if target is not None and not isinstance(target, str):
-            problems.append(f"{label}: transition {transition['event']!r} has a non-string next")
-        elif target and target not in names:
-            problems.append(
-                f"{label}: transition {transition['event']!r} points at missing widget {target!r}"
-            )
-
-
-def _check_events(state: State, spec: _WidgetSpec, label: str, problems: list[str]) -> None:
-    events = [item.get("event") for item in _transitions(state)]
-    for event in events:
-        if isinstance(event, str) and event not in spec.events:
-            problems.append(
-                f"{label}: {event!r} is not an event of this widget type "
-                f"(expected one of {', '.join(spec.events)})"
-            )
-    for event in spec.required_events:
-        if event not in events:
-            problems.append(f"{label}: event {event!r} is not listed")
-    for event in set(spec.events) - set(spec.repeatable):
-        if events.count(event) > 1:
-            problems.append(f"{label}: event {event!r} is listed more than once")
-    for event in spec.must_handle:
-        if event in events and _target(_transition(state, event)) is None:
-            problems.append(f"{label}: failure event {event!r} is not handled (it has no next)")
-
-
-def _check_properties(state: State, spec: _WidgetSpec, label: str, problems: list[str]) -> None:
-    for name, value in _props(state).items():
-        if name == "offset":
-            continue  # canvas position, on every widget
-        kind = spec.properties.get(name)
-        if kind is None:
-            problems.append(f"{label}: unknown property {name!r}")
-        elif not _json_type_ok(value, kind):
-            problems.append(f"{label}: property {name!r} must be a JSON {kind}")
-
-
-def _check_pairs(value: Any, what: str, label: str, problems: list[str]) -> None:
-    if value is None:
-        return
-    items = value if isinstance(value, list) else []
-    good = [item for item in items if isinstance(item, dict) and isinstance(item.get("key"), str)]
-    if not isinstance(value, list) or len(good) != len(items):
-        problems.append(f"{label}: {what} must be a list of {{key, value}} objects")
-
-
-def _check_http(state: State, label: str, problems: list[str]) -> None:
-    props = _props(state)
-    if props.get("method") not in ("GET", "POST"):
-        problems.append(f"{label}: method must be GET or POST")
-    if not isinstance(props.get("url"), str) or not props["url"].strip():
-        problems.append(f"{label}: url is required")
-    if props.get("add_twilio_auth") is True:
-        problems.append(
-            f"{label}: add_twilio_auth sends our Twilio credentials; never use it for our functions"
-        )
-    _check_http_payload(props, label, problems)
-
-
-def _check_http_payload(props: dict[str, Any], label: str, problems: list[str]) -> None:
-    content_type = props.get("content_type", FORM)
-    if not isinstance(content_type, str):
-        return  # reported as a wrong JSON type
-    if content_type.replace(" ", "").lower() not in CONTENT_TYPES:
-        problems.append(f"{label}: content_type {content_type!r} is not form or JSON")
-    _check_pairs(props.get("parameters"), "parameters", label, problems)
-    keys = [item.get("key") for item in _pairs(props.get("parameters"))]
-    if "method" in keys:
-        problems.append(f"{label}: a parameter named 'method' is Studio error 81014")
-    body = props.get("body")
-    if not isinstance(body, str) or not body.strip():
-        return
-    if keys:
-        problems.append(f"{label}: use either parameters (form) or body (JSON), not both")
-    if _media_type(content_type) == JSON_TYPE:
-        problems.extend(f"{label}: {problem}" for problem in _json_body_problems(body))
-
-
-def _check_split(state: State, label: str, problems: list[str]) -> None:
-    props = _props(state)
-    if not isinstance(props.get("input"), str):
-        problems.append(f"{label}: input is required")
-    for transition in _transitions(state):
-        if transition.get("event") != "match":
-            continue
-        conditions = transition.get("conditions")
-        if not isinstance(conditions, list) or not conditions:
-            problems.append(f"{label}: a match transition needs conditions")
-            continue
-        for condition in conditions:
-            _check_condition(condition, props.get("input"), label, problems)
-
-
-def _check_condition(condition: Any, input_: Any, label: str, problems: list[str]) -> None:
-    if not isinstance(condition, dict):
-        problems.append(f"{label}: conditions must be objects")
-        return
-    kind = condition.get("type")
-    if kind not in _OPERATORS | _DATE_OPERATORS:
-        problems.append(f"{label}: unknown condition type {kind!r}")
-    arguments = condition.get("arguments")
-    # The Console writes the widget input into every condition; a hand edit that changes only
-    # one of them is a mistake.
-    if arguments is not None and arguments != [input_]:
-        problems.append(f"{label}: condition arguments {arguments!r} differ from input {input_!r}")
-
-
-def _check_set_variables(state: State, label: str, problems: list[str]) -> None:
-    _check_pairs(_props(state).get("variables"), "variables", label, problems)
-
-
-def _check_send_message(state: State, label: str, problems: list[str]) -> None:
-    props = _props(state)
-    if props.get("message_type") != "content_template" and not props.get("body"):
-        problems.append(f"{label}: body is required")
-
-
-_WIDGET_CHECKS: dict[str, Callable[[State, str, list[str]], None]] = {
-    "make-http-request": _check_http,
-    "split-based-on": _check_split,
-    "set-variables": _check_set_variables,
-    "send-message": _check_send_message,
-}
-
-
-_LIQUID_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
-
-
-def _json_body_problems(body: str) -> list[str]:
-    """Liquid outside a quoted JSON string, and bodies that are not JSON even with Liquid filled.
-
-    Liquid substitutes plain text, so an unquoted expression yields invalid JSON for most values.
-    (A quoted one still breaks on quotes in what the caller said; form parameters avoid both.)
-    """
-    # Liquid markup is skipped as a whole: quotes inside it are Liquid's, not JSON's.
-    markup = {match.start(): match.end() for match in _LIQUID_MARKUP.finditer(body)}
-    problems: list[str] = []
-    in_string = False
-    index = 0
-    while index < len(body):
-        if index in markup:
-            if not in_string:
-                expression = body[index : markup[index]]
-                problems.append(f"JSON body has Liquid outside a quoted value: {expression}")
-            index = markup[index]
-            continue
-        if body[index] == "\\" and in_string:
-            index += 1  # skip the escaped character
-        elif body[index] == '"':
-            in_string = not in_string
-        index += 1
-    if not problems:
-        try:
-            json.loads(_LIQUID_MARKUP.sub("x", body))
-        except ValueError as error:
-            problems.append(f"JSON body is not valid JSON: {error}")
-    return problems
-
-
-def _check_reachable(flow: dict[str, Any], names: dict[str, State], problems: list[str]) -> None:
-    initial = flow.get("initial_state")
-    if not isinstance(initial, str) or initial not in names:
-        return
-    seen = {initial}
-    queue = deque([initial])
-    while queue:
-        for transition in _transitions(names[queue.popleft()]):
-            target = _target(transition)
-            if target in names and target not in seen:
-                seen.add(target)
-                queue.append(target)
-    problems.extend(
-        f"widget {name!r} is unreachable from {initial!r}" for name in names if name not in seen
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,7 +172,7 @@ class _Run:
             raise _RunnerError(f"{where}: Liquid error: {error}") from error
 
     def prop(self, state: State, name: str, default: str = "") -> str:
-        value = _props(state).get(name)
+        value = widget_properties(state).get(name)
         return self.render(default if value is None else value, f"{state['name']}.{name}")
 
     def say(self, text: str) -> None:
@@ -735,9 +219,9 @@ def _walk(flow: dict[str, Any], run: _Run, event: str, max_steps: int) -> None:
     if trigger is None or trigger.get("type") != "trigger":
         raise _RunnerError(f"initial_state {initial!r} is not a trigger widget")
     run.path.append(trigger["name"])
-    transition = _transition(trigger, event)
+    transition = transition_for(trigger, event)
     steps = 0
-    while (name := _target(transition)) is not None:
+    while (name := next_widget(transition)) is not None:
         if steps >= max_steps:
             raise _RunnerError(f"stopped after {max_steps} widgets without ending (a loop?)")
         steps += 1
@@ -758,13 +242,13 @@ def _walk(flow: dict[str, Any], run: _Run, event: str, max_steps: int) -> None:
 
 
 def _loop_count(state: State) -> int:
-    loop = _props(state).get("loop", 1)
+    loop = widget_properties(state).get("loop", 1)
     return loop if isinstance(loop, int) and loop > 0 else 1
 
 
 def _prompt(run: _Run, state: State) -> str | None:
     """What the caller hears from a say/play property, or None if neither is set."""
-    props = _props(state)
+    props = widget_properties(state)
     if props.get("say"):
         return run.prop(state, "say")
     if props.get("play"):
@@ -778,10 +262,16 @@ def _run_say_play(run: _Run, state: State) -> Transition | None:
     for _ in range(_loop_count(state)):
         if prompt is not None:
             run.say(prompt)
-    if _props(state).get("digits"):
+    if widget_properties(state).get("digits"):
         run.say(f"[sends digits {run.prop(state, 'digits')}]")
     run.widgets[state["name"]] = {}
-    return _transition(state, "audioComplete")
+    return transition_for(state, "audioComplete")
+
+
+# Twilio's speech profanity filter masks all but the first letter; a tiny list is enough here.
+_PROFANITY = re.compile(
+    r"\b(fuck(?:ing|ed|er)?|shit(?:ty)?|bitch|bastard|asshole|dickhead|crap)\b", re.IGNORECASE
+)
 
 
 def _mask_profanity(text: str) -> str:
@@ -791,7 +281,7 @@ def _mask_profanity(text: str) -> str:
 
 def _keys(state: State, digits: str) -> str:
     """Digits as Gather reports them: up to the finish key, at most number_of_digits."""
-    props = _props(state)
+    props = widget_properties(state)
     finish = props.get("finish_on_key")
     if isinstance(finish, str) and finish and finish in digits:
         digits = digits[: digits.index(finish)]
@@ -807,7 +297,7 @@ def _run_gather(run: _Run, state: State) -> Transition | None:
     run.widgets[state["name"]] = outputs
     heard = run.next_input()
     # Speech recognition is only switched on when the speech transition leads somewhere.
-    speech_on = _target(_transition(state, "speech")) is not None
+    speech_on = next_widget(transition_for(state, "speech")) is not None
     answered = heard is not None and (heard.startswith("dtmf:") or speech_on)
     prompt = _prompt(run, state)
     for _ in range(1 if answered else _loop_count(state)):
@@ -815,21 +305,21 @@ def _run_gather(run: _Run, state: State) -> Transition | None:
             run.say(prompt)
     if heard is None:
         run.transcript.append(Turn("caller", "(silence)"))
-        return _transition(state, "timeout")
+        return transition_for(state, "timeout")
     if heard.startswith("dtmf:"):
         digits = _keys(state, heard.removeprefix("dtmf:"))
         run.transcript.append(Turn("caller", f"[presses {digits}]"))
         outputs["Digits"] = digits
-        return _transition(state, "keypress")
+        return transition_for(state, "keypress")
     if not speech_on:
         run.transcript.append(Turn("caller", f"{heard} (not heard: speech is not wired)"))
-        return _transition(state, "timeout")
+        return transition_for(state, "timeout")
     run.transcript.append(Turn("caller", heard))
-    filtered = _props(state).get("profanity_filter") == "true"
+    filtered = widget_properties(state).get("profanity_filter") == "true"
     outputs["SpeechResult"] = _mask_profanity(heard) if filtered else heard
     confidence = run.caller.confidence if run.caller else 0.0
     outputs["Confidence"] = str(confidence)  # Studio hands it over as text
-    return _transition(state, "speech")
+    return transition_for(state, "speech")
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,7 +353,7 @@ def _prepare_http(
         headers["X-Twilio-Signature"] = validator.compute_signature(target, {})
         return _HttpCall(method, target, target, headers, None)
     headers["Content-Type"] = content_type
-    if _media_type(content_type) == JSON_TYPE:
+    if media_type(content_type) == JSON_TYPE:
         # JSON: the URL carries the body's SHA-256 and is signed alone.
         data = body.encode("utf-8")
         target = _with_query(url, [("bodySHA256", hashlib.sha256(data).hexdigest())])
@@ -883,7 +373,7 @@ def _http_outputs(response: requests.Response) -> dict[str, Any]:
         "body": body,
     }
     # Studio parses only JSON objects served as application/json.
-    if _media_type(content_type) == JSON_TYPE:
+    if media_type(content_type) == JSON_TYPE:
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -895,7 +385,7 @@ def _http_outputs(response: requests.Response) -> dict[str, Any]:
 
 def _http_params(run: _Run, state: State) -> list[tuple[str, str]]:
     params: list[tuple[str, str]] = []
-    for item in _pairs(_props(state).get("parameters")):
+    for item in key_value_items(widget_properties(state).get("parameters")):
         key = run.render(item.get("key"), f"{state['name']}.parameters")
         if key == "method":
             raise _RunnerError(
@@ -906,9 +396,17 @@ def _http_params(run: _Run, state: State) -> list[tuple[str, str]]:
     return params
 
 
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a broken IPv6 literal
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _http_call(run: _Run, state: State) -> _HttpCall:
     name = state["name"]
-    if _props(state).get("add_twilio_auth") is True:
+    if widget_properties(state).get("add_twilio_auth") is True:
         raise _RunnerError(
             f"widget {name!r}: add_twilio_auth would send our Twilio credentials; refused"
         )
@@ -945,13 +443,13 @@ def _run_http(run: _Run, state: State) -> Transition | None:
     run.widgets[state["name"]] = outputs
     run.transcript.append(Turn("http", f"{call.method} {call.shown_url} -> {response.status_code}"))
     succeeded = 200 <= response.status_code < 300  # redirects were followed already
-    return _transition(state, "success" if succeeded else "failed")
+    return transition_for(state, "success" if succeeded else "failed")
 
 
 def _http_failed(run: _Run, state: State, call: _HttpCall, reason: str) -> Transition | None:
     run.widgets[state["name"]] = {}
     run.transcript.append(Turn("http", f"{call.method} {call.shown_url} -> {reason}"))
-    return _transition(state, "failed")
+    return transition_for(state, "failed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -983,7 +481,7 @@ def _send(run: _Run, form: list[tuple[str, str]]) -> tuple[dict[str, Any], str |
 
 
 def _run_send_message(run: _Run, state: State) -> Transition | None:
-    props = _props(state)
+    props = widget_properties(state)
     if props.get("message_type") == "content_template":
         raise _RunnerError(f"widget {state['name']!r}: content templates are not supported")
     body = run.prop(state, "body")
@@ -1007,7 +505,7 @@ def _run_send_message(run: _Run, state: State) -> Transition | None:
         )
         run.transcript.append(Turn("sms", f"to {to}: {body}{media} -> failed: {error.strip()}"))
     run.widgets[state["name"]] = {"outbound": outbound}
-    return _transition(state, "sent" if error is None else "failed")
+    return transition_for(state, "sent" if error is None else "failed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1081,19 +579,19 @@ def _matches(run: _Run, state: State, transition: Transition, subject: str) -> b
 def _run_split(run: _Run, state: State) -> Transition | None:
     subject = run.prop(state, "input")
     run.widgets[state["name"]] = {}
-    for transition in _transitions(state):
+    for transition in widget_transitions(state):
         if transition.get("event") == "match" and _matches(run, state, transition, subject):
             return transition
-    return _transition(state, "noMatch")
+    return transition_for(state, "noMatch")
 
 
 def _run_set_variables(run: _Run, state: State) -> Transition | None:
     # One at a time, so a later value can use an earlier one.
-    for item in _pairs(_props(state).get("variables")):
+    for item in key_value_items(widget_properties(state).get("variables")):
         key = str(item.get("key", ""))
         run.variables[key] = run.render(item.get("value", ""), f"{state['name']}.{key}")
     run.widgets[state["name"]] = {}
-    return _transition(state, "next")
+    return transition_for(state, "next")
 
 
 _HANDLERS: dict[str, Callable[[_Run, State], Transition | None]] = {
