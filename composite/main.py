@@ -17,24 +17,27 @@ from dataclasses import asdict
 import flask
 import functions_framework
 
-from shared.callbacks import (
-    bound_request_id,
-    is_sweep_body,
-    parse_callback,
-    verify_qstash_signature,
-)
+from shared.callbacks import bound_request_id, is_sweep_body, parse_callback
 from shared.delivery import handle_callback
-from shared.edge import handler, json_response, require_post, signed_url
-from shared.errors import BadRequest, SignatureError
+from shared.edge import (
+    handler,
+    json_response,
+    require_post,
+    verify_qstash_request,
+    verify_twilio_request,
+)
+from shared.endpoints import (
+    is_message_status,
+    message_status_request_id,
+    query_request_id,
+    query_self_test_nonce,
+)
+from shared.errors import BadRequest
 from shared.logs import bind, warning
-from shared.self_test import QUERY_PARAM, answer_self_test, self_test_nonce
+from shared.self_test import answer_self_test, self_test_nonce
 from shared.services import Services, get_services
 from shared.sweep import sweep
-from shared.twilio_webhooks import (
-    SIGNATURE_SETTINGS_HEADER,
-    read_status_callback,
-    verify_twilio_signature,
-)
+from shared.twilio_webhooks import read_status_callback
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -48,36 +51,18 @@ def composite(request: flask.Request) -> flask.Response:
     if (refusal := require_post(request)) is not None:
         return refusal
     services = get_services()
-    settings = services.settings
-    if "message_status" in request.args:
+    if is_message_status(request.args):
         return _message_status(request, services)
+    query_signed = verify_qstash_request(request, services.settings)
     raw = request.get_data(cache=True)
-    keys = (
-        settings.secret("QSTASH_CURRENT_SIGNING_KEY").reveal(),
-        settings.secret("QSTASH_NEXT_SIGNING_KEY").reveal(),
-    )
-    with_query = signed_url(settings.composite_url, request)
-    if settings.insecure_skip_signatures:
-        warning("INSECURE_SKIP_SIGNATURES is on: the QStash signature was not checked")
-        query_signed = True
-    else:
-        # QStash may sign the URL with its query or without it [UNCONFIRMED]: take either,
-        # and let only signed content say which request or job this is.
-        claims = verify_qstash_signature(
-            request.headers.get("Upstash-Signature"),
-            raw,
-            (with_query, settings.composite_url),
-            keys,
-        )
-        query_signed = claims["sub"] == with_query
     if is_sweep_body(raw):
         return json_response(200, asdict(sweep(services)))
     if (nonce := self_test_nonce(raw)) is not None:  # deploy/doctor.py's signed self-test
-        query_nonce = request.args.get(QUERY_PARAM)
+        query_nonce = query_self_test_nonce(request.args)
         return json_response(200, answer_self_test(nonce, query_nonce, query_signed, services))
     try:
         callback = parse_callback(raw)
-        request_id = bound_request_id(request.args.get("request"), callback, query_signed)
+        request_id = bound_request_id(query_request_id(request.args), callback, query_signed)
         bind(request_id=request_id)
     except BadRequest as exc:
         # Genuinely from QStash but unusable: retrying cannot help, so tell QStash to stop.
@@ -92,21 +77,9 @@ def composite(request: flask.Request) -> flask.Response:
 
 def _message_status(request: flask.Request, services: Services) -> flask.Response:
     """Twilio's status callback for one of our messages: signed by Twilio, not QStash."""
-    settings = services.settings
-    if not settings.insecure_skip_signatures:
-        try:
-            verify_twilio_signature(
-                signed_url(settings.composite_url, request),
-                request.form,
-                request.headers.get("X-Twilio-Signature"),
-                settings.secret("TWILIO_AUTH_TOKEN").reveal(),
-                request.headers.get(SIGNATURE_SETTINGS_HEADER),
-            )
-        except SignatureError as exc:
-            warning(exc.message, detail=exc.detail)
-            return json_response(403, {"error": "forbidden"})
+    verify_twilio_request(request, services.settings.composite_url, services.settings)
     try:
-        request_id = _request_id(request.args.get("message_status"))
+        request_id = message_status_request_id(request.args)
     except BadRequest as exc:
         return json_response(400, {"error": exc.message})
     bind(request_id=request_id)
@@ -124,10 +97,3 @@ def _message_status(request: flask.Request, services: Services) -> flask.Respons
             error_code=report.error_code,
         )
     return flask.Response(status=204)
-
-
-def _request_id(value: str | None) -> str:
-    try:
-        return str(uuid.UUID(value or ""))
-    except ValueError as exc:
-        raise BadRequest("the callback URL has no valid request id") from exc

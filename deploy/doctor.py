@@ -57,11 +57,11 @@ from twilio.rest import Client as TwilioClient
 
 from deploy.studio import FLOW_NAME, twilio_client
 from shared import deadline, moderation, publishing
+from shared.endpoints import self_test_url
 from shared.errors import AppError, ConfigError
 from shared.image_models import RETIRED_MODELS
 from shared.secrets import SecretSource
 from shared.self_test import (
-    QUERY_PARAM,
     SelfTestResult,
     forget_self_test,
     read_self_test,
@@ -809,7 +809,7 @@ def run_self_test(t: Target, qstash: str, token: str) -> SelfTestOutcome:
     started = time.monotonic()
     try:
         reply = t.http.post(
-            f"{qstash}/v2/publish/{composite}?{QUERY_PARAM}={nonce}",
+            f"{qstash}/v2/publish/{self_test_url(composite, nonce)}",
             data=json.dumps(self_test_body(nonce)),
             headers=headers,
             timeout=HTTP_TIMEOUT,

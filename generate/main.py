@@ -21,7 +21,8 @@ import functions_framework
 from werkzeug.datastructures import CombinedMultiDict
 
 from shared import logs
-from shared.accept import Acceptance, accept_picture_request
+from shared.accept import accept_picture_request
+from shared.acceptance_decisions import operator_answer
 from shared.channels import answer_incoming_message, answer_studio
 from shared.deadline import STUDIO_BUDGET_S, WEBHOOK_BUDGET_S, Deadline
 from shared.edge import (
@@ -30,19 +31,13 @@ from shared.edge import (
     json_response,
     read_json,
     require_post,
-    signed_url,
+    verify_twilio_request,
 )
-from shared.errors import ConfigError, Forbidden, SignatureError, Unauthorized
+from shared.errors import ConfigError, Unauthorized
 from shared.intake import parse_picture_request
-from shared.recipients import explain
 from shared.services import Services, get_services
 from shared.settings import Settings
-from shared.twilio_webhooks import (
-    FLOW_KEY_FIELD,
-    SIGNATURE_SETTINGS_HEADER,
-    twiml_message,
-    verify_twilio_signature,
-)
+from shared.twilio_webhooks import FLOW_KEY_FIELD, twiml_message
 
 MAX_BODY_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
@@ -72,41 +67,29 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
         default_region=settings.allowed_countries[0],
     )
     accepted = accept_picture_request(picture_request, services)
-    if accepted.outcome is Acceptance.OPTED_OUT:
-        return json_response(409, {"error": "the recipient has opted out (replied STOP)"})
-    if accepted.outcome is Acceptance.NOT_ALLOWED:
-        return json_response(403, {"error": "the recipient is not on the allowlist"})
-    if accepted.outcome is Acceptance.LIMITED:
-        return json_response(429, {"error": f"limit reached: {accepted.limit}"})
-    if accepted.outcome is Acceptance.REFUSED:
-        flagged = ", ".join(accepted.categories) or "the moderation check"
-        return json_response(422, {"error": f"the prompt was refused ({flagged})"})
-    if accepted.outcome is Acceptance.UNREACHABLE and accepted.problem is not None:
-        why = explain(accepted.problem, settings.allowed_countries)
-        return json_response(422, {"error": why, "problem": accepted.problem.value})
-    if accepted.outcome is Acceptance.NO_WHATSAPP:
-        return json_response(422, {"error": "WhatsApp is switched off (WHATSAPP=off)"})
-    return json_response(202, {"request_id": accepted.request_id, "status": "queued"})
+    status, body = operator_answer(accepted, settings)
+    return json_response(status, body)
 
 
 def _from_twilio(request: flask.Request, services: Services) -> flask.Response:
     settings = services.settings
-    if not settings.generate_url:
+    generate_url = settings.generate_url
+    if not generate_url:
         raise ConfigError("GENERATE_URL is needed to check Twilio's signatures")
     # Studio's parameters may arrive in the form or in the query [UNCONFIRMED]; read both.
     studio: Mapping[str, str] = CombinedMultiDict([request.form, request.args])
     if "prompt" in studio or "body" in studio:
         deadline = Deadline.after(STUDIO_BUDGET_S)
-        _authenticate_studio(request, studio, settings)
+        _authenticate_studio(request, studio, generate_url, settings)
         return json_response(200, answer_studio(studio, services, deadline).as_json())
     deadline = Deadline.after(WEBHOOK_BUDGET_S)
-    _verify_twilio(request, settings)
+    verify_twilio_request(request, generate_url, settings)
     reply = answer_incoming_message(request.form, services, deadline)
     return flask.Response(twiml_message(reply), status=200, mimetype="text/xml")
 
 
 def _authenticate_studio(
-    request: flask.Request, fields: Mapping[str, str], settings: Settings
+    request: flask.Request, fields: Mapping[str, str], generate_url: str, settings: Settings
 ) -> None:
     """The flow key, else Twilio's signature; the log says which one let the flow in."""
     given = fields.get(FLOW_KEY_FIELD)
@@ -115,7 +98,7 @@ def _authenticate_studio(
         return
     if given:
         logs.warning("wrong Studio flow key; checking the Twilio signature instead")
-    _verify_twilio(request, settings)
+    verify_twilio_request(request, generate_url, settings)
     logs.info("Studio request authenticated", by="twilio_signature")
 
 
@@ -133,23 +116,6 @@ def flow_key_matches(given: str, expected: str) -> bool:
         return False
     # "replace": a key holding a lone surrogate cannot be UTF-8 encoded, and is simply wrong.
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-def _verify_twilio(request: flask.Request, settings: Settings) -> None:
-    if settings.insecure_skip_signatures:
-        logs.warning("INSECURE_SKIP_SIGNATURES is on: the Twilio signature was not checked")
-        return
-    try:
-        verify_twilio_signature(
-            signed_url(settings.generate_url or "", request),
-            request.form,
-            request.headers.get("X-Twilio-Signature"),
-            settings.secret("TWILIO_AUTH_TOKEN").reveal(),
-            request.headers.get(SIGNATURE_SETTINGS_HEADER),
-        )
-    except SignatureError as exc:
-        logs.warning(exc.message, detail=exc.detail)
-        raise Forbidden("forbidden") from exc
 
 
 def _check_operator_key(request: flask.Request, payload: object, expected: str) -> None:

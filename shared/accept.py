@@ -1,46 +1,28 @@
 """`generate`'s half of the pipeline: record the request, then hand the generation to QStash.
 
 Recording first means a callback can never arrive for a request we have not recorded (the
-race the original project had). `composite`'s half is in `delivery.py`.
+race the original project had). The decisions are acceptance_decisions.py's; `composite`'s
+half is in delivery.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 from . import logs
+from .acceptance_decisions import (
+    Accepted,
+    creation_answer,
+    queued,
+    refused_by,
+    screen,
+    worth_recording_publish,
+)
 from .deadline import Deadline
 from .errors import PublishError, StoreError
 from .intake import PictureRequest
 from .moderation import check_prompt
 from .publishing import generation_job
-from .recipients import RecipientProblem, check_recipient
-from .records import Channel, RequestStatus
 from .services import Services
 from .store import NewRequest
-
-
-class Acceptance(StrEnum):
-    QUEUED = "queued"  # recorded and handed to QStash
-    DUPLICATE = "duplicate"  # Twilio sent the same request again; nothing new was done
-    OPTED_OUT = "opted_out"  # the recipient replied STOP; nothing was recorded
-    NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
-    LIMITED = "limited"  # a limit or the budget is reached; `limit` says which
-    REFUSED = "refused"  # the moderation check flagged the prompt; nothing was recorded
-    UNREACHABLE = "unreachable"  # not a number we may send to (`problem` says why)
-    NO_WHATSAPP = "no_whatsapp"  # WHATSAPP=off
-
-
-@dataclass(frozen=True)
-class Accepted:
-    outcome: Acceptance
-    request_id: str | None = None
-    status: RequestStatus | None = None  # for a duplicate: where the first one is now
-    reference: str | None = None
-    limit: str | None = None  # for LIMITED: per_number_hour, per_number_day, global_day, budget
-    categories: tuple[str, ...] = ()  # for REFUSED: what the moderation check flagged
-    problem: RecipientProblem | None = None  # for UNREACHABLE
 
 
 def accept_picture_request(
@@ -52,17 +34,10 @@ def accept_picture_request(
     `PublishError` after marking the recorded request failed.
     """
     settings = services.settings
-    if request.channel is Channel.WHATSAPP and not settings.whatsapp:
-        return Accepted(Acceptance.NO_WHATSAPP)
-    # Our number spends money on whoever it sends to: no premium, foreign or made-up numbers.
-    check = check_recipient(
-        request.recipient,
-        allowed_countries=settings.allowed_countries,
-        allow_test_numbers=settings.allow_test_recipients,
-    )
-    if check.problem is not None:
-        logs.info("recipient refused", problem=check.problem.value, region=check.region)
-        return Accepted(Acceptance.UNREACHABLE, problem=check.problem)
+    if (refusal := screen(request, settings)) is not None:
+        if refusal.problem is not None:
+            logs.info("recipient refused", problem=refusal.problem.value, region=refusal.region)
+        return refusal
     # Resolve secrets first: a missing one must fail before a row exists, not leave it queued.
     settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
     provider_key = settings.secret("OPENAI_API_KEY")
@@ -73,9 +48,9 @@ def accept_picture_request(
         verdict = check_prompt(
             request.prompt, settings.openai_base_url, provider_key, services.http, deadline
         )
-        if verdict.flagged:
+        if (refusal := refused_by(verdict)) is not None:
             logs.info("prompt flagged by moderation", categories=list(verdict.categories))
-            return Accepted(Acceptance.REFUSED, categories=verdict.categories)
+            return refusal
 
     creation = services.store.create(
         NewRequest(
@@ -93,17 +68,17 @@ def accept_picture_request(
         )
     )
     record = creation.record
-    if record is None:
-        logs.info("request not taken", outcome=creation.outcome, channel=request.channel.value)
-        if creation.outcome == "opted_out":
-            return Accepted(Acceptance.OPTED_OUT)
-        if creation.outcome == "not_allowed":
-            return Accepted(Acceptance.NOT_ALLOWED)
-        return Accepted(Acceptance.LIMITED, limit=creation.outcome)
+    if (answer := creation_answer(creation.outcome, record)) is not None:
+        if record is None:
+            logs.info(
+                "request not taken", outcome=creation.outcome.value, channel=request.channel.value
+            )
+        else:
+            logs.bind(request_id=record.id)
+            logs.info("Twilio sent this request again; answering as before", status=record.status)
+        return answer
+    assert record is not None  # read_creation guarantees the row of a created request
     logs.bind(request_id=record.id)
-    if creation.outcome == "duplicate":
-        logs.info("Twilio sent this request again; answering as before", status=record.status)
-        return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
     job = generation_job(settings, record.id, request.prompt, request.recipient)
     try:
         message_id = services.publisher.publish(job, provider_key, deadline)
@@ -116,11 +91,10 @@ def accept_picture_request(
             logs.error("could not mark the unpublished request failed", error=store_exc.detail)
         raise
     try:
-        # Bookkeeping: skipped when the caller could not wait for a slow store to answer.
-        if deadline is None or deadline.left() > settings.store_timeout_s:
+        if worth_recording_publish(deadline.left() if deadline else None, settings.store_timeout_s):
             services.store.record_published(record.id, message_id)
     except StoreError as exc:
         # Only a STOP mid-flight needs it (to cancel the generation); the request goes on.
         logs.warning("could not record the QStash message id", error=exc.detail)
     logs.info("request queued", qstash_message_id=message_id, channel=request.channel.value)
-    return Accepted(Acceptance.QUEUED, record.id, RequestStatus.QUEUED, record.reference)
+    return queued(record)

@@ -18,12 +18,12 @@ import hashlib
 import hmac
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
+from .endpoints import parse_request_id
 from .errors import BadRequest, SignatureError
 from .image_models import parse_size
 
@@ -182,10 +182,10 @@ def bound_request_id(query_id: str | None, callback: QStashCallback, query_signe
     if signed is None:
         if not query_signed:
             raise SignatureError("the callback's request id is not signed")
-        return _uuid(query_id)
+        return parse_request_id(query_id)
     if query_id is not None and query_id != signed:
         raise SignatureError("the signed request id differs from the one in the URL")
-    return _uuid(signed)
+    return parse_request_id(signed)
 
 
 def is_sweep_body(raw: bytes) -> bool:
@@ -193,13 +193,6 @@ def is_sweep_body(raw: bytes) -> bool:
         return bool(json.loads(raw) == SWEEP_BODY)
     except (ValueError, RecursionError):
         return False
-
-
-def _uuid(value: str | None) -> str:
-    try:
-        return str(uuid.UUID(value or ""))
-    except ValueError as exc:
-        raise BadRequest("the callback has no valid request id") from exc
 
 
 def _first(headers: dict[str, list[str]], name: str) -> str | None:

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import logs, replies
-from .accept import Acceptance, Accepted, accept_picture_request
+from .accept import accept_picture_request
+from .acceptance_decisions import Acceptance, earlier_failed, refusal_reply
 from .deadline import Deadline
 from .errors import EmptyPrompt, HiddenNumber, PromptTooLong, UpstreamError
 from .intake import (
@@ -26,8 +27,7 @@ from .intake import (
     parse_studio_request,
     twilio_sid,
 )
-from .recipients import explain
-from .records import WHATSAPP_PREFIX, Channel, RequestStatus
+from .records import WHATSAPP_PREFIX, Channel, OptOutSource
 from .services import Services
 from .settings import VoiceCallerCheck
 
@@ -85,9 +85,9 @@ def answer_studio(
     accepted = accept_picture_request(request, services, deadline)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
-    if refusal := _refusal(accepted, services):
+    if refusal := refusal_reply(accepted, settings):
         return StudioAnswer(False, refusal)
-    if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
+    if earlier_failed(accepted):
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
 
@@ -130,7 +130,7 @@ def _answer_text(
     if command.command in (Command.STOP, Command.START):
         # Twilio itself confirms STOP/START to the person; we only remember it.
         stop = command.command is Command.STOP
-        services.store.set_opt_out(sender, ours, opted_out=stop, source="keyword")
+        services.store.set_opt_out(sender, ours, opted_out=stop, source=OptOutSource.KEYWORD)
         if stop:
             stop_waiting_requests(sender, ours, services)
         return StudioAnswer(False, "")
@@ -152,9 +152,9 @@ def _answer_text(
         return StudioAnswer(False, replies.cannot_take_request())
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, "")  # Twilio would refuse any reply; they must text START
-    if refusal := _refusal(accepted, services):
+    if refusal := refusal_reply(accepted, settings):
         return StudioAnswer(False, refusal)
-    if accepted.outcome is Acceptance.DUPLICATE and accepted.status is RequestStatus.FAILED:
+    if earlier_failed(accepted):
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
     reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
@@ -175,18 +175,3 @@ def stop_waiting_requests(address: str, ours: str, services: Services) -> None:
     cancelled = sum(services.publisher.cancel(message) for message in message_ids if message)
     if message_ids:
         logs.info("STOP ended waiting requests", ended=len(message_ids), cancelled=cancelled)
-
-
-def _refusal(accepted: Accepted, services: Services) -> str | None:
-    """The words for a request that was not taken because of an allowlist or a limit."""
-    if accepted.outcome is Acceptance.NOT_ALLOWED:
-        return replies.not_available()
-    if accepted.outcome is Acceptance.LIMITED:
-        return replies.limit_reached(accepted.limit or "", services.settings.limits)
-    if accepted.outcome is Acceptance.REFUSED:
-        return replies.prompt_refused()
-    if accepted.outcome is Acceptance.UNREACHABLE and accepted.problem is not None:
-        return explain(accepted.problem, services.settings.allowed_countries)
-    if accepted.outcome is Acceptance.NO_WHATSAPP:
-        return replies.no_whatsapp()
-    return None

@@ -1,53 +1,54 @@
 """`composite`'s half of the pipeline: act on each QStash callback, possibly duplicated or
 reordered, so that every request ends delivered exactly once or failed with the person told.
 
-Exactly one MMS per request comes from the claim (see `claim_request` in the migrations) plus
-`send_started_at`: a run that finds a send started but unrecorded asks Twilio before sending.
+The decisions are delivery_decisions.py's; this module gathers the facts they need, and carries
+them out under the request's claim (claims.py). Exactly one MMS per request comes from the claim
+(see `claim_request` in the migrations) plus `send_started_at`: a run that finds a send started
+but unrecorded asks Twilio before sending.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
+from typing import assert_never
 
 from . import logs
 from .callbacks import QStashCallback
-from .errors import AppError, MessagingError, ProviderError, StoreError
+from .claims import HeldClaim, take_claim
+from .delivery_decisions import (
+    CallbackOutcome,
+    Deliver,
+    FailAndTell,
+    FallBack,
+    Ignore,
+    ModelGone,
+    NoticeStep,
+    PictureStep,
+    RecordAttempt,
+    StuckStep,
+    decide_callback,
+    decide_model_gone,
+    may_have_sent,
+    notice_step,
+    picture_step,
+    refusal_of,
+    stuck_step,
+    unclaimed_outcome,
+    unreadable_answer,
+)
+from .endpoints import message_status_url
+from .errors import MessagingError, ProviderError
 from .framing import FramedPicture, frame_image
-from .generation import GeneratedImage, classify_provider_failure, read_generated_image
+from .generation import GeneratedImage, read_generated_image
 from .image_models import image_cost
-from .messaging import OPTED_OUT
 from .publishing import generation_job
-from .records import FailureReason, RequestRecord
+from .records import FailureReason, OptOutSource, RequestRecord
 from .replies import failure_notice, failure_notices, picture_caption
 from .services import Services
 from .store import PictureStore
 
-
-class CallbackOutcome(StrEnum):
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    ATTEMPT_RECORDED = "attempt_recorded"
-    DUPLICATE = "duplicate"  # another callback holds the request
-    ALREADY_DONE = "already_done"
-    UNKNOWN_REQUEST = "unknown_request"
-    BUSY = "busy"  # our own earlier delivery may still be running: ask to be retried
-    FELL_BACK = "fell_back"  # the model is gone; asked again with IMAGE_MODEL_FALLBACK
-    SUPERSEDED = "superseded"  # about a model the request has already moved away from
-
-    @property
-    def retry_later(self) -> bool:
-        return self is CallbackOutcome.BUSY
-
-
-_UNCLAIMED = {
-    "missing": CallbackOutcome.UNKNOWN_REQUEST,
-    "done": CallbackOutcome.ALREADY_DONE,
-    "taken": CallbackOutcome.DUPLICATE,
-    "busy": CallbackOutcome.BUSY,
-}
+SWEEP_OWNER = "sweep"
 
 
 def handle_callback(
@@ -57,204 +58,183 @@ def handle_callback(
 
     Raises `UpstreamError` when a store or Twilio failure means QStash should retry.
     """
-    settings = services.settings
-    if callback.succeeded:
-        try:
-            image = read_generated_image(callback.body)
-            # Framed before claiming: an unreadable picture must fail the request, not a run
-            # that holds the claim, and the claim is held for less time.
-            started = time.perf_counter()
-            framed = frame_image(
-                image.data,
-                brand=settings.brand_name,
-                quality=settings.jpeg_quality,
-                frame_path=settings.frame_path,
-                max_edge=settings.mms_max_edge,
-                max_bytes=settings.mms_max_bytes,
-                # Refused before decoding when it is not what we asked for: a picture must not
-                # cost more work than the picture we paid for.
-                expected_size=callback.requested_size,
+    match decide_callback(callback):
+        case Deliver():
+            return _deliver(request_id, callback, owner, services)
+        case ModelGone(detail=detail):
+            return _model_gone(request_id, detail, owner, callback, services)
+        case FailAndTell() as failure:
+            return _fail(request_id, failure, owner, callback, services)
+        case RecordAttempt(detail=detail):
+            attempts = services.store.record_attempt(request_id, callback.source_message_id, detail)
+            logs.info(
+                "generation attempt failed; QStash will retry",
+                attempt=callback.retried + 1,
+                max_attempts=callback.max_retries + 1,
+                detail=detail,
             )
-            frame_ms = _ms_since(started)
-        except ProviderError as exc:
-            reason, detail = unreadable_answer(callback, exc, settings.qstash_max_message_bytes)
-            if reason is FailureReason.TOO_LARGE:
-                logs.error("the provider's answer was cut at QStash's message limit", detail=detail)
-            return finish_failed(request_id, reason, detail, owner, callback, services)
-        return deliver_picture(request_id, image, framed, frame_ms, callback, owner, services)
-
-    failure = classify_provider_failure(callback.status, callback.body)
-    if failure.reason is FailureReason.MODEL_UNAVAILABLE:
-        return model_unavailable(request_id, failure.detail, owner, callback, services)
-    if callback.is_final or not failure.retryable:
-        if not callback.is_final and callback.source_message_id:
-            # Retrying a refused or invalid request only costs money: stop QStash first, so
-            # a notice that fails (and is retried) cannot let a later attempt be delivered.
-            services.publisher.cancel(callback.source_message_id)
-        return finish_failed(request_id, failure.reason, failure.detail, owner, callback, services)
-
-    attempts = services.store.record_attempt(request_id, callback.source_message_id, failure.detail)
-    logs.info(
-        "generation attempt failed; QStash will retry",
-        attempt=callback.retried + 1,
-        max_attempts=callback.max_retries + 1,
-        detail=failure.detail,
-    )
-    return (
-        CallbackOutcome.ATTEMPT_RECORDED if attempts is not None else CallbackOutcome.ALREADY_DONE
-    )
+            if attempts is None:
+                return CallbackOutcome.ALREADY_DONE
+            return CallbackOutcome.ATTEMPT_RECORDED
+        case unexpected:
+            assert_never(unexpected)
 
 
-def unreadable_answer(
-    callback: QStashCallback, error: ProviderError, limit_bytes: int
-) -> tuple[FailureReason, str]:
-    """Why a 2xx answer held no usable picture: cut by QStash's plan limit, or just bad."""
-    if callback.looks_truncated(limit_bytes):
-        return FailureReason.TOO_LARGE, (
-            f"QStash cut the provider's answer to {len(callback.body)} bytes: it is over your"
-            f" plan's Max Message Size (QSTASH_MAX_MESSAGE_BYTES={limit_bytes}); ask for a"
-            " smaller IMAGE_SIZE or IMAGE_COMPRESSION, or use a plan with larger messages"
+def _deliver(
+    request_id: str, callback: QStashCallback, owner: str, services: Services
+) -> CallbackOutcome:
+    settings = services.settings
+    try:
+        image = read_generated_image(callback.body)
+        # Framed before claiming: an unreadable picture must fail the request, not a run that
+        # holds the claim, and the claim is held for less time.
+        started = time.perf_counter()
+        framed = frame_image(
+            image.data,
+            brand=settings.brand_name,
+            quality=settings.jpeg_quality,
+            frame_path=settings.frame_path,
+            max_edge=settings.mms_max_edge,
+            max_bytes=settings.mms_max_bytes,
+            # Refused before decoding when it is not what we asked for: a picture must not
+            # cost more work than the picture we paid for.
+            expected_size=callback.requested_size,
         )
-    return FailureReason.BAD_RESPONSE, error.detail or error.message
+        frame_ms = _ms_since(started)
+    except ProviderError as exc:
+        failure = unreadable_answer(callback, exc, settings.qstash_max_message_bytes)
+        if failure.reason is FailureReason.TOO_LARGE:
+            logs.error(
+                "the provider's answer was cut at QStash's message limit", detail=failure.detail
+            )
+        return _fail(request_id, failure, owner, callback, services)
+    held = _claim(request_id, owner, services)
+    if not isinstance(held, HeldClaim):
+        return held
+    with held:
+        return _send_picture(held, image, framed, frame_ms, callback, services)
 
 
-def model_unavailable(
+def _fail(
+    request_id: str,
+    failure: FailAndTell,
+    owner: str,
+    callback: QStashCallback,
+    services: Services,
+) -> CallbackOutcome:
+    """End the request as failed and tell the person, once."""
+    if failure.cancel:
+        services.publisher.cancel(failure.cancel)
+    held = _claim(request_id, owner, services)
+    if not isinstance(held, HeldClaim):
+        return held
+    with held:
+        return _send_failure(
+            held, failure.reason, failure.detail, callback.source_message_id, services
+        )
+
+
+def _model_gone(
     request_id: str, detail: str, owner: str, callback: QStashCallback, services: Services
 ) -> CallbackOutcome:
-    """The provider says the model is gone (retired or never there). Ask once more with
-    IMAGE_MODEL_FALLBACK if it is set and not the model that just failed; else fail, telling
-    the person, and say loudly what the operator must change. A publish failure raises, so
-    QStash retries this callback."""
+    """The provider says the model is gone (retired or never there): fall back, or fail and
+    say loudly what the operator must change. A publish failure raises, so QStash retries."""
     settings = services.settings
     record = services.store.get(request_id)
-    if record is None:
-        return CallbackOutcome.UNKNOWN_REQUEST
-    if record.status.finished:
-        return CallbackOutcome.ALREADY_DONE
-    failed_model = callback.requested_model or record.model
-    fallback = settings.image.fallback_model
-    if callback.source_message_id:
-        services.publisher.cancel(callback.source_message_id)
-    if not fallback or failed_model == fallback:
-        logs.error(
-            "the image model is not available: set IMAGE_MODEL to a current model",
-            model=failed_model,
-            detail=detail,
-        )
-        reason = f"the provider no longer serves {failed_model}: {detail}"
-        return finish_failed(
-            request_id, FailureReason.MODEL_UNAVAILABLE, reason, owner, callback, services
-        )
-    if record.model == failed_model:
-        # Switched before publishing, so the fallback's own callbacks always find it.
-        services.store.switch_model(record.id, failed_model, fallback)
-    elif record.model != fallback:
-        return CallbackOutcome.SUPERSEDED
+    decision = decide_model_gone(record, callback, settings.image.fallback_model, detail)
+    if decision.cancel:
+        services.publisher.cancel(decision.cancel)
+    match decision:
+        case Ignore(outcome=outcome):
+            return outcome
+        case FailAndTell(reason=reason, detail=reason_detail):
+            logs.error(
+                "the image model is not available: set IMAGE_MODEL to a current model",
+                model=callback.requested_model or (record.model if record else None),
+                detail=detail,
+            )
+            # Cancelled above; the failure need not cancel again.
+            failure = FailAndTell(reason, reason_detail)
+            return _fail(request_id, failure, owner, callback, services)
+        case FallBack():
+            assert record is not None  # decide_model_gone falls back only for a known row
+    if decision.switch_from:
+        services.store.switch_model(record.id, decision.switch_from, decision.model)
     logs.error(
         "the image model is not available; asked IMAGE_MODEL_FALLBACK instead:"
         " set IMAGE_MODEL to a current model",
-        model=failed_model,
-        fallback=fallback,
+        model=decision.failed_model,
+        fallback=decision.model,
         detail=detail,
     )
-    # Every callback about the failed model publishes (a run may have died between the switch
-    # and the publish); the fallback's deduplication id keeps that to one generation.
     job = generation_job(
         settings,
         record.id,
         record.prompt,
         record.recipient,
-        model=fallback,
+        model=decision.model,
         attempt_label="fallback",
     )
     services.publisher.publish(job, settings.secret("OPENAI_API_KEY"))
     return CallbackOutcome.FELL_BACK
 
 
-def deliver_picture(
-    request_id: str,
-    image: GeneratedImage,
-    framed: FramedPicture,
-    frame_ms: int,
-    callback: QStashCallback,
-    owner: str,
-    services: Services,
-) -> CallbackOutcome:
-    """Store and send the framed picture, once."""
-
-    def send(record: RequestRecord, token: str) -> CallbackOutcome:
-        return _send_picture(record, token, image, framed, frame_ms, callback, services)
-
-    return _with_claim(request_id, owner, services, send)
-
-
-def finish_failed(
-    request_id: str,
-    reason: FailureReason,
-    detail: str,
-    owner: str,
-    callback: QStashCallback,
-    services: Services,
-) -> CallbackOutcome:
-    """End the request as failed and tell the person, once."""
-
-    def send(record: RequestRecord, token: str) -> CallbackOutcome:
-        return _send_failure(record, token, reason, detail, callback.source_message_id, services)
-
-    return _with_claim(request_id, owner, services, send)
+def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
+    """The sweep's ending for a request stuck past its deadline (see `stuck_step`)."""
+    held = _claim(request_id, SWEEP_OWNER, services)
+    if not isinstance(held, HeldClaim):
+        return held
+    with held:
+        record = held.record
+        if stuck_step(record) is StuckStep.LOOK_FOR_PICTURE and (
+            sid := _sent_picture(record, services)
+        ):
+            _record_delivered(held, sid, {})
+            return CallbackOutcome.DELIVERED
+        detail = "stuck past its deadline; finished by the sweep"
+        return _send_failure(held, FailureReason.EXPIRED, detail, None, services)
 
 
-def _with_claim(
-    request_id: str,
-    owner: str,
-    services: Services,
-    work: Callable[[RequestRecord, str], CallbackOutcome],
-) -> CallbackOutcome:
-    """Claim the request and run `work` under the claim. If `work` fails, give the claim
-    back and re-raise, so QStash's retry of this callback can pick the request up at once."""
-    claim = services.store.claim(request_id, owner, services.settings.claim_lease_s)
-    if claim.outcome != "claimed" or claim.record is None or claim.token is None:
-        result = _UNCLAIMED.get(claim.outcome, CallbackOutcome.UNKNOWN_REQUEST)
-        log = logs.warning if result is CallbackOutcome.UNKNOWN_REQUEST else logs.info
-        log(f"callback not acted on: {result.value}")
-        return result
-    try:
-        return work(claim.record, claim.token)
-    except Exception as exc:
-        reason = f"{exc.message}: {exc.detail}" if isinstance(exc, AppError) else repr(exc)
-        try:
-            services.store.release(request_id, claim.token, reason[:500])
-        except StoreError:
-            logs.warning("could not release the claim; it expires by itself")
-        raise
+def _claim(request_id: str, owner: str, services: Services) -> HeldClaim | CallbackOutcome:
+    held = take_claim(services.store, request_id, owner, services.settings.claim_lease_s)
+    if isinstance(held, HeldClaim):
+        return held
+    result = unclaimed_outcome(held)
+    log = logs.warning if result is CallbackOutcome.UNKNOWN_REQUEST else logs.info
+    log(f"callback not acted on: {result.value}")
+    return result
 
 
 def _send_picture(
-    record: RequestRecord,
-    token: str,
+    held: HeldClaim,
     image: GeneratedImage,
     framed: FramedPicture,
     frame_ms: int,
     callback: QStashCallback,
     services: Services,
 ) -> CallbackOutcome:
-    if record.send_started_at and (sid := _sent_picture(record, services)):
-        logs.info("an earlier run had already sent the picture", message_sid=sid)
-        _record_delivered(record, token, sid, {}, services)
+    record = held.record
+    sent_sid = _sent_picture(record, services) if may_have_sent(record) else None
+    opted_out = sent_sid is None and _opted_out(record, services)
+    step = picture_step(record, sent_sid, opted_out)
+    if step is PictureStep.ALREADY_SENT:
+        assert sent_sid is not None
+        logs.info("an earlier run had already sent the picture", message_sid=sent_sid)
+        _record_delivered(held, sent_sid, {})
         return CallbackOutcome.DELIVERED
+    if step is PictureStep.OPTED_OUT:
+        return _end_opted_out(held)
 
-    if _opted_out_since(record, token, services):
-        return CallbackOutcome.FAILED
     settings = services.settings
     timings = {"frame_ms": frame_ms}
-    if record.send_started_at and record.image_path:
-        # Both stored before the earlier run asked Twilio to send.
+    if step is PictureStep.SEND_STORED:
+        assert record.image_path is not None
         media_url = services.pictures.public_url(record.image_path)
     else:
         path = PictureStore.path_for(record)
         # The row points at the picture before it is stored: whatever fails after, retention
         # finds it (and a retry overwrites the same object).
-        if not services.store.update_claimed(record.id, token, {"image_path": path}):
+        if not held.point_at(path):
             logs.warning("lost the claim before storing; leaving it to its new holder")
             return CallbackOutcome.DUPLICATE
         started = time.perf_counter()
@@ -276,7 +256,7 @@ def _send_picture(
             "qstash_message_id": callback.source_message_id,
             "timings": timings,
         }
-        if not services.store.mark_sending(record.id, token, image_path=path, extra=extra):
+        if not held.mark_sending(image_path=path, extra=extra):
             logs.warning("lost the claim before sending; leaving it to its new holder")
             return CallbackOutcome.DUPLICATE
     started = time.perf_counter()
@@ -286,118 +266,90 @@ def _send_picture(
             from_=record.sender,
             body=picture_caption(record.prompt, record.reference),
             media_url=media_url,
-            status_callback=status_callback_url(services, record.id),
+            status_callback=message_status_url(settings.composite_url, record.id),
         )
     except MessagingError as exc:
-        if exc.retryable:
+        refusal = refusal_of(exc)
+        if refusal is None:
             raise
-        reason = FailureReason.OPTED_OUT if exc.code == OPTED_OUT else FailureReason.UNDELIVERABLE
         logs.warning("Twilio refused the picture for good", code=exc.code)
-        if reason is FailureReason.OPTED_OUT:
-            services.store.set_opt_out(
-                record.recipient, record.sender, opted_out=True, source="twilio_21610"
-            )
-        services.store.mark_failed(
-            record.id, token, reason, f"{exc.detail}", notified=False, message_sid=None
-        )
+        if refusal.opted_out:
+            _remember_opt_out(record, services)
+        held.mark_failed(refusal.reason, f"{exc.detail}", notified=False, message_sid=None)
         return CallbackOutcome.FAILED
     timings["send_ms"] = _ms_since(started)
-    _record_delivered(record, token, sent.sid, timings, services)
+    _record_delivered(held, sent.sid, timings)
     return CallbackOutcome.DELIVERED
 
 
-def _record_delivered(
-    record: RequestRecord, token: str, sid: str, timings: dict[str, int], services: Services
-) -> None:
-    if services.store.mark_delivered(record.id, token, sid, timings):
-        logs.info("picture delivered", message_sid=sid, **timings)
-    else:
-        # The MMS went out but our claim had expired; the next holder will find it at Twilio.
-        logs.error("picture sent but the request could not be marked delivered", message_sid=sid)
-
-
 def _send_failure(
-    record: RequestRecord,
-    token: str,
+    held: HeldClaim,
     reason: FailureReason,
     detail: str,
     source_message_id: str | None,
     services: Services,
 ) -> CallbackOutcome:
     """Send the failure notice once and mark the request failed."""
-    sid: str | None = None
-    if record.send_started_at:
-        sid = _sent_notice(record, services)
-    if sid is None and _opted_out_since(record, token, services):
-        return CallbackOutcome.FAILED
-    if sid is None:
+    record = held.record
+    sent_sid = _sent_notice(record, services) if may_have_sent(record) else None
+    opted_out = sent_sid is None and _opted_out(record, services)
+    step = notice_step(sent_sid, opted_out)
+    if step is NoticeStep.OPTED_OUT:
+        return _end_opted_out(held)
+    sid = sent_sid
+    if step is NoticeStep.SEND:
         extra = {"qstash_message_id": source_message_id} if source_message_id else {}
-        if not services.store.mark_sending(record.id, token, image_path=None, extra=extra):
+        if not held.mark_sending(image_path=None, extra=extra):
             return CallbackOutcome.DUPLICATE
         try:
             sid = services.messenger.send(
                 to=record.recipient,
                 from_=record.sender,
                 body=failure_notice(reason, record.prompt, record.reference),
-                status_callback=status_callback_url(services, record.id),
+                status_callback=message_status_url(services.settings.composite_url, record.id),
             ).sid
         except MessagingError as exc:
-            if exc.retryable:
+            refusal = refusal_of(exc)
+            if refusal is None:
                 raise
             detail = f"{detail}; the notice could not be sent ({exc.detail})"
-            if exc.code == OPTED_OUT:
-                services.store.set_opt_out(
-                    record.recipient, record.sender, opted_out=True, source="twilio_21610"
-                )
-    services.store.mark_failed(
-        record.id, token, reason, detail, notified=sid is not None, message_sid=sid
-    )
+            if refusal.opted_out:
+                _remember_opt_out(record, services)
+    held.mark_failed(reason, detail, notified=sid is not None, message_sid=sid)
     logs.warning("request failed", reason=reason.value, detail=detail, notified=sid is not None)
     return CallbackOutcome.FAILED
 
 
-def status_callback_url(services: Services, request_id: str) -> str:
-    """Where Twilio reports how far a request's message got (see composite/main.py)."""
-    return f"{services.settings.composite_url}?message_status={request_id}"
+def _record_delivered(held: HeldClaim, sid: str, timings: dict[str, int]) -> None:
+    if held.mark_delivered(sid, timings):
+        logs.info("picture delivered", message_sid=sid, **timings)
+    else:
+        # The MMS went out but our claim had expired; the next holder will find it at Twilio.
+        logs.error("picture sent but the request could not be marked delivered", message_sid=sid)
 
 
-SWEEP_OWNER = "sweep"
+def _opted_out(record: RequestRecord, services: Services) -> bool:
+    """Whether the person replied STOP after asking: then nothing is sent. Twilio would
+    refuse SMS to them (after the picture was paid for), and nothing stops a WhatsApp message."""
+    return services.store.is_opted_out(record.recipient, record.sender)
 
 
-def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
-    """The sweep's ending for a request stuck past its deadline: delivered if Twilio already
-    has its picture (a run died after sending), otherwise failed as expired and told."""
-
-    def work(record: RequestRecord, token: str) -> CallbackOutcome:
-        if (
-            record.send_started_at
-            and record.image_path
-            and (sid := _sent_picture(record, services))
-        ):
-            _record_delivered(record, token, sid, {}, services)
-            return CallbackOutcome.DELIVERED
-        detail = "stuck past its deadline; finished by the sweep"
-        return _send_failure(record, token, FailureReason.EXPIRED, detail, None, services)
-
-    return _with_claim(request_id, SWEEP_OWNER, services, work)
-
-
-def _opted_out_since(record: RequestRecord, token: str, services: Services) -> bool:
-    """If the person replied STOP after asking, end the request without sending anything:
-    Twilio would refuse SMS to them (after the picture was paid for), and nothing stops a
-    WhatsApp message."""
-    if not services.store.is_opted_out(record.recipient, record.sender):
-        return False
-    services.store.mark_failed(
-        record.id,
-        token,
+def _end_opted_out(held: HeldClaim) -> CallbackOutcome:
+    held.mark_failed(
         FailureReason.OPTED_OUT,
         "the person opted out (STOP) before delivery",
         notified=False,
         message_sid=None,
     )
     logs.info("not sent: the person opted out while it was being made")
-    return True
+    return CallbackOutcome.FAILED
+
+
+def _remember_opt_out(record: RequestRecord, services: Services) -> None:
+    """Twilio said the person opted out (21610): nothing more goes to them until START."""
+    services.store.set_opt_out(
+        record.recipient, record.sender, opted_out=True, source=OptOutSource.TWILIO_21610
+    )
 
 
 def _sent_picture(record: RequestRecord, services: Services) -> str | None:

@@ -18,6 +18,8 @@ import flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import logs
+from .callbacks import verify_qstash_signature
+from .endpoints import signed_url
 from .errors import (
     AppError,
     BadRequest,
@@ -27,6 +29,8 @@ from .errors import (
     Unauthorized,
     UpstreamError,
 )
+from .settings import Settings
+from .twilio_webhooks import SIGNATURE_SETTINGS_HEADER, verify_twilio_signature
 
 Handler = Callable[[flask.Request], flask.Response]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -163,11 +167,45 @@ def read_json(request: flask.Request) -> Any:
         raise BadRequest("the body is not valid JSON") from exc
 
 
-def signed_url(configured_url: str, request: flask.Request) -> str:
-    """The URL a webhook signer saw: our configured public URL plus the raw query string.
+def verify_twilio_request(request: flask.Request, configured_url: str, settings: Settings) -> None:
+    """Raise `Forbidden` (403) unless Twilio signed this request for our `configured_url`.
 
-    Cloud Functions end TLS (and may rewrite the path) in front of us, so `request.url` is not
-    what QStash or Twilio signed.
-    """
-    query = request.query_string.decode("latin-1")
-    return f"{configured_url}?{query}" if query else configured_url
+    The one check for every Twilio caller: incoming messages and Studio at `generate`, status
+    callbacks at `composite`."""
+    if settings.insecure_skip_signatures:
+        logs.warning("INSECURE_SKIP_SIGNATURES is on: the Twilio signature was not checked")
+        return
+    try:
+        verify_twilio_signature(
+            signed_url(configured_url, request.query_string),
+            request.form,
+            request.headers.get("X-Twilio-Signature"),
+            settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+            request.headers.get(SIGNATURE_SETTINGS_HEADER),
+        )
+    except SignatureError as exc:
+        logs.warning(exc.message, detail=exc.detail)
+        raise Forbidden("forbidden") from exc
+
+
+def verify_qstash_request(request: flask.Request, settings: Settings) -> bool:
+    """Raise `SignatureError` (401) unless QStash signed this request for `composite`; return
+    whether the signature covered the query too.
+
+    QStash may sign the URL with its query or without it [UNCONFIRMED]: either is taken, and
+    only signed content may then say which request or job a call is about."""
+    with_query = signed_url(settings.composite_url, request.query_string)
+    if settings.insecure_skip_signatures:
+        logs.warning("INSECURE_SKIP_SIGNATURES is on: the QStash signature was not checked")
+        return True
+    keys = (
+        settings.secret("QSTASH_CURRENT_SIGNING_KEY").reveal(),
+        settings.secret("QSTASH_NEXT_SIGNING_KEY").reveal(),
+    )
+    claims = verify_qstash_signature(
+        request.headers.get("Upstash-Signature"),
+        request.get_data(cache=True),
+        (with_query, settings.composite_url),
+        keys,
+    )
+    return bool(claims["sub"] == with_query)

@@ -16,6 +16,7 @@ import requests
 
 from .callbacks import REQUEST_HEADER
 from .deadline import Deadline, time_left
+from .endpoints import generation_callback_url
 from .errors import PublishError
 from .generation import generation_body, safety_identifier
 from .secrets import Secret
@@ -45,10 +46,6 @@ class GenerationJob:
         return f"{self.request_id}-{self.attempt_label}" if self.attempt_label else self.request_id
 
 
-def callback_url(composite_url: str, request_id: str) -> str:
-    return f"{composite_url}?request={request_id}"
-
-
 def generation_job(
     settings: Settings,
     request_id: str,
@@ -66,7 +63,7 @@ def generation_job(
         body=generation_body(
             settings.image, prompt, safety_identifier(salt, recipient), model=model
         ),
-        callback_url=callback_url(settings.composite_url, request_id),
+        callback_url=generation_callback_url(settings.composite_url, request_id),
         retries=settings.generation_retries,
         timeout_s=settings.generation_timeout_s,
         callback_retries=settings.callback_retries,

@@ -1,4 +1,6 @@
-"""The request record, as stored in `public.requests` (see supabase/migrations)."""
+"""The request record, as stored in `public.requests`, and the answers of the SQL functions that
+write it (see supabase/migrations). Every value SQL writes or answers is one of these enums, so a
+renamed value fails one unit test (tests/test_sql_contract.py) rather than production."""
 
 from __future__ import annotations
 
@@ -33,6 +35,50 @@ class FailureReason(StrEnum):
     EXPIRED = "expired"
 
 
+class CreationOutcome(StrEnum):
+    """`create_request`'s answer: recorded, a resend of one already recorded, or why not."""
+
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # the same Twilio source_ref was recorded before
+    OPTED_OUT = "opted_out"
+    NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
+    PER_NUMBER_HOUR = "per_number_hour"
+    PER_NUMBER_DAY = "per_number_day"
+    GLOBAL_DAY = "global_day"
+    BUDGET = "budget"
+
+    @property
+    def is_limit(self) -> bool:
+        return self in _LIMITS
+
+
+_LIMITS = frozenset(
+    {
+        CreationOutcome.PER_NUMBER_HOUR,
+        CreationOutcome.PER_NUMBER_DAY,
+        CreationOutcome.GLOBAL_DAY,
+        CreationOutcome.BUDGET,
+    }
+)
+
+
+class ClaimOutcome(StrEnum):
+    """`claim_request`'s answer."""
+
+    CLAIMED = "claimed"
+    MISSING = "missing"  # no such request
+    DONE = "done"  # delivered or failed already
+    TAKEN = "taken"  # another callback holds the claim
+    BUSY = "busy"  # this same callback's earlier run still holds it
+
+
+class OptOutSource(StrEnum):
+    """Who told us a person opted out (`opt_outs.source`)."""
+
+    KEYWORD = "keyword"  # they texted STOP (or START) to us
+    TWILIO_21610 = "twilio_21610"  # Twilio refused a send: they had replied STOP to Twilio
+
+
 # How Twilio writes a WhatsApp address: whatsapp:+15551234567.
 WHATSAPP_PREFIX = "whatsapp:"
 
@@ -42,6 +88,11 @@ class Channel(StrEnum):
     VOICE = "voice"
     SMS = "sms"
     WHATSAPP = "whatsapp"
+
+
+def reference_for(request_id: str) -> str:
+    """The short code a person sees for a request ("Ref 5f0c1a52"), in every message about it."""
+    return request_id.replace("-", "")[:8]
 
 
 def _time(value: Any) -> datetime | None:
@@ -67,8 +118,7 @@ class RequestRecord:
 
     @property
     def reference(self) -> str:
-        """A short code shown to the person and used to find our own message at Twilio."""
-        return self.id.replace("-", "")[:8]
+        return reference_for(self.id)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RequestRecord:

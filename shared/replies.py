@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .records import FailureReason
+from .records import CreationOutcome, FailureReason
 from .settings import Limits
 
 _PROMPT_PREVIEW = 60
@@ -15,8 +15,18 @@ def _preview(prompt: str) -> str:
     return prompt[: _PROMPT_PREVIEW - 1].rstrip() + "…"
 
 
+# Every message about a request ends with its reference (records.reference_for), so the person
+# can quote it. Crash recovery (delivery.py) finds our own message at Twilio by its whole body:
+# the caption, or one of the failure notices, each built only here.
+REFERENCE_MARKER = "Ref"
+
+
+def _referenced(text: str, reference: str) -> str:
+    return f"{text} {REFERENCE_MARKER} {reference}"
+
+
 def picture_caption(prompt: str, reference: str) -> str:
-    return f"Here is your picture of “{_preview(prompt)}”. Ref {reference}"
+    return _referenced(f"Here is your picture of “{_preview(prompt)}”.", reference)
 
 
 _FAILURES = {
@@ -50,7 +60,7 @@ _FAILURES = {
 
 def failure_notice(reason: FailureReason, prompt: str, reference: str) -> str:
     template = _FAILURES.get(reason, _FAILURES[FailureReason.PROVIDER_ERROR])
-    return template.format(prompt=_preview(prompt)) + f" Ref {reference}"
+    return _referenced(template.format(prompt=_preview(prompt)), reference)
 
 
 def failure_notices(prompt: str, reference: str) -> frozenset[str]:
@@ -64,9 +74,10 @@ def failure_notices(prompt: str, reference: str) -> frozenset[str]:
 
 
 def accepted_by_text(prompt: str, reference: str) -> str:
-    return (
+    return _referenced(
         f"Got it! Your picture of “{_preview(prompt)}” is on its way and should arrive in "
-        f"about a minute. Ref {reference}"
+        "about a minute.",
+        reference,
     )
 
 
@@ -132,14 +143,14 @@ def not_available() -> str:
     return "Sorry, this picture service isn't available to your number."
 
 
-def limit_reached(limit: str, limits: Limits) -> str:
+def limit_reached(limit: CreationOutcome | None, limits: Limits) -> str:
     """Why we will not make another picture right now, and when to try again."""
-    if limit == "per_number_hour":
+    if limit is CreationOutcome.PER_NUMBER_HOUR:
         return (
             f"You've had {limits.per_number_hour} pictures in the last hour, the most we make "
             "for one number. Please try again in a little while."
         )
-    if limit == "per_number_day":
+    if limit is CreationOutcome.PER_NUMBER_DAY:
         return (
             f"You've had {limits.per_number_day} pictures today, the most we make for one "
             "number. Please try again tomorrow."

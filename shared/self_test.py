@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from postgrest.exceptions import APIError
 from supabase import Client
 
 from . import logs
-from .errors import StoreError
-from .services import Services
+from .store import SELF_TESTS, guard
+
+if TYPE_CHECKING:
+    from .services import Services
 
 KIND = "self_test"
-QUERY_PARAM = "self_test"
-TABLE = "self_tests"
 # Rows a doctor run left behind (it stopped before deleting its own) are removed after a day.
 KEEP_FOR = timedelta(days=1)
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}", re.ASCII)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,26 +73,16 @@ def answer_self_test(
         return {"self_test": "not recorded: signatures are not checked"}
     arrived = query_nonce == nonce
     result = SelfTestResult(nonce, sub_included_query and arrived, arrived)
-    record_self_test(services.store.client, result)
+    services.store.record_self_test(result)
     logs.info("self-test recorded", sub_included_query=result.sub_included_query)
     return {"self_test": "recorded", "sub_included_query": result.sub_included_query}
 
 
-def record_self_test(client: Client, result: SelfTestResult) -> None:
-    row = {
-        "nonce": result.nonce,
-        "sub_included_query": result.sub_included_query,
-        "query_arrived": result.query_arrived,
-    }
-    # QStash delivers at least once: a second copy of the message finds its row and keeps it.
-    _guard("recording the self-test", lambda: client.table(TABLE).upsert(row).execute())
-
-
 def read_self_test(client: Client, nonce: str) -> SelfTestResult | None:
     """The recorded result of one self-test (the doctor's side), or None if none yet."""
-    reply = _guard(
+    reply = guard(
         "reading the self-test",
-        lambda: client.table(TABLE).select("*").eq("nonce", nonce).execute(),
+        lambda: client.table(SELF_TESTS).select("*").eq("nonce", nonce).execute(),
     )
     rows: Any = reply.data
     if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
@@ -110,24 +96,11 @@ def read_self_test(client: Client, nonce: str) -> SelfTestResult | None:
 def forget_self_test(client: Client, nonce: str) -> None:
     """Delete this self-test's row, and any a stopped doctor run left behind."""
     cutoff = (datetime.now(UTC) - KEEP_FOR).isoformat()
-    _guard(
-        "deleting the self-test", lambda: client.table(TABLE).delete().eq("nonce", nonce).execute()
+    guard(
+        "deleting the self-test",
+        lambda: client.table(SELF_TESTS).delete().eq("nonce", nonce).execute(),
     )
-    _guard(
+    guard(
         "deleting old self-tests",
-        lambda: client.table(TABLE).delete().lt("recorded_at", cutoff).execute(),
+        lambda: client.table(SELF_TESTS).delete().lt("recorded_at", cutoff).execute(),
     )
-
-
-def _guard(action: str, call: Callable[[], T]) -> T:
-    """Run one Supabase call, turning its failures into `StoreError` (as shared/store.py does)."""
-    try:
-        return call()
-    except APIError as exc:
-        raise StoreError(
-            f"{action} failed", retryable=True, detail=f"{exc.code}: {exc.message}"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise StoreError(
-            f"{action} failed: Supabase unreachable", retryable=True, detail=type(exc).__name__
-        ) from exc

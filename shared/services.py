@@ -1,26 +1,117 @@
-"""The clients one function instance uses, built once from the settings on first use."""
+"""The clients one function instance uses, built once from the settings on first use.
+
+`Services` names each client by what the pipeline needs of it (the protocols below), so the
+fast unit tests hand in in-memory fakes (tests/memory_services.py) while the function and the
+stack tests use the real SDK clients: Supabase (store.py), QStash (publishing.py) and Twilio
+(messaging.py).
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
-from .messaging import Messenger
-from .publishing import QStashPublisher
+from .deadline import Deadline
+from .messaging import Messenger, SentMessage
+from .publishing import GenerationJob, QStashPublisher
+from .records import FailureReason, OptOutSource, RequestRecord
+from .secrets import Secret
 from .settings import Settings, load_settings
-from .store import PictureStore, RequestStore
+from .store import Claim, Creation, NewRequest, PictureStore, RequestStore
+
+if TYPE_CHECKING:
+    from .self_test import SelfTestResult
+
+
+class RequestStorage(Protocol):
+    """The `requests` and `opt_outs` tables and their SQL functions (store.RequestStore)."""
+
+    def create(self, new: NewRequest) -> Creation: ...
+    def get(self, request_id: str) -> RequestRecord | None: ...
+    def record_published(self, request_id: str, message_id: str) -> None: ...
+    def fail_unpublished(self, request_id: str, detail: str) -> bool: ...
+    def switch_model(self, request_id: str, old: str, new: str) -> bool: ...
+    def record_attempt(self, request_id: str, message_id: str | None, error: str) -> int | None: ...
+    def claim(self, request_id: str, owner: str, lease_s: int) -> Claim: ...
+    def release(self, request_id: str, token: str, error: str | None) -> None: ...
+    def update_claimed(self, request_id: str, token: str, fields: dict[str, Any]) -> bool: ...
+    def mark_sending(
+        self, request_id: str, token: str, *, image_path: str | None, extra: dict[str, Any]
+    ) -> bool: ...
+    def mark_delivered(
+        self, request_id: str, token: str, message_sid: str, timings: dict[str, int]
+    ) -> bool: ...
+    def mark_failed(
+        self,
+        request_id: str,
+        token: str,
+        reason: FailureReason,
+        detail: str,
+        *,
+        notified: bool,
+        message_sid: str | None,
+    ) -> bool: ...
+    def record_message_status(
+        self, request_id: str, message_sid: str, status: str, error_code: int | None
+    ) -> bool: ...
+    def set_opt_out(
+        self, address: str, sender: str, *, opted_out: bool, source: OptOutSource
+    ) -> None: ...
+    def is_opted_out(self, address: str, sender: str) -> bool: ...
+    def fail_waiting(self, address: str, sender: str, detail: str) -> list[str | None]: ...
+    def unfinished_before(self, cutoff: datetime, limit: int) -> list[RequestRecord]: ...
+    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]: ...
+    def delete(self, request_ids: list[str]) -> int: ...
+    def record_self_test(self, result: SelfTestResult) -> None: ...
+
+
+class PictureStorage(Protocol):
+    """The picture bucket (store.PictureStore)."""
+
+    def upload(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str: ...
+    def public_url(self, path: str) -> str: ...
+    def remove(self, paths: list[str]) -> None: ...
+
+
+class JobPublisher(Protocol):
+    """QStash (publishing.QStashPublisher)."""
+
+    def publish(
+        self, job: GenerationJob, provider_key: Secret, deadline: Deadline | None = None
+    ) -> str: ...
+    def cancel(self, message_id: str) -> bool: ...
+
+
+class MessageSender(Protocol):
+    """Twilio's Messages API (messaging.Messenger)."""
+
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        media_url: str | None = None,
+        status_callback: str | None = None,
+    ) -> SentMessage: ...
+    def find_sent(
+        self, *, to: str, from_: str, bodies: Collection[str], created_at: datetime | None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    store: RequestStore
-    pictures: PictureStore
-    publisher: QStashPublisher
-    messenger: Messenger
+    store: RequestStorage
+    pictures: PictureStorage
+    publisher: JobPublisher
+    messenger: MessageSender
     http: requests.Session  # for small JSON calls (moderation)
 
 

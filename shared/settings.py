@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from . import image_models
@@ -33,7 +34,8 @@ _MESSAGING_SERVICE = re.compile(r"^MG[0-9a-f]{32}$")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ADDRESS = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 
-SECRET_NAMES = (
+# Typed, so a misspelt name fails mypy rather than a request.
+SecretName = Literal[
     "QSTASH_TOKEN",
     "QSTASH_CURRENT_SIGNING_KEY",
     "QSTASH_NEXT_SIGNING_KEY",
@@ -43,7 +45,8 @@ SECRET_NAMES = (
     "OPERATOR_KEY",
     "SAFETY_IDENTIFIER_SALT",
     "STUDIO_FLOW_KEY",
-)
+]
+SECRET_NAMES: tuple[SecretName, ...] = get_args(SecretName)
 
 
 class VoiceCallerCheck(StrEnum):
@@ -130,7 +133,6 @@ class Settings:
     # A PostgREST call answers in milliseconds; 4 s keeps Studio's path inside its 10 s.
     store_timeout_s: float = 4.0
     mms_cost_usd: float = 0.02
-    google_cloud_project: str | None = None
     secrets: SecretSource | None = None
 
     @property
@@ -141,7 +143,7 @@ class Settings:
         picture = image_models.estimated_image_cost(image.size, image.quality, image.prices)
         return round(picture + self.mms_cost_usd, 4)
 
-    def secret(self, name: str) -> Secret:
+    def secret(self, name: SecretName) -> Secret:
         if name not in SECRET_NAMES:
             raise KeyError(name)
         if self.secrets is None:
@@ -353,7 +355,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         store_timeout_s=read.integer(
             "STORE_TIMEOUT_SECONDS", round(DEFAULTS.store_timeout_s), 1, 60
         ),
-        google_cloud_project=project,
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")
         ),

@@ -7,10 +7,10 @@ the work of the run that holds it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from postgrest.exceptions import APIError
@@ -18,24 +18,24 @@ from storage3.utils import StorageException
 from supabase import Client, ClientOptions, create_client
 
 from .errors import StoreError
-from .records import Channel, FailureReason, RequestRecord, RequestStatus
+from .records import (
+    Channel,
+    ClaimOutcome,
+    CreationOutcome,
+    FailureReason,
+    OptOutSource,
+    RequestRecord,
+    RequestStatus,
+)
+
+if TYPE_CHECKING:
+    from .self_test import SelfTestResult
 
 TABLE = "requests"
+SELF_TESTS = "self_tests"
 OPT_OUTS = "opt_outs"
 # We ask for JPEG (generation.py), so the original is one.
 ORIGINAL_SUFFIX = "-original.jpg"
-CREATION_OUTCOMES = frozenset(
-    {
-        "created",
-        "duplicate",
-        "opted_out",
-        "not_allowed",
-        "per_number_hour",
-        "per_number_day",
-        "global_day",
-        "budget",
-    }
-)
 T = TypeVar("T")
 
 
@@ -56,20 +56,49 @@ class NewRequest:
 
 @dataclass(frozen=True)
 class Creation:
-    """The result of `create_request`: "created", "duplicate" (same source_ref), or why
-    nothing was recorded ("opted_out", "not_allowed", or the limit that was reached)."""
+    """The result of `create_request`; `record` is set when created or a duplicate."""
 
-    outcome: str
+    outcome: CreationOutcome
     record: RequestRecord | None
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The result of `claim_request`; `token` is set only when outcome is "claimed"."""
+    """The result of `claim_request`; `record` and `token` are set when claimed."""
 
-    outcome: str
+    outcome: ClaimOutcome
     record: RequestRecord | None
     token: str | None = None
+
+
+def read_creation(data: Any) -> Creation:
+    """`create_request`'s JSON answer, checked once here."""
+    try:
+        outcome = CreationOutcome(data["outcome"])
+        row = data.get("request")
+        record = RequestRecord.from_row(row) if row else None
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise StoreError("recording the request gave no usable answer", retryable=True) from exc
+    if record is None and outcome in (CreationOutcome.CREATED, CreationOutcome.DUPLICATE):
+        raise StoreError("recording the request gave no row", retryable=True)
+    return Creation(outcome, record)
+
+
+def read_claim(data: Any) -> Claim:
+    """`claim_request`'s JSON answer, checked once here. A claim without its row and token
+    is no claim: a run must never send without holding one."""
+    if not isinstance(data, dict):
+        return Claim(ClaimOutcome.MISSING, None)
+    try:
+        outcome = ClaimOutcome(str(data.get("outcome")))
+        row = data.get("request")
+        record = RequestRecord.from_row(row) if row else None
+    except (TypeError, KeyError, ValueError) as exc:
+        raise StoreError("claiming the request gave no usable answer", retryable=True) from exc
+    token = data.get("token")
+    if outcome is ClaimOutcome.CLAIMED and (record is None or not isinstance(token, str)):
+        raise StoreError("claiming the request gave no row or token", retryable=True)
+    return Claim(outcome, record, token if isinstance(token, str) else None)
 
 
 def _storable(text: str, limit: int = 500) -> str:
@@ -79,11 +108,15 @@ def _storable(text: str, limit: int = 500) -> str:
     return clean[:limit]
 
 
+def _values(statuses: Iterable[RequestStatus]) -> list[str]:
+    return [status.value for status in statuses]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _guard(action: str, call: Callable[[], T]) -> T:
+def guard(action: str, call: Callable[[], T]) -> T:
     """Run a Supabase call, turning its failures into `StoreError`."""
     try:
         return call()
@@ -147,20 +180,18 @@ class RequestStore:
             "p_caller_verdict": new.caller_verdict,
         }
         call = self._client.rpc("create_request", params).execute
-        data: Any = _guard("recording the request", call).data
-        if not isinstance(data, dict) or data.get("outcome") not in CREATION_OUTCOMES:
-            raise StoreError("recording the request gave no answer", retryable=True)
-        row = data.get("request")
-        return Creation(str(data["outcome"]), RequestRecord.from_row(row) if row else None)
+        return read_creation(guard("recording the request", call).data)
 
-    def set_opt_out(self, address: str, sender: str, *, opted_out: bool, source: str) -> None:
+    def set_opt_out(
+        self, address: str, sender: str, *, opted_out: bool, source: OptOutSource
+    ) -> None:
         params = {
             "p_address": address,
             "p_sender": sender,
             "p_opted_out": opted_out,
-            "p_source": source,
+            "p_source": source.value,
         }
-        _guard("recording the opt-out", self._client.rpc("set_opt_out", params).execute)
+        guard("recording the opt-out", self._client.rpc("set_opt_out", params).execute)
 
     def is_opted_out(self, address: str, sender: str) -> bool:
         query = (
@@ -170,7 +201,7 @@ class RequestStore:
             .eq("sender", sender)
             .limit(1)
         )
-        return bool(_guard("reading the opt-outs", query.execute).data)
+        return bool(guard("reading the opt-outs", query.execute).data)
 
     def fail_waiting(self, address: str, sender: str, detail: str) -> list[str | None]:
         """End, as opted out, the requests for this pair that no callback is working on yet;
@@ -190,7 +221,7 @@ class RequestStore:
             .eq("status", RequestStatus.QUEUED.value)
             .is_("claim_token", "null")
         )
-        rows: list[dict[str, Any]] = _guard("ending the opted-out requests", query.execute).data
+        rows: list[dict[str, Any]] = guard("ending the opted-out requests", query.execute).data
         return [row.get("qstash_message_id") for row in rows]
 
     def record_published(self, request_id: str, message_id: str) -> None:
@@ -201,10 +232,10 @@ class RequestStore:
             .eq("id", request_id)
             .is_("qstash_message_id", "null")
         )
-        _guard("recording the QStash message", query.execute)
+        guard("recording the QStash message", query.execute)
 
     def get(self, request_id: str) -> RequestRecord | None:
-        response = _guard(
+        response = guard(
             "reading the request",
             self._table().select("*").eq("id", request_id).limit(1).execute,
         )
@@ -218,8 +249,13 @@ class RequestStore:
             "failure_detail": _storable(detail),
             "failed_at": _now(),
         }
-        query = self._table().update(fields).eq("id", request_id).eq("status", "queued")
-        return bool(_guard("marking the request failed", query.execute).data)
+        query = (
+            self._table()
+            .update(fields)
+            .eq("id", request_id)
+            .eq("status", RequestStatus.QUEUED.value)
+        )
+        return bool(guard("marking the request failed", query.execute).data)
 
     def switch_model(self, request_id: str, old: str, new: str) -> bool:
         """Move an unfinished request from `old` to `new` model; False if it had moved on."""
@@ -228,20 +264,14 @@ class RequestStore:
             .update({"model": new})
             .eq("id", request_id)
             .eq("model", old)
-            .in_("status", ["queued", "composing"])
+            .in_("status", [RequestStatus.QUEUED.value, RequestStatus.COMPOSING.value])
         )
-        return bool(_guard("switching the model", query.execute).data)
+        return bool(guard("switching the model", query.execute).data)
 
     def claim(self, request_id: str, owner: str, lease_s: int) -> Claim:
         params = {"p_request_id": request_id, "p_owner": owner, "p_lease_seconds": lease_s}
         call = self._client.rpc("claim_request", params).execute
-        data: Any = _guard("claiming the request", call).data
-        row = data.get("request") if isinstance(data, dict) else None
-        return Claim(
-            outcome=str(data.get("outcome")) if isinstance(data, dict) else "missing",
-            record=RequestRecord.from_row(row) if row else None,
-            token=data.get("token") if isinstance(data, dict) else None,
-        )
+        return read_claim(guard("claiming the request", call).data)
 
     def release(self, request_id: str, token: str, error: str | None) -> None:
         params = {
@@ -249,7 +279,7 @@ class RequestStore:
             "p_token": token,
             "p_error": _storable(error) if error else None,
         }
-        _guard("releasing the claim", self._client.rpc("release_request", params).execute)
+        guard("releasing the claim", self._client.rpc("release_request", params).execute)
 
     def record_attempt(self, request_id: str, message_id: str | None, error: str) -> int | None:
         params = {
@@ -258,7 +288,7 @@ class RequestStore:
             "p_error": _storable(error),
         }
         call = self._client.rpc("record_attempt", params).execute
-        data: Any = _guard("recording the attempt", call).data
+        data: Any = guard("recording the attempt", call).data
         return data if isinstance(data, int) else None
 
     def record_message_status(
@@ -273,12 +303,12 @@ class RequestStore:
             "p_error_code": error_code,
         }
         call = self._client.rpc("record_message_status", params).execute
-        return bool(_guard("recording the message status", call).data)
+        return bool(guard("recording the message status", call).data)
 
     def update_claimed(self, request_id: str, token: str, fields: dict[str, Any]) -> bool:
         """Write `fields` only while we still hold the claim; False if we lost it."""
         query = self._table().update(fields).eq("id", request_id).eq("claim_token", token)
-        return bool(_guard("updating the request", query.execute).data)
+        return bool(guard("updating the request", query.execute).data)
 
     def mark_sending(
         self, request_id: str, token: str, *, image_path: str | None, extra: dict[str, Any]
@@ -331,12 +361,12 @@ class RequestStore:
         query = (
             self._table()
             .select("*")
-            .in_("status", ["queued", "composing", "sending"])
+            .in_("status", _values(s for s in RequestStatus if not s.finished))
             .lt("created_at", cutoff.isoformat())
             .order("created_at")
             .limit(limit)
         )
-        rows: list[dict[str, Any]] = _guard("finding stuck requests", query.execute).data
+        rows: list[dict[str, Any]] = guard("finding stuck requests", query.execute).data
         return [RequestRecord.from_row(row) for row in rows]
 
     def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]:
@@ -344,18 +374,29 @@ class RequestStore:
         query = (
             self._table()
             .select("id,image_path")
-            .in_("status", ["delivered", "failed"])
+            .in_("status", _values(s for s in RequestStatus if s.finished))
             .lt("created_at", cutoff.isoformat())
             .limit(limit)
         )
-        rows: list[dict[str, Any]] = _guard("finding old requests", query.execute).data
+        rows: list[dict[str, Any]] = guard("finding old requests", query.execute).data
         return [(str(row["id"]), row.get("image_path")) for row in rows]
 
     def delete(self, request_ids: list[str]) -> int:
         if not request_ids:
             return 0
         query = self._table().delete().in_("id", request_ids)
-        return len(_guard("deleting old requests", query.execute).data)
+        return len(guard("deleting old requests", query.execute).data)
+
+    def record_self_test(self, result: SelfTestResult) -> None:
+        """Keep what `composite` saw of the doctor's self-test (see self_test.py)."""
+        row = {
+            "nonce": result.nonce,
+            "sub_included_query": result.sub_included_query,
+            "query_arrived": result.query_arrived,
+        }
+        # QStash delivers at least once: a second copy of the message finds its row and keeps it.
+        query = self._client.table(SELF_TESTS).upsert(row)
+        guard("recording the self-test", query.execute)
 
     def _table(self) -> Any:
         return self._client.table(TABLE)
@@ -381,7 +422,7 @@ class PictureStore:
     def upload(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
         # file_options values must be lowercase strings; a bool crashes storage3.
         options = {"content-type": content_type, "cache-control": "86400", "upsert": "true"}
-        _guard("storing the picture", lambda: self._bucket.upload(path, data, options))  # type: ignore[arg-type]
+        guard("storing the picture", lambda: self._bucket.upload(path, data, options))  # type: ignore[arg-type]
         return self.public_url(path)
 
     def public_url(self, path: str) -> str:
@@ -391,4 +432,4 @@ class PictureStore:
         """Delete framed pictures and the originals beside them."""
         every = [name for path in paths for name in (path, self.original_path_for(path))]
         if every:
-            _guard("deleting old pictures", lambda: self._bucket.remove(every))
+            guard("deleting old pictures", lambda: self._bucket.remove(every))

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import logs
-from .delivery import CallbackOutcome, finish_stuck
+from .delivery import finish_stuck
+from .delivery_decisions import SweepTally, sweep_tally
 from .errors import AppError
 from .services import Services, get_services
 
@@ -33,6 +34,14 @@ class SweepReport:
     skipped: int = 0  # a callback was working on it
     errors: int = 0
     purged: int = 0
+
+    def count(self, tally: SweepTally) -> None:
+        if tally is SweepTally.EXPIRED:
+            self.expired += 1
+        elif tally is SweepTally.DELIVERED:
+            self.delivered += 1
+        else:
+            self.skipped += 1
 
 
 def sweep(services: Services, now: datetime | None = None) -> SweepReport:
@@ -49,12 +58,7 @@ def sweep(services: Services, now: datetime | None = None) -> SweepReport:
                 logs.error("the sweep could not finish a request", error=exc.message)
                 report.errors += 1
                 continue
-        if outcome is CallbackOutcome.FAILED:
-            report.expired += 1
-        elif outcome is CallbackOutcome.DELIVERED:
-            report.delivered += 1
-        else:
-            report.skipped += 1
+        report.count(sweep_tally(outcome))
     if settings.retention_days is not None:
         report.purged = purge(services, now - timedelta(days=settings.retention_days))
     logs.info("sweep done", **asdict(report))

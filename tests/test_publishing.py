@@ -10,12 +10,12 @@ import requests
 
 from devstack.serving import RunningServer, serve_in_thread
 from shared.deadline import Deadline
+from shared.endpoints import generation_callback_url
 from shared.errors import PublishError
 from shared.publishing import (
     READ_TIMEOUT_S,
     GenerationJob,
     QStashPublisher,
-    callback_url,
     publish_headers,
 )
 from shared.secrets import Secret, SecretSource
@@ -24,7 +24,7 @@ JOB = GenerationJob(
     request_id="5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11",
     destination="https://api.openai.com/v1/images/generations",
     body={"model": "gpt-image-2.6-flare"},
-    callback_url=callback_url(
+    callback_url=generation_callback_url(
         "https://composite.example.com", "5f0c1a52-8a55-4a8e-9d2c-1f1e0b7c9a11"
     ),
     retries=2,

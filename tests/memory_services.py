@@ -1,0 +1,370 @@
+"""In-memory stand-ins for the clients in `Services` (shared/services.py's protocols), for the
+fast unit tests of the effects layer (delivery.py, accept.py, sweep.py).
+
+They keep only what those modules rely on: a claim is one holder's, writes under a claim need
+its token, a finished request cannot be claimed. The SQL itself (limits, leases, concurrency)
+is tested against PostgreSQL in tests/test_database.py and through the stack tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from shared.deadline import Deadline
+from shared.errors import MessagingError, PublishError
+from shared.messaging import SentMessage
+from shared.publishing import GenerationJob
+from shared.records import (
+    ClaimOutcome,
+    CreationOutcome,
+    FailureReason,
+    OptOutSource,
+    RequestRecord,
+    RequestStatus,
+)
+from shared.secrets import Secret
+from shared.self_test import SelfTestResult
+from shared.services import Services
+from shared.settings import Settings, load_settings
+from shared.store import Claim, Creation, NewRequest
+from tests.minimal_settings import MINIMAL
+
+SECRETS = {
+    "OPENAI_API_KEY": "sk-memory",
+    "QSTASH_TOKEN": "qstash-memory",
+    "SAFETY_IDENTIFIER_SALT": "salt-memory",
+    "SUPABASE_SECRET_KEY": "sb-memory",
+    "TWILIO_AUTH_TOKEN": "twilio-memory",
+}
+_ids = itertools.count(1)
+
+
+def memory_settings(**environ: str) -> Settings:
+    return load_settings({**MINIMAL, **SECRETS, **environ})
+
+
+class MemoryStore:
+    """The `requests` rows as dicts (the columns SQL has), plus opt-outs and claims."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.opt_outs: set[tuple[str, str]] = set()
+        self.attempts: list[tuple[str, str | None, str]] = []
+        self.released: list[tuple[str, str | None]] = []
+        self.switches: list[tuple[str, str, str]] = []
+        self.self_tests: list[SelfTestResult] = []
+        self.published: dict[str, str] = {}
+        # Set to make `create` answer this instead of recording (a limit, say).
+        self.next_creation: CreationOutcome | None = None
+        self.fail_writes: Exception | None = None  # raised by every write under a claim
+
+    # --- rows -----------------------------------------------------------------------------
+
+    def add(self, **fields: Any) -> RequestRecord:
+        """A request row as `create_request` leaves it, with `fields` on top."""
+        request_id = str(uuid.uuid4())
+        row: dict[str, Any] = {
+            "id": request_id,
+            "status": RequestStatus.QUEUED.value,
+            "recipient": "+15552000001",
+            "sender": "+15550001111",
+            "prompt": "a lighthouse at dusk",
+            "media_token": uuid.uuid4().hex,
+            "channel": "sms",
+            "model": "gpt-image-2.6-flare",
+            "attempts": 0,
+            "created_at": datetime.now(UTC).isoformat(),
+            "claim_owner": None,
+            "claim_token": None,
+        }
+        row.update(fields)
+        self.rows[request_id] = row
+        return RequestRecord.from_row(row)
+
+    def row(self, request_id: str) -> dict[str, Any]:
+        return self.rows[request_id]
+
+    def create(self, new: NewRequest) -> Creation:
+        if self.next_creation is not None:
+            return Creation(self.next_creation, None)
+        if (new.recipient, new.sender) in self.opt_outs:
+            return Creation(CreationOutcome.OPTED_OUT, None)
+        for row in self.rows.values():
+            if new.source_ref and row.get("source_ref") == new.source_ref:
+                return Creation(CreationOutcome.DUPLICATE, RequestRecord.from_row(row))
+        record = self.add(
+            recipient=new.recipient,
+            sender=new.sender,
+            prompt=new.prompt,
+            channel=new.channel.value,
+            model=new.model,
+            source_ref=new.source_ref,
+        )
+        return Creation(CreationOutcome.CREATED, record)
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        row = self.rows.get(request_id)
+        return RequestRecord.from_row(row) if row else None
+
+    def record_published(self, request_id: str, message_id: str) -> None:
+        self.published[request_id] = message_id
+
+    def fail_unpublished(self, request_id: str, detail: str) -> bool:
+        row = self.rows[request_id]
+        if row["status"] != RequestStatus.QUEUED.value:
+            return False
+        row.update(status="failed", failure_reason="publish_failed", failure_detail=detail)
+        return True
+
+    def switch_model(self, request_id: str, old: str, new: str) -> bool:
+        row = self.rows[request_id]
+        self.switches.append((request_id, old, new))
+        if row["model"] != old or RequestStatus(row["status"]).finished:
+            return False
+        row["model"] = new
+        return True
+
+    def record_attempt(self, request_id: str, message_id: str | None, error: str) -> int | None:
+        row = self.rows.get(request_id)
+        if row is None or RequestStatus(row["status"]).finished:
+            return None
+        self.attempts.append((request_id, message_id, error))
+        row["attempts"] += 1
+        return int(row["attempts"])
+
+    # --- the claim --------------------------------------------------------------------------
+
+    def claim(self, request_id: str, owner: str, lease_s: int) -> Claim:
+        row = self.rows.get(request_id)
+        if row is None:
+            return Claim(ClaimOutcome.MISSING, None)
+        record = RequestRecord.from_row(row)
+        if record.status.finished:
+            return Claim(ClaimOutcome.DONE, record)
+        if row["claim_token"] is not None:
+            busy = row["claim_owner"] == owner
+            return Claim(ClaimOutcome.BUSY if busy else ClaimOutcome.TAKEN, record)
+        token = f"token-{next(_ids)}"
+        row.update(claim_owner=owner, claim_token=token)
+        if row["status"] == RequestStatus.QUEUED.value:
+            row["status"] = RequestStatus.COMPOSING.value
+        return Claim(ClaimOutcome.CLAIMED, RequestRecord.from_row(row), token)
+
+    def release(self, request_id: str, token: str, error: str | None) -> None:
+        row = self.rows[request_id]
+        if row["claim_token"] == token:
+            row.update(claim_owner=None, claim_token=None)
+        self.released.append((request_id, error))
+
+    def take_claim_away(self, request_id: str) -> None:
+        """As if the lease ran out and another run claimed the request."""
+        self.rows[request_id].update(claim_owner="someone-else", claim_token="their-token")
+
+    def update_claimed(self, request_id: str, token: str, fields: dict[str, Any]) -> bool:
+        if self.fail_writes is not None:
+            raise self.fail_writes
+        row = self.rows[request_id]
+        if row["claim_token"] != token:
+            return False
+        row.update(fields)
+        return True
+
+    def mark_sending(
+        self, request_id: str, token: str, *, image_path: str | None, extra: dict[str, Any]
+    ) -> bool:
+        fields = {"status": "sending", "send_started_at": datetime.now(UTC).isoformat(), **extra}
+        if image_path is not None:
+            fields["image_path"] = image_path
+        return self.update_claimed(request_id, token, fields)
+
+    def mark_delivered(
+        self, request_id: str, token: str, message_sid: str, timings: dict[str, int]
+    ) -> bool:
+        done = {"status": "delivered", "message_sid": message_sid, "timings": timings}
+        return self.update_claimed(request_id, token, {**done, **_unclaimed()})
+
+    def mark_failed(
+        self,
+        request_id: str,
+        token: str,
+        reason: FailureReason,
+        detail: str,
+        *,
+        notified: bool,
+        message_sid: str | None,
+    ) -> bool:
+        failed = {
+            "status": "failed",
+            "failure_reason": reason.value,
+            "failure_detail": detail,
+            "notified": notified,
+            "message_sid": message_sid,
+        }
+        return self.update_claimed(request_id, token, {**failed, **_unclaimed()})
+
+    # --- messages and opt-outs --------------------------------------------------------------
+
+    def record_message_status(
+        self, request_id: str, message_sid: str, status: str, error_code: int | None
+    ) -> bool:
+        row = self.rows.get(request_id)
+        if row is None or row.get("message_sid") != message_sid:
+            return False
+        row["message_status"] = status
+        return True
+
+    def set_opt_out(
+        self, address: str, sender: str, *, opted_out: bool, source: OptOutSource
+    ) -> None:
+        if opted_out:
+            self.opt_outs.add((address, sender))
+        else:
+            self.opt_outs.discard((address, sender))
+
+    def is_opted_out(self, address: str, sender: str) -> bool:
+        return (address, sender) in self.opt_outs
+
+    def fail_waiting(self, address: str, sender: str, detail: str) -> list[str | None]:
+        ended = []
+        for row in self.rows.values():
+            waiting = row["status"] == RequestStatus.QUEUED.value and row["claim_token"] is None
+            if waiting and row["recipient"] == address and row["sender"] == sender:
+                row.update(status="failed", failure_reason="opted_out", failure_detail=detail)
+                ended.append(row.get("qstash_message_id"))
+        return ended
+
+    # --- the sweep --------------------------------------------------------------------------
+
+    def unfinished_before(self, cutoff: datetime, limit: int) -> list[RequestRecord]:
+        records = [RequestRecord.from_row(row) for row in self.rows.values()]
+        stuck = [
+            r for r in records if not r.status.finished and r.created_at and r.created_at < cutoff
+        ]
+        return stuck[:limit]
+
+    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]:
+        records = [RequestRecord.from_row(row) for row in self.rows.values()]
+        old = [r for r in records if r.status.finished and r.created_at and r.created_at < cutoff]
+        return [(r.id, r.image_path) for r in old][:limit]
+
+    def delete(self, request_ids: list[str]) -> int:
+        gone = [self.rows.pop(request_id) for request_id in request_ids if request_id in self.rows]
+        return len(gone)
+
+    def record_self_test(self, result: SelfTestResult) -> None:
+        self.self_tests.append(result)
+
+
+def _unclaimed() -> dict[str, Any]:
+    return {"claim_owner": None, "claim_token": None}
+
+
+class MemoryPictures:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.removed: list[str] = []
+
+    def upload(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        self.files[path] = data
+        return self.public_url(path)
+
+    def public_url(self, path: str) -> str:
+        return f"https://pictures.test/{path}"
+
+    def remove(self, paths: list[str]) -> None:
+        for path in paths:
+            self.removed.append(path)
+            self.files.pop(path, None)
+
+
+class MemoryPublisher:
+    def __init__(self) -> None:
+        self.jobs: list[GenerationJob] = []
+        self.cancelled: list[str] = []
+        self.refuse: PublishError | None = None
+
+    def publish(
+        self, job: GenerationJob, provider_key: Secret, deadline: Deadline | None = None
+    ) -> str:
+        if self.refuse is not None:
+            raise self.refuse
+        self.jobs.append(job)
+        return f"msg_{job.deduplication_id}"
+
+    def cancel(self, message_id: str) -> bool:
+        self.cancelled.append(message_id)
+        return True
+
+
+@dataclass
+class Sent:
+    to: str
+    from_: str
+    body: str
+    media_url: str | None
+    status_callback: str | None
+    sid: str = field(default_factory=lambda: f"SM{uuid.uuid4().hex}")
+
+
+class MemoryMessenger:
+    """Twilio's side: what was sent, and what it already has from runs that died."""
+
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []
+        # Messages Twilio holds that no run recorded (a run died after Twilio took them).
+        self.held: list[Sent] = []
+        self.refusals: list[MessagingError] = []  # raised by the next sends, in order
+        self.lookups = 0
+
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        media_url: str | None = None,
+        status_callback: str | None = None,
+    ) -> SentMessage:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        message = Sent(to, from_, body, media_url, status_callback)
+        self.sent.append(message)
+        return SentMessage(message.sid, "queued")
+
+    def find_sent(
+        self, *, to: str, from_: str, bodies: Collection[str], created_at: datetime | None
+    ) -> str | None:
+        self.lookups += 1
+        for message in [*self.held, *self.sent]:
+            if message.to == to and message.from_ == from_ and message.body in bodies:
+                return message.sid
+        return None
+
+
+@dataclass
+class MemoryServices:
+    """`Services` built from the fakes, with the fakes kept typed for the assertions."""
+
+    store: MemoryStore = field(default_factory=MemoryStore)
+    pictures: MemoryPictures = field(default_factory=MemoryPictures)
+    publisher: MemoryPublisher = field(default_factory=MemoryPublisher)
+    messenger: MemoryMessenger = field(default_factory=MemoryMessenger)
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def services(self) -> Services:
+        return Services(
+            settings=memory_settings(**self.environ),
+            store=self.store,
+            pictures=self.pictures,
+            publisher=self.publisher,
+            messenger=self.messenger,
+            http=requests.Session(),
+        )
