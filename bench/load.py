@@ -24,9 +24,7 @@ environment, which `Stack` passes on in place of its development defaults.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import io
 import json
 import math
 import os
@@ -47,9 +45,9 @@ import psycopg
 import requests
 from psycopg.rows import dict_row
 
-from devstack.openai_images import draw_picture
-from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
 from devstack.stack import Ports, Stack, environment
+from devstack.vendor_calls import callback_payload, provider_success, qstash_headers
+from shared.endpoints import generation_callback_url
 
 DEFAULT_PROMPTS = 40
 DEFAULT_DUPLICATES = 3
@@ -443,37 +441,26 @@ def insert_requests(database_url: str, numbers: list[str], sender: str) -> list[
         ]
 
 
-def provider_answer() -> str:
-    """A successful image-generation answer, base64 as QStash puts it in a callback."""
-    picture = io.BytesIO()
-    draw_picture("a lighthouse in a storm", 1024, 1024).save(picture, "JPEG", quality=80)
-    answer = {
-        "created": int(time.time()),
-        "data": [{"b64_json": base64.b64encode(picture.getvalue()).decode()}],
-        "usage": {"input_tokens": 9, "output_tokens": 272},
-    }
-    return base64.b64encode(json.dumps(answer).encode()).decode()
+def provider_answer() -> bytes:
+    """A successful image-generation answer, as the provider gives it to QStash."""
+    return provider_success("a lighthouse in a storm", created=int(time.time()))
 
 
 def post_callback(
-    composite_url: str, request_id: str, index: int, body: str
+    composite_url: str, request_id: str, index: int, body: bytes
 ) -> tuple[int | None, str, float]:
     """One signed success callback, as QStash sends it. Every copy of one request's callback
     carries the same message id, as a QStash redelivery does. Returns (status, outcome, ms)."""
-    payload = {
-        "status": 200,
-        "body": body,
-        "sourceMessageId": f"msg_direct_job_{index}",
-        "maxRetries": 2,
-        "createdAt": int(time.time() * 1000),
-    }
+    payload = callback_payload(
+        200,
+        body,
+        sourceMessageId=f"msg_direct_job_{index}",
+        createdAt=int(time.time() * 1000),
+    )
     raw = json.dumps(payload).encode()
-    url = f"{composite_url}?request={request_id}"
-    headers = {
-        "Content-Type": "application/json",
-        "Upstash-Message-Id": f"msg_direct_callback_{index}",
-        "Upstash-Signature": make_signature(DEV_CURRENT_SIGNING_KEY, url, raw),
-    }
+    url = generation_callback_url(composite_url, request_id)
+    # Signed before the clock starts: the figure is composite's answer, not our signing.
+    headers = qstash_headers(url, raw, message_id=f"msg_direct_callback_{index}")
     started = time.perf_counter()
     try:
         reply = requests.post(url, data=raw, headers=headers, timeout=60)

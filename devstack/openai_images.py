@@ -35,10 +35,7 @@ from typing import Any
 
 import flask
 
-# draw_picture and encode_picture are re-exported because tests import them from this module.
-from .picture_drawing import draw_picture as draw_picture
-from .picture_drawing import draw_scene
-from .picture_drawing import encode_picture as encode_picture
+from .picture_drawing import draw_scene, encode_picture
 
 DEV_API_KEY = "sk-devstack-local-only-0000000000000000"
 

@@ -9,8 +9,7 @@ requests to our functions and sends messages through the Twilio REST stand-in::
                          caller=Caller(["a crab holding a light saber"]), account=account)
     print(format_transcript(execution))
 
-Flow definitions are checked by :func:`devstack.flow_checker.check_flow`, which is
-re-exported here for the modules that import it from this one.
+Flow definitions are checked by :func:`devstack.flow_checker.check_flow`.
 
 Supported widgets: trigger, say-play, gather-input-on-call, make-http-request, send-message,
 split-based-on, set-variables. Anything else fails the execution with an error naming it.
@@ -60,9 +59,6 @@ from .flow_checker import (
     widget_properties,
     widget_transitions,
 )
-
-# Re-exported because the Twilio stand-in and tests import check_flow from this module.
-from .flow_checker import check_flow as check_flow
 
 API_VERSION = "2010-04-01"
 HTTP_TIMEOUT_S = 10.0  # Studio's make-http-request limit

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
-from tests.conftest import StackClient
-from tests.test_deploy import Deployer
-from tests.test_pipeline import callback_payload, provider_success, queued_row
+from devstack.stack_client import StackClient, queued_row
+from devstack.vendor_calls import callback_payload, provider_success
+from tests.deployer import Deployer
 
 pytestmark = pytest.mark.stack
 

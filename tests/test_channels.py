@@ -3,67 +3,14 @@
 
 from __future__ import annotations
 
-import itertools
-from typing import Any
-from urllib.parse import urlencode
-
 import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import StackClient
+from devstack.stack_client import StackClient, latest_request, signed_post
+from devstack.vendor_calls import incoming_text, new_sid, reply_text, studio_call
 
 pytestmark = pytest.mark.stack
-_sids = itertools.count(1)
-
-
-def signed_post(
-    stack: StackClient, params: dict[str, str], *, url: str | None = None, token: str | None = None
-) -> requests.Response:
-    """POST a form to generate the way Twilio does, signed for `url` (default: GENERATE_URL)."""
-    signer = RequestValidator(token or stack.env["TWILIO_AUTH_TOKEN"])
-    signature = signer.compute_signature(url or stack.env["GENERATE_URL"], params)
-    return requests.post(
-        stack.env["GENERATE_URL"],
-        data=urlencode(params),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            "X-Twilio-Signature": signature,
-            "User-Agent": "TwilioProxy/1.1",
-        },
-        timeout=10,
-    )
-
-
-def incoming_text(
-    sender: str, body: str, ours: str = "+15005550006", **extra: str
-) -> dict[str, str]:
-    return {
-        "MessageSid": f"SM{next(_sids):032x}",
-        "AccountSid": "AC" + "0" * 32,
-        "From": sender,
-        "To": ours,
-        "Body": body,
-        "NumMedia": "0",
-        "NumSegments": "1",
-        "SmsStatus": "received",
-        "ApiVersion": "2010-04-01",
-        **extra,
-    }
-
-
-def reply_text(response: requests.Response) -> str:
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/xml")
-    return response.text
-
-
-def latest_request(stack: StackClient, recipient: str) -> dict[str, Any] | None:
-    rows = stack.sql(
-        "select * from public.requests where recipient = %s order by created_at desc limit 1",
-        recipient,
-    )
-    return rows[0] if rows else None
 
 
 # --- the incoming-message webhook ----------------------------------------------------------
@@ -182,18 +129,6 @@ def test_unsigned_or_forged_twilio_requests_are_refused_and_nothing_is_recorded(
 # --- Studio's requests ----------------------------------------------------------------------
 
 
-def studio_call(caller: str, prompt: str, **extra: str) -> dict[str, str]:
-    return {
-        "prompt": prompt,
-        "to": caller,
-        "from": "+15005550006",
-        "channel": "voice",
-        "source_ref": f"CA{next(_sids):032x}",
-        "stir_verstat": "TN-Validation-Passed-A",  # the carrier vouches for the caller ID
-        **extra,
-    }
-
-
 def test_a_studio_call_request_is_answered_with_words_to_say(
     stack: StackClient, caller: str
 ) -> None:
@@ -220,12 +155,12 @@ def test_a_studio_message_request_follows_the_keyword_rules(
         "to": caller,
         "from": "+15005550006",
         "channel": "message",
-        "source_ref": f"SM{next(_sids):032x}",
+        "source_ref": new_sid("SM"),
     }
     answer = signed_post(stack, params).json()
     assert answer["accepted"] is False
     assert "Text DRAW followed by" in answer["message"]
-    params = {**params, "body": "DRAW a kite", "source_ref": f"SM{next(_sids):032x}"}
+    params = {**params, "body": "DRAW a kite", "source_ref": new_sid("SM")}
     answer = signed_post(stack, params).json()
     assert answer["accepted"] is True
     assert stack.wait_finished(answer["request_id"])["status"] == "delivered"

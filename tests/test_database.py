@@ -14,7 +14,7 @@ from supabase import create_client
 
 from devstack.postgres import apply_migrations
 from devstack.stack import MIGRATIONS
-from tests.conftest import StackClient
+from devstack.stack_client import StackClient
 
 pytestmark = pytest.mark.stack
 

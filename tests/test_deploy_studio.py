@@ -15,7 +15,7 @@ import requests
 from deploy.studio import FLOW_FILE, main
 from devstack.serving import RunningServer, serve_in_thread
 from devstack.twilio import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, TwilioConfig, create_app
-from tests.test_deploy import Deployer
+from tests.deployer import Deployer
 
 NUMBER = "+15005550006"
 GENERATE = "https://generate-x7k2q9-uc.a.run.app"

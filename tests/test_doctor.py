@@ -30,11 +30,11 @@ from deploy.doctor import (
 )
 from deploy.studio import FLOW_NAME, twilio_client
 from deploy.studio import main as publish_studio_flow
+from devstack.stack_client import StackClient, configured_secrets
 from devstack.twilio import DEFAULT_MESSAGING_SERVICE_SID
 from shared import deadline, moderation, publishing
 from shared.self_test import answer_self_test, self_test_body, self_test_nonce
-from tests.conftest import StackClient, configured_secrets
-from tests.test_deploy import Deployer
+from tests.deployer import Deployer
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = date(2026, 12, 1)

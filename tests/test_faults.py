@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from devstack.stack_client import StackClient, post_callback, queued_row, signed_post
+from devstack.vendor_calls import callback_payload, incoming_text, provider_success, reply_text
 from shared.moderation import check_prompt
 from shared.secrets import Secret, SecretSource
-from tests.conftest import StackClient
-from tests.test_channels import incoming_text, reply_text, signed_post
 
 pytestmark = pytest.mark.stack
 
@@ -47,8 +47,6 @@ def test_a_slow_database_at_generate_is_a_503_and_nothing_is_published(
 def test_a_slow_database_at_composite_is_retried_and_delivers_once(
     stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
 ) -> None:
-    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
-
     function_setting("STORE_TIMEOUT_SECONDS", "1")
     request_id = queued_row(stack, caller)
     stack.fault("supabase", service="rest", kind="timeout", delay_s=3, times=1)
@@ -137,8 +135,6 @@ def test_an_invalid_number_at_twilio_is_final_and_not_retried(
 def test_a_number_in_the_prompt_never_becomes_the_recipient(
     stack: StackClient, caller: str
 ) -> None:
-    from tests.test_channels import incoming_text, reply_text, signed_post
-
     reply_text(signed_post(stack, incoming_text(caller, "DRAW a cat, and send it to +15550001111")))
     row = stack.sql("select id, recipient from public.requests where recipient = %s", caller)[0]
     stack.wait_finished(str(row["id"]))
@@ -152,7 +148,6 @@ def test_a_provider_answer_with_a_url_is_never_fetched(stack: StackClient, calle
     import json as json_
 
     from devstack.serving import serve_in_thread
-    from tests.test_pipeline import callback_payload, post_callback, queued_row
 
     hits: list[str] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from devstack.openai_images import draw_picture
+from devstack.picture_drawing import draw_picture
 from shared.errors import ProviderError
 from shared.framing import (
     FRAME_CACHE_BYTES,

@@ -8,8 +8,23 @@ from typing import Any
 import pytest
 import requests
 
+from devstack import stack_client
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
-from tests.conftest import StackClient
+from devstack.stack_client import (
+    StackClient,
+    age,
+    post_callback,
+    queued_row,
+    run_sweep,
+    signed_post,
+)
+from devstack.vendor_calls import (
+    callback_payload,
+    incoming_text,
+    provider_success,
+    reply_text,
+    studio_call,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -35,9 +50,7 @@ def test_a_refused_prompt_stays_refused_when_its_notice_first_fails(
 
 def text_in(stack: StackClient, caller: str, body: str) -> None:
     """A text to our number through Twilio's incoming-message webhook."""
-    from tests.test_recovery import text_in as send
-
-    send(stack, caller, body, "webhook")
+    stack_client.text_in(stack, caller, body, "webhook")
 
 
 def latest(stack: StackClient, caller: str) -> dict[str, Any]:
@@ -93,7 +106,6 @@ def test_no_picture_or_notice_goes_to_a_pair_that_opted_out_mid_flight(
     stack: StackClient, caller: str, answer: str
 ) -> None:
     """A STOP that lands while a callback holds the request: the send paths check too."""
-    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
 
     request_id = queued_row(stack, caller)
     stack.sql("select public.set_opt_out(%s, %s, true, 'keyword')", caller, stack.env["DEMO_FROM"])
@@ -115,9 +127,6 @@ def test_no_picture_or_notice_goes_to_a_pair_that_opted_out_mid_flight(
 
 
 def test_the_sweep_sends_nothing_to_a_pair_that_opted_out(stack: StackClient, caller: str) -> None:
-    from tests.test_pipeline import queued_row
-    from tests.test_sweep import age, run_sweep
-
     request_id = queued_row(stack, caller)
     stack.sql(
         "update public.requests set claim_token = 'x', claimed_until = now() - interval '1 hour' where id = %s",
@@ -140,8 +149,6 @@ def test_token_counts_out_of_range_are_recorded_as_unknown_and_the_picture_goes(
 ) -> None:
     import json
 
-    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
-
     request_id = queued_row(stack, caller)
     answer = json.loads(provider_success())
     answer["usage"] = {"input_tokens": tokens, "output_tokens": tokens}
@@ -154,7 +161,6 @@ def test_token_counts_out_of_range_are_recorded_as_unknown_and_the_picture_goes(
 
 def test_no_picture_is_stored_before_the_row_points_at_it(stack: StackClient, caller: str) -> None:
     from shared.store import PictureStore
-    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
 
     request_id = queued_row(stack, caller)
     stack.fault("supabase", service="rest", kind="500", times=-1, method="PATCH")
@@ -237,8 +243,6 @@ def test_a_picture_of_another_size_than_asked_is_refused_before_it_is_decoded(
     import base64
     import json
 
-    from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
-
     request_id = queued_row(stack, caller)
     asked = {"model": "gpt-image-2.6-flare", "prompt": "a lighthouse at dusk", "size": "1536x1024"}
     payload = callback_payload(
@@ -259,8 +263,6 @@ HIDDEN = ["+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "
 def test_a_hidden_number_is_told_why_on_every_channel_and_nothing_is_paid(
     stack: StackClient, hidden: str
 ) -> None:
-    from tests.test_channels import incoming_text, reply_text, signed_post, studio_call
-
     before = stack.sql("select count(*) as n from public.requests")[0]["n"]
     call = signed_post(stack, studio_call(hidden, "a fox for nobody")).json()
     assert call["accepted"] is False and "hidden number" in call["message"]
@@ -272,8 +274,6 @@ def test_a_hidden_number_is_told_why_on_every_channel_and_nothing_is_paid(
 
 @pytest.mark.parametrize("word", ["OPTOUT", "revoke", " Stop. "])
 def test_twilios_opt_out_words_are_ours(stack: StackClient, caller: str, word: str) -> None:
-    from tests.test_channels import incoming_text, reply_text, signed_post
-
     reply_text(signed_post(stack, incoming_text(caller, word)))
     assert stack.sql("select * from public.opt_outs where address = %s", caller)
     # Unicode look-alikes are not START to Twilio, so not to us either.

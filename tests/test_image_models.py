@@ -88,6 +88,7 @@ def test_the_callback_estimate_fits_the_free_plan_for_classic_sizes_only() -> No
     assert image_models.highest_fitting_compression("3840x2160", "low", 10_000_000) == 100
 
 
+@pytest.mark.slow  # runs mypy
 def test_mypy_refuses_a_generation_body_openai_would_refuse(tmp_path: Path) -> None:
     """The request body is typed by the openai SDK's own ImageGenerateParams."""
     probe = tmp_path / "probe.py"

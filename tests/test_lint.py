@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT_DIR
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 CHECKS = {
     "ruff check": ["ruff", "check", "."],

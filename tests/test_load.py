@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import StackClient
+from devstack.stack_client import StackClient
 
 pytestmark = pytest.mark.stack
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from devstack.stack_client import StackClient
 from devstack.twilio import DEFAULT_MESSAGING_SERVICE_SID
-from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
 

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
+from devstack.stack_client import StackClient, post_callback, queued_row
+from devstack.vendor_calls import callback_payload
 from shared.settings import DEFAULT_IMAGE_MODEL
-from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
 FALLBACK = "gpt-image-2.6-sunburst"
@@ -110,8 +111,6 @@ def test_a_late_callback_about_a_model_the_request_has_left_changes_nothing(
 ) -> None:
     import base64
     import json
-
-    from tests.test_pipeline import callback_payload, post_callback, queued_row
 
     function_setting("IMAGE_MODEL_FALLBACK", FALLBACK)
     request_id = queued_row(stack, caller)  # asked of DEFAULT_IMAGE_MODEL

@@ -11,9 +11,9 @@ import pytest
 import requests
 from PIL import Image
 
+from devstack.stack_client import StackClient, age, run_sweep
 from shared.framing import INK
 from shared.store import PictureStore
-from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
 
@@ -60,8 +60,6 @@ def test_the_mms_is_carrier_safe_and_the_original_is_kept(
 
 
 def test_the_sweep_deletes_the_original_with_the_picture(stack: StackClient, caller: str) -> None:
-    from tests.test_sweep import age, run_sweep
-
     row = stack.wait_finished(stack.submit("a short-lived owl", to=caller).json()["request_id"])
     original = PictureStore.original_path_for(row["image_path"])
     assert stored(stack, original).status_code == 200

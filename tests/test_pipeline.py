@@ -4,8 +4,6 @@ stand-ins' /__dev/ endpoints; nothing of ours is patched."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import threading
 import time
@@ -16,71 +14,11 @@ import pytest
 import requests
 from PIL import Image
 
-from devstack.openai_images import draw_picture
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, make_signature
-from tests.conftest import StackClient
+from devstack.stack_client import StackClient, count_rows, post_callback, queued_row
+from devstack.vendor_calls import callback_payload, provider_success
 
 pytestmark = pytest.mark.stack
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def queued_row(stack: StackClient, to: str, prompt: str = "a lighthouse at dusk") -> str:
-    """A request as `generate` records it, without publishing (we play QStash ourselves)."""
-    rows = stack.sql(
-        "insert into public.requests (recipient, sender, prompt, model, size, quality)"
-        " values (%s, %s, %s, 'gpt-image-2.6-flare', '1024x1024', 'low') returning id",
-        to,
-        stack.env["DEMO_FROM"],
-        prompt,
-    )
-    return str(rows[0]["id"])
-
-
-def provider_success(prompt: str = "a lighthouse at dusk") -> bytes:
-    out = io.BytesIO()
-    draw_picture(prompt, 1024, 1024).save(out, "JPEG", quality=80)
-    response = {
-        "created": 1,
-        "data": [{"b64_json": base64.b64encode(out.getvalue()).decode()}],
-        "usage": {"input_tokens": 9, "output_tokens": 272},
-    }
-    return json.dumps(response).encode()
-
-
-def callback_payload(status: int | None, body: bytes, **fields: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {"sourceMessageId": "msg_source", "maxRetries": 2, **fields}
-    if status is not None:
-        payload["status"] = status
-    if body:
-        payload["body"] = base64.b64encode(body).decode()
-    return payload
-
-
-def post_callback(
-    stack: StackClient,
-    request_id: str,
-    payload: dict[str, Any],
-    *,
-    message_id: str = "msg_callback",
-    key: str = DEV_CURRENT_SIGNING_KEY,
-    signed_url: str | None = None,
-    signature: str | None = None,
-) -> requests.Response:
-    raw = json.dumps(payload).encode()
-    url = f"{stack.env['COMPOSITE_URL']}?request={request_id}"
-    headers = {"Content-Type": "application/json", "Upstash-Message-Id": message_id}
-    headers["Upstash-Signature"] = (
-        signature if signature is not None else make_signature(key, signed_url or url, raw)
-    )
-    if signature == "":
-        del headers["Upstash-Signature"]
-    return requests.post(url, data=raw, headers=headers, timeout=30)
-
-
-def count_rows(stack: StackClient) -> int:
-    return int(stack.sql("select count(*) as n from public.requests")[0]["n"])
 
 
 # --- the happy path ----------------------------------------------------------------------

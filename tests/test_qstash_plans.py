@@ -11,10 +11,9 @@ import pytest
 import requests
 
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, DEV_TOKEN, make_signature
+from devstack.stack_client import StackClient, age, queued_row
+from devstack.vendor_calls import callback_payload, provider_success
 from shared.callbacks import REQUEST_HEADER, SWEEP_BODY
-from tests.conftest import StackClient
-from tests.test_pipeline import callback_payload, provider_success, queued_row
-from tests.test_sweep import age
 
 pytestmark = pytest.mark.stack
 SUB_FORMS = [pytest.param(True, id="sub-with-query"), pytest.param(False, id="sub-without-query")]

@@ -8,8 +8,7 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import StackClient
-from tests.test_pipeline import queued_row
+from devstack.stack_client import StackClient, queued_row
 
 pytestmark = pytest.mark.stack
 

@@ -10,14 +10,20 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
 
-from devstack.call import send_text
+from devstack.stack_client import (
+    StackClient,
+    acknowledged,
+    age,
+    latest_request,
+    pictures_to,
+    post_callback,
+    queued_row,
+    run_sweep,
+    text_in,
+)
+from devstack.vendor_calls import callback_payload, provider_success
 from shared.replies import accepted_by_text
-from tests.conftest import StackClient
-from tests.test_channels import latest_request
-from tests.test_pipeline import queued_row
-from tests.test_sweep import age, run_sweep
 
 pytestmark = pytest.mark.stack
 TWILIO_FAULTS = [
@@ -26,36 +32,6 @@ TWILIO_FAULTS = [
     pytest.param({"kind": "timeout", "delay_s": 1}, id="twilio-timeout"),
 ]
 CHANNELS = ["webhook", "studio"]
-
-
-def text_in(stack: StackClient, caller: str, body: str, channel: str) -> None:
-    """A person texts our number, through the incoming-message webhook (the stand-in sends it
-    and turns the TwiML answer into a Message) or through the Studio flow."""
-    if channel == "studio":
-        send_text(stack.env, body, sender=caller)
-        return
-    answer = requests.post(
-        f"{stack.env['TWILIO_API_BASE_URL']}/__dev/incoming",
-        json={
-            "from": caller,
-            "to": stack.env["DEMO_FROM"],
-            "body": body,
-            "url": stack.env["GENERATE_URL"],
-        },
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["webhook_status"] == 200
-
-
-def acknowledged(stack: StackClient, caller: str) -> dict[str, Any]:
-    [ack] = stack.messages_to(caller)
-    assert "on its way" in ack["body"] and not ack["media"]
-    return ack
-
-
-def pictures_to(stack: StackClient, caller: str) -> list[dict[str, Any]]:
-    return [m for m in stack.messages_to(caller) if m["media"]]
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
@@ -150,8 +126,6 @@ def test_a_message_older_than_the_request_is_never_taken_for_its_picture(
         "update public.requests set created_at = now() + interval '10 minutes' where id = %s",
         request_id,
     )
-    from tests.test_pipeline import callback_payload, post_callback, provider_success
-
     outcome = post_callback(
         stack, request_id, callback_payload(200, provider_success("a paper plane"))
     )

@@ -10,12 +10,7 @@ from devstack.serving import RunningServer, serve_in_thread
 from shared.errors import ConfigError
 from shared.secrets import Secret, SecretSource
 from shared.settings import ImageOptions, Limits, Settings, load_settings
-
-MINIMAL = {
-    "COMPOSITE_URL": "https://composite-abc-uc.a.run.app",
-    "SUPABASE_URL": "https://ref.supabase.co",
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-}
+from tests.minimal_settings import MINIMAL
 
 
 def test_load_settings_applies_documented_defaults() -> None:

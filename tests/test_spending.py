@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from devstack.call import play_call
-from tests.conftest import StackClient
-from tests.test_channels import signed_post, studio_call
+from devstack.stack_client import StackClient, signed_post
+from devstack.vendor_calls import incoming_text, reply_text, studio_call
 
 pytestmark = pytest.mark.stack
 
@@ -93,8 +93,6 @@ def operator_post(stack: StackClient, to: str) -> requests.Response:
 def test_a_number_we_may_not_send_to_is_refused_on_every_channel(
     stack: StackClient, number: str, problem: str, words: str
 ) -> None:
-    from tests.test_channels import incoming_text, reply_text
-
     operator = operator_post(stack, number)
     assert operator.status_code == 422
     assert operator.json()["problem"] == problem
@@ -137,7 +135,6 @@ def test_whatsapp_can_be_switched_off(
 ) -> None:
     """Meta's WhatsApp Business policy restricts AI services [3P press, 2026-01-15]: an
     operator who has not checked the current terms can switch WhatsApp off."""
-    from tests.test_channels import incoming_text, reply_text
 
     function_setting("WHATSAPP", "off")
     sender = f"whatsapp:{caller}"

@@ -11,9 +11,9 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from devstack.stack_client import StackClient, signed_post
+from devstack.vendor_calls import incoming_text, reply_text, studio_call
 from shared.twilio_webhooks import SIGNATURE_SETTINGS_HEADER
-from tests.conftest import StackClient
-from tests.test_channels import incoming_text, reply_text, signed_post, studio_call
 
 pytestmark = pytest.mark.stack
 

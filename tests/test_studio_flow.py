@@ -8,9 +8,10 @@ import pytest
 
 from deploy.studio import FLOW_FILE, FLOW_KEY_PLACEHOLDER, URL_PLACEHOLDER, load_flow
 from devstack.call import play_call, send_text
-from devstack.studio_runner import check_flow, format_transcript
+from devstack.flow_checker import check_flow
+from devstack.stack_client import StackClient
+from devstack.studio_runner import format_transcript
 from shared.twilio_webhooks import FLOW_KEY_FIELD
-from tests.conftest import StackClient
 
 pytestmark = pytest.mark.stack
 

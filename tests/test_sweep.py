@@ -8,44 +8,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
 
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
+from devstack.stack_client import StackClient, age, post_callback, queued_row, run_sweep
+from devstack.vendor_calls import callback_payload, provider_success
 from shared.callbacks import SWEEP_BODY
 from shared.services import get_services
 from shared.sweep import sweep
-from tests.conftest import ROOT_DIR, StackClient
-from tests.test_pipeline import callback_payload, post_callback, provider_success, queued_row
 
 pytestmark = pytest.mark.stack
-
-
-def age(stack: StackClient, request_id: str, minutes: int) -> None:
-    stack.sql(
-        "update public.requests set created_at = now() - make_interval(mins => %s) where id = %s",
-        minutes,
-        request_id,
-    )
-
-
-def run_sweep(stack: StackClient) -> dict[str, int]:
-    """Run the sweep the way the QStash schedule does: a signed POST of the sweep body."""
-    url = stack.env["COMPOSITE_URL"]
-    body = json.dumps(SWEEP_BODY).encode()
-    response = requests.post(
-        url,
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "Upstash-Signature": make_signature(DEV_CURRENT_SIGNING_KEY, url, body),
-        },
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    stack.stack.wait_idle(10)
-    return dict(response.json())
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_a_request_stuck_past_its_deadline_ends_failed_and_told(

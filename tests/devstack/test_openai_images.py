@@ -20,9 +20,8 @@ from devstack.openai_images import (
     MODERATION_CATEGORIES,
     OpenAIConfig,
     create_app,
-    draw_picture,
-    encode_picture,
 )
+from devstack.picture_drawing import draw_picture, encode_picture
 from devstack.serving import RunningServer, serve_in_thread
 
 MODEL = "gpt-image-2.6-flare"

@@ -19,13 +19,13 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from devstack.flow_checker import check_flow
 from devstack.serving import serve_in_thread
 from devstack.studio_runner import (
     Caller,
     Execution,
     Turn,
     TwilioAccount,
-    check_flow,
     format_transcript,
     run_call,
     run_message,
