@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROMPT ?= a crab holding a light saber
 
-.PHONY: setup demo call text stack doctor test lint bench clean
+.PHONY: setup demo call text stack doctor test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,15 @@ doctor: setup
 ## The whole test suite.
 test: setup
 	$(PY) -m pytest
+
+## The unit tests only (no PostgreSQL, no stack, no stand-ins, no linters; about 30 s), then
+## a check that the decision tests alone take every branch of the delivery and acceptance decisions.
+DECISIONS := --cov=shared.delivery_decisions --cov=shared.acceptance_decisions --cov-branch \
+	--cov-report=term-missing:skip-covered --cov-fail-under=100
+test-fast: setup
+	$(PY) -m pytest -q -m "not stack and not slow"
+	$(PY) -m pytest -q tests/test_decisions_delivery.py \
+		tests/test_decisions_acceptance.py $(DECISIONS)
 
 lint: setup
 	$(PY) -m ruff check .
