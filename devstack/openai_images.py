@@ -1,5 +1,5 @@
-"""Stand-in for OpenAI's Images API (`POST /v1/images/generations`), `POST /v1/moderations`
-and the models endpoints (`GET /v1/models`, `GET /v1/models/{id}`).
+"""Stand-in for OpenAI's Images API (`POST /v1/images/generations`, `POST /v1/images/edits`),
+`POST /v1/moderations` and the models endpoints (`GET /v1/models`, `GET /v1/models/{id}`).
 
 It speaks the wire protocol of the GPT image models closely enough that the official `openai`
 SDK works against it unchanged (`OpenAI(api_key=DEV_API_KEY, base_url=url + "/v1")`):
@@ -8,34 +8,49 @@ base64 images and token usage, OpenAI's error envelope and its rate-limit header
 from :data:`MODEL_CATALOGUE` and shut down on their `shutdown_date` (see `OpenAIConfig.today`).
 
 Pictures are drawn locally by :mod:`devstack.picture_drawing`: a deterministic landscape
-seeded by the prompt, with the prompt printed on it.
+seeded by the prompt, with the prompt printed on it; an edit is the first input picture,
+fitted to the requested size and tinted by a colour from the prompt, so it stays recognisable.
+
+Edits come as multipart uploads (what the SDK's `images.edit` sends) or as JSON whose
+`images` hold `image_url`s, which the stand-in downloads (http or https, so the local
+Storage stand-in's signed URLs work) or decodes (data URLs). `file_id` is refused: there is
+no Files API here.
 
 Dev-only endpoints under `/__dev/` (no auth) inject faults (rate limits, outages, safety
 blocks, slow or malformed answers), add models or move their shutdown dates (`/__dev/models`)
-and expose a log of the generation requests received.
+and expose a log of the image requests received (`/__dev/requests`: generations and edits;
+an edit's entry also lists each input picture's sha256 and pixel size). Faults and the
+simulated latency apply to edits as to generations.
 This module is named `openai_images` so it never shadows the `openai` package.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import hashlib
 import hmac
+import io
 import json
 import math
 import re
 import secrets
 import threading
 import time
+import urllib.parse
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import flask
+import requests
+from PIL import Image, ImageOps
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import HTTPException
 
-from .picture_drawing import draw_scene, encode_picture
+from .picture_drawing import draw_edit_scene, draw_scene, encode_picture
 
 DEV_API_KEY = "sk-devstack-local-only-0000000000000000"
 
@@ -198,6 +213,47 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 
+# --- edits -------------------------------------------------------------------------------------
+#
+# [SDK image_edit_params.py] POST /v1/images/edits takes multipart/form-data, which is what the
+# SDK sends: `image` (or repeated `image[]`) file parts and the options as text fields.
+# [DOC OpenAPI EditImageBodyJsonParam] It also takes a JSON body whose `images` holds
+# ImageRefParam objects, "exactly one of" {"image_url": "<URL or data URL>"} or {"file_id"}.
+
+MAX_INPUT_IMAGES = 16  # [SDK] "You can provide up to 16 images."
+# [SDK] each upload "less than 50MB"; [UNCONFIRMED] MB read as MiB, for the mask's 4MB too.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_MASK_BYTES = 4 * 1024 * 1024  # [SDK] the mask: "a valid PNG file, less than 4MB"
+MAX_IMAGE_URL_BYTES = 20 * 1024 * 1024  # [DOC] an image_url (URL or data URL) "up to 20 MB"
+# [SDK] inputs are png, webp or jpg. [3P prism-php/prism#725, openai-node#1468] The API goes by
+# the part's declared Content-Type: a part sent as application/octet-stream (what an SDK sends
+# for bare bytes without a file name) is refused with `unsupported_file_mimetype`.
+INPUT_MIMETYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+_INPUT_FORMATS = ("png", "jpeg", "webp")
+_PIL_FORMATS: Mapping[str, str] = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+# [DOC] EditImageBodyJsonParam lists images, mask and input_fidelity on top of the generation
+# options; [UNCONFIRMED] the options the SDK gained since (safety_identifier, complexity, ...)
+# are taken to exist in JSON bodies too. `markup` is a multipart file part only.
+_EDIT_JSON_FIELDS = _KNOWN_FIELDS | {"images", "mask", "input_fidelity"}
+_EDIT_FILE_FIELDS = frozenset({"image", "mask", "markup"})
+_EDIT_FORM_FIELDS = _KNOWN_FIELDS | _EDIT_FILE_FIELDS | {"input_fidelity"}
+# Multipart text fields carry numbers and booleans as text; these are read back as such.
+_FORM_INTEGERS = frozenset(
+    {"n", "output_compression", "partial_images", "frame_count", "frame_duration_ms"}
+)
+_FORM_BOOLEANS: Mapping[str, bool] = {"true": True, "false": False}
+# [SDK] input_fidelity "Supports high and low on gpt-image-1.5; gpt-image-1-mini supports only
+# low. For gpt-image-2, omit this parameter. Defaults to low." Refused where the SDK says to
+# omit it ([UNCONFIRMED] whether the API refuses or ignores it there); [UNCONFIRMED] the 2.5
+# and 2.6 models, which the SDK does not name, take both values.
+_INPUT_FIDELITIES: Mapping[str, tuple[str, ...]] = {
+    "gpt-image-2": (),
+    "gpt-image-2-2026-04-21": (),
+    "gpt-image-1-mini": ("low",),
+}
+_DEFAULT_INPUT_FIDELITIES = ("high", "low")
+DEFAULT_IMAGE_FETCH_TIMEOUT_S = 10.0  # [UNCONFIRMED] how long OpenAI waits for an image_url
+
 # --- moderation --------------------------------------------------------------------------------
 
 MODERATION_CATEGORIES = (
@@ -267,6 +323,8 @@ class OpenAIConfig:
     # the catalogue lacks becomes a new image model with flexible sizes. POST /__dev/models
     # does the same at runtime and wins over this; /__dev/reset forgets only the latter.
     shutdown_dates: Mapping[str, datetime.date | None] = field(default_factory=dict)
+    # How long an edit's image_url download may take, in all, before it is a 400.
+    image_fetch_timeout_s: float = DEFAULT_IMAGE_FETCH_TIMEOUT_S
 
 
 # ================================================================================================
@@ -415,10 +473,23 @@ def _opt_int(body: Mapping[str, Any], key: str, lo: int, hi: int, default: int) 
     return value
 
 
-def _check_field_names(body: Mapping[str, Any]) -> None:
-    for key in body:
-        if key in _LEGACY_FIELDS or key not in _KNOWN_FIELDS:
-            raise ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
+def _unknown_parameter(key: str) -> ApiError:
+    return ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
+
+
+def _missing(param: str, hint: str = "") -> ApiError:
+    return ApiError(
+        400,
+        f"Missing required parameter: '{param}'.{hint}",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def _check_field_names(names: Iterable[str], known: frozenset[str] = _KNOWN_FIELDS) -> None:
+    for key in names:
+        if key in _LEGACY_FIELDS or key not in known:
+            raise _unknown_parameter(key)
 
 
 def _check_model(
@@ -426,12 +497,7 @@ def _check_model(
 ) -> CatalogueModel:
     model = body.get("model")
     if model is None:
-        raise ApiError(
-            400,
-            "Missing required parameter: 'model'. Specify a GPT image model explicitly.",
-            param="model",
-            code="missing_required_parameter",
-        )
+        raise _missing("model", " Specify a GPT image model explicitly.")
     if not isinstance(model, str):
         raise _bad_type("model", "a string", model)
     return find_model(models, model, today, kind="image")
@@ -485,12 +551,7 @@ def _check_size(body: Mapping[str, Any], model: CatalogueModel) -> tuple[int, in
 def _check_prompt(body: Mapping[str, Any]) -> str:
     prompt = body.get("prompt")
     if prompt is None:
-        raise ApiError(
-            400,
-            "Missing required parameter: 'prompt'.",
-            param="prompt",
-            code="missing_required_parameter",
-        )
+        raise _missing("prompt")
     if not isinstance(prompt, str):
         raise _bad_type("prompt", "a string", prompt)
     if not prompt:
@@ -557,8 +618,15 @@ def parse_image_request(
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     _check_field_names(body)
+    return _image_options(body, models, today or utc_today())
+
+
+def _image_options(
+    body: Mapping[str, Any], models: Mapping[str, CatalogueModel], today: datetime.date
+) -> ImageRequest:
+    """The prompt and output options, shared by generations and edits (names already checked)."""
     prompt = _check_prompt(body)
-    model = _check_model(body, models, today or utc_today())
+    model = _check_model(body, models, today)
     n = _opt_int(body, "n", 1, 10, 1)
     width, height = _check_size(body, model)
     qualities = QUALITIES + (EXTRA_QUALITIES if model.extra_qualities else ())
@@ -581,6 +649,436 @@ def parse_image_request(
         background=background,
         safety_identifier=ident,
     )
+
+
+# ================================================================================================
+# Edit requests
+# ================================================================================================
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A multipart file part, read up to one byte past its size limit."""
+
+    param: str  # "image", "image[3]" or "mask": what an error names
+    mimetype: str  # the part's declared Content-Type
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """An ImageRefParam of a JSON body: exactly one of the two is set."""
+
+    param: str  # "images[0]" or "mask"
+    image_url: str | None
+    file_id: str | None
+
+
+_Source: TypeAlias = _Upload | _Reference
+
+
+@dataclass(frozen=True)
+class _EditBody:
+    """An edit body read from either form, before its pictures are fetched and decoded."""
+
+    fields: dict[str, Any]  # the options, typed as in a JSON body
+    images: list[_Source]
+    mask: _Source | None
+    form: dict[str, str] | None  # multipart only: the text fields as sent, for the log
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One decoded input picture of an edit (or its mask), after EXIF orientation."""
+
+    param: str
+    source: str  # "upload", "image_url" or "data_url"
+    format: str  # "png", "jpeg" or "webp"
+    sha256: str  # of the bytes as received, so a test can tell which picture was edited
+    size_bytes: int
+    picture: Image.Image = field(repr=False, compare=False)
+    url: str | None = None  # image_url only
+    content_type: str | None = None  # as declared by the part, the data URL or the server
+
+    @property
+    def width(self) -> int:
+        return self.picture.width
+
+    @property
+    def height(self) -> int:
+        return self.picture.height
+
+    def log_view(self) -> dict[str, Any]:
+        return {
+            "param": self.param,
+            "source": self.source,
+            "url": self.url,
+            "content_type": self.content_type,
+            "format": self.format,
+            "bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A validated edit: the output options (checked as for a generation) and the inputs."""
+
+    output: ImageRequest
+    inputs: tuple[InputImage, ...]
+    mask: InputImage | None
+    input_fidelity: str
+
+
+def _read_edit_body() -> _EditBody:
+    if flask.request.mimetype == "multipart/form-data":
+        return _read_multipart()
+    return _read_json_edit(_json_body())
+
+
+def _check_image_count(param: str, count: int) -> None:
+    if count > MAX_INPUT_IMAGES:
+        # [UNCONFIRMED] code and wording, after OpenAI's other array limits.
+        raise _invalid(
+            param,
+            f"Invalid '{param}': array too long. Expected an array with maximum length"
+            f" {MAX_INPUT_IMAGES}, but got an array with length {count} instead.",
+            code="array_above_max_length",
+        )
+
+
+def _read_json_edit(body: Any) -> _EditBody:
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    _check_field_names(body, _EDIT_JSON_FIELDS)
+    images = body.get("images")
+    if images is None:
+        raise _missing("images")
+    if not isinstance(images, list):
+        raise _bad_type("images", "an array", images)
+    if not images:
+        # [UNCONFIRMED] code and wording, after OpenAI's other array limits.
+        raise _invalid(
+            "images",
+            "Invalid 'images': empty array. Expected an array with minimum length 1.",
+            code="empty_array",
+        )
+    _check_image_count("images", len(images))
+    refs: list[_Source] = [_reference(f"images[{i}]", item) for i, item in enumerate(images)]
+    mask = None if body.get("mask") is None else _reference("mask", body["mask"])
+    fields = {k: v for k, v in body.items() if k not in ("images", "mask")}
+    return _EditBody(fields, refs, mask, None)
+
+
+def _reference(param: str, item: Any) -> _Reference:
+    if not isinstance(item, dict):
+        raise _bad_type(param, "an object", item)
+    for key in item:
+        if key not in ("image_url", "file_id"):
+            raise _unknown_parameter(f"{param}.{key}")
+    given = [key for key in ("image_url", "file_id") if item.get(key) is not None]
+    if len(given) != 1:
+        raise _invalid(
+            param, f"Invalid '{param}': provide exactly one of 'image_url' or 'file_id'."
+        )
+    value = item[given[0]]
+    if not isinstance(value, str):
+        raise _bad_type(f"{param}.{given[0]}", "a string", value)
+    return _Reference(param, item.get("image_url"), item.get("file_id"))
+
+
+def _form_name(key: str) -> str:
+    """`svg[model]` is a field of `svg`, `image[]` a part of `image`."""
+    return key.split("[", 1)[0]
+
+
+def _form_value(name: str, value: str) -> Any:
+    if name in _FORM_INTEGERS and re.fullmatch(r"-?[0-9]{1,9}", value):
+        return int(value)
+    if name == "stream" and value in _FORM_BOOLEANS:
+        return _FORM_BOOLEANS[value]
+    return value  # anything else stays text, so a bad number is an invalid_type like in JSON
+
+
+def _read_multipart() -> _EditBody:
+    try:
+        form, files = flask.request.form, flask.request.files
+    except HTTPException as exc:  # e.g. a text field over Flask's MAX_FORM_MEMORY_SIZE
+        raise ApiError(exc.code or 400, f"Could not read the form: {exc.description}") from None
+    fields: dict[str, Any] = {}
+    for key, value in form.items(multi=True):
+        name = _form_name(key)
+        _check_field_names([name], _EDIT_FORM_FIELDS)
+        if name in _EDIT_FILE_FIELDS:
+            raise _bad_type(name, "a file", value)
+        # A nested field only says its object was given; a repeated field counts once.
+        fields.setdefault(name, _form_value(name, value) if name == key else {})
+    parts = [(_form_name(key), key, part) for key, part in files.items(multi=True)]
+    for name, _, _ in parts:
+        _check_field_names([name], _EDIT_FORM_FIELDS)
+        if name not in _EDIT_FILE_FIELDS:
+            raise ApiError(
+                400,
+                f"Invalid type for '{name}': expected a string, but got a file instead.",
+                param=name,
+                code="invalid_type",
+            )
+    images = [(key, part) for name, key, part in parts if name == "image"]
+    if not images:
+        raise _missing("image")
+    _check_image_count("image", len(images))
+    single = len(images) == 1 and images[0][0] == "image"
+    uploads: list[_Source] = [
+        _upload("image" if single else f"image[{i}]", part, MAX_UPLOAD_BYTES)
+        for i, (_, part) in enumerate(images)
+    ]
+    masks = files.getlist("mask")
+    mask = _upload("mask", masks[0], MAX_MASK_BYTES) if masks else None
+    if files.getlist("markup"):
+        fields["markup"] = True
+    return _EditBody(fields, uploads, mask, {key: form[key] for key in form})
+
+
+def _upload(param: str, part: FileStorage, limit: int) -> _Upload:
+    return _Upload(param, part.mimetype, part.stream.read(limit + 1))
+
+
+def _bad_image_url(param: str, message: str) -> ApiError:
+    # [3P] Chat Completions answers an image URL it cannot download with this code (and
+    # param null); [UNCONFIRMED] the same on /v1/images/edits, param naming the field.
+    return ApiError(400, message, param=param, code="invalid_image_url")
+
+
+def _too_large(param: str, what: str, limit: int) -> ApiError:
+    # [3P] Chat Completions: "Image size exceeds the limit." with code `invalid_image`;
+    # [UNCONFIRMED] the same code on /v1/images/edits.
+    return ApiError(
+        400,
+        f"Invalid '{param}': {what} exceeds the limit of {limit // (1024 * 1024)} MB.",
+        param=param,
+        code="invalid_image",
+    )
+
+
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[^;,]*)*),(.*)", re.DOTALL)
+
+
+def _decode_data_url(param: str, url: str, limit: int) -> tuple[bytes, str]:
+    match = _DATA_URL.fullmatch(url)
+    if not match or ";base64" not in match[2].lower():
+        raise _bad_image_url(
+            param, f"Invalid '{param}': expected a base64 data URL, 'data:image/png;base64,...'."
+        )
+    payload = match[3]
+    if len(payload) * 3 // 4 > limit + 2:  # refuse before decoding 20 MB of base64
+        raise _too_large(param, "the image", limit)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_image_url(
+            param, f"Invalid '{param}': the data URL is not valid base64."
+        ) from None
+    if len(data) > limit:
+        raise _too_large(param, "the image", limit)
+    return data, match[1] or ""
+
+
+def _fetch_image_url(param: str, url: str, timeout_s: float, limit: int) -> tuple[bytes, str]:
+    """GET the picture like OpenAI would: a 200 within the timeout, no more than `limit` bytes.
+
+    Plain http is accepted so the local Storage stand-in's signed URLs work; the real API
+    needs a URL it can reach from the internet ([UNCONFIRMED] whether it takes plain http).
+    """
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise _bad_image_url(param, f"Invalid '{param}': expected an http(s) URL or a data URL.")
+    deadline = time.monotonic() + timeout_s
+    try:
+        with requests.get(url, stream=True, timeout=timeout_s) as resp:
+            if resp.status_code != 200:
+                raise _bad_image_url(
+                    param,
+                    f"Error while downloading {url}. Upstream status code: {resp.status_code}.",
+                )
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _too_large(param, "the downloaded image", limit)
+            chunks: list[bytes] = []
+            received = 0
+            for chunk in resp.iter_content(64 * 1024):
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(param, "the downloaded image", limit)
+                if time.monotonic() > deadline:
+                    raise requests.Timeout
+                chunks.append(chunk)
+            return b"".join(chunks), resp.headers.get("Content-Type", "")
+    except requests.Timeout:
+        raise _bad_image_url(param, f"Timeout while downloading {url}.") from None
+    except requests.RequestException as exc:
+        raise _bad_image_url(
+            param, f"Error while downloading {url}: {type(exc).__name__}."
+        ) from None
+
+
+def _decode_picture(data: bytes, formats: Sequence[str]) -> tuple[Image.Image, str] | None:
+    """The picture, upright, and its format; None unless it is a whole image of `formats`."""
+    try:
+        picture = Image.open(io.BytesIO(data))
+        fmt = _PIL_FORMATS.get(picture.format or "")
+        if fmt is None or fmt not in formats:
+            return None
+        picture.load()  # a truncated file fails here, not later while drawing
+        return ImageOps.exif_transpose(picture), fmt
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # UnidentifiedImageError is an OSError
+
+
+@dataclass(frozen=True)
+class _Received:
+    """The bytes of one picture as they arrived, with what their sender said they are."""
+
+    param: str
+    kind: str  # "upload", "image_url" or "data_url"
+    data: bytes
+    content_type: str
+    url: str | None = None
+
+
+def _receive(source: _Source, config: OpenAIConfig, limit: int) -> _Received:
+    """Read an upload, decode a data URL or download an image_url, within `limit` bytes."""
+    if isinstance(source, _Upload):
+        if len(source.data) > limit:
+            raise _too_large(source.param, "the file", limit)
+        return _Received(source.param, "upload", source.data, source.mimetype)
+    if source.image_url is None:
+        raise _invalid(
+            f"{source.param}.file_id",
+            "file_id references are not supported by the devstack stand-in (it has no Files"
+            " API); send the picture as an image_url (an http(s) URL or a data URL) instead.",
+        )
+    param, url = f"{source.param}.image_url", source.image_url
+    cap = min(limit, MAX_IMAGE_URL_BYTES)
+    if url.startswith("data:"):
+        # The log keeps the picture's digest, not the URL: megabytes of base64.
+        return _Received(param, "data_url", *_decode_data_url(param, url, cap))
+    data, content_type = _fetch_image_url(param, url, config.image_fetch_timeout_s, cap)
+    return _Received(param, "image_url", data, content_type, url)
+
+
+def _check_declared_type(got: _Received, *, mask: bool) -> None:
+    """[3P prism-php/prism#725] An upload goes by its part's Content-Type, but not the mask's.
+
+    [UNCONFIRMED] A data URL's media type is checked too; a downloaded picture's
+    Content-Type is not (its bytes decide, as for every input after this check).
+    """
+    mimetype = got.content_type.split(";")[0].strip().lower()
+    if got.kind == "image_url" or mimetype in INPUT_MIMETYPES or (mask and got.kind == "upload"):
+        return
+    if got.kind == "upload":
+        raise ApiError(
+            400,
+            f"Invalid file '{got.param}': unsupported mimetype ('{mimetype}')."
+            " Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'.",
+            param=got.param,
+            code="unsupported_file_mimetype",
+        )
+    raise _invalid_format(got.param, f"a data URL of type '{mimetype}'", _INPUT_FORMATS)
+
+
+def _load_picture(source: _Source, config: OpenAIConfig, *, mask: bool = False) -> InputImage:
+    """One input picture (or the mask, which must be a PNG), checked and decoded."""
+    limit, formats = (MAX_MASK_BYTES, ("png",)) if mask else (MAX_UPLOAD_BYTES, _INPUT_FORMATS)
+    got = _receive(source, config, limit)
+    _check_declared_type(got, mask=mask)
+    decoded = _decode_picture(got.data, formats)
+    if decoded is None:
+        raise _invalid_format(got.param, "not a whole picture", formats)
+    picture, fmt = decoded
+    return InputImage(
+        param=got.param,
+        source=got.kind,
+        format=fmt,
+        sha256=hashlib.sha256(got.data).hexdigest(),
+        size_bytes=len(got.data),
+        picture=picture,
+        url=got.url,
+        content_type=got.content_type or None,
+    )
+
+
+def _invalid_format(param: str, what: str, formats: Sequence[str]) -> ApiError:
+    # [3P] Chat Completions refuses bytes that are no supported image with this code;
+    # [UNCONFIRMED] the same on /v1/images/edits.
+    names = ", ".join(f"'{f}'" for f in formats)
+    return ApiError(
+        400,
+        f"Invalid image '{param}': {what}. Supported formats are {names}.",
+        param=param,
+        code="invalid_image_format",
+    )
+
+
+def _check_mask(mask: InputImage, first: InputImage) -> None:
+    """[SDK] The mask's fully transparent areas mark what to edit; it is the first image's size.
+
+    [UNCONFIRMED] codes and wording of both refusals.
+    """
+    if not mask.picture.has_transparency_data:
+        raise _invalid("mask", "Invalid 'mask': it needs an alpha channel (transparent areas).")
+    if mask.picture.size != first.picture.size:
+        raise _invalid(
+            "mask",
+            f"Invalid 'mask': it is {mask.width}x{mask.height} but '{first.param}' is"
+            f" {first.width}x{first.height}; they must have the same dimensions.",
+        )
+
+
+def _check_input_fidelity(fields: Mapping[str, Any], model: str) -> str:
+    allowed = _INPUT_FIDELITIES.get(model, _DEFAULT_INPUT_FIDELITIES)
+    if not allowed and fields.get("input_fidelity") is not None:
+        raise _invalid(
+            "input_fidelity", f"'input_fidelity' is not supported by '{model}'; omit it."
+        )
+    return _opt_str(fields, "input_fidelity", allowed or ("low",), "low")
+
+
+def _edit_size(fields: Mapping[str, Any], first: InputImage, req: ImageRequest) -> ImageRequest:
+    """[UNCONFIRMED] `auto` on an edit: the classic size nearest the first input's shape."""
+    if fields.get("size") not in (None, "auto"):
+        return req
+    ratio, cut = first.width / first.height, math.sqrt(1.5)  # halfway, on a log scale
+    width, height = (
+        (1536, 1024) if ratio > cut else (1024, 1536) if ratio < 1 / cut else (1024, 1024)
+    )
+    return replace(req, size=f"{width}x{height}", width=width, height=height)
+
+
+def _parse_edit(body: _EditBody, state: _State) -> EditRequest:
+    """Validate an edit: the options first, then each picture (downloading image_urls)."""
+    fields, config = body.fields, state.config
+    output = _image_options(fields, state.models(), state.today())
+    fidelity = _check_input_fidelity(fields, output.model)
+    if fields.get("markup") is not None:
+        raise _invalid("markup", "'markup' is not supported by the devstack stand-in; use 'mask'.")
+    inputs = tuple(_load_picture(source, config) for source in body.images)
+    mask = None
+    if body.mask is not None:
+        mask = _load_picture(body.mask, config, mask=True)
+        _check_mask(mask, inputs[0])
+    return EditRequest(_edit_size(fields, inputs[0], output), inputs, mask, fidelity)
+
+
+def input_image_tokens(width: int, height: int) -> int:
+    """Input tokens for one input picture. [UNCONFIRMED] The tile rule of OpenAI's vision
+    models: fit within 2048x2048, shrink so the short side is at most 768, then 65 tokens
+    plus 129 per 512-pixel tile. Bigger pictures cost more, up to that ceiling.
+    """
+    scale = min(1.0, 2048 / max(width, height))
+    scale *= min(1.0, 768 / (min(width, height) * scale))
+    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    return 65 + 129 * tiles
 
 
 # ================================================================================================
@@ -776,7 +1274,7 @@ def _duration(seconds: float) -> str:
     return f"{int(minutes)}m{int(rest)}s"
 
 
-_LOG_LIMIT = 1000  # newest generation requests kept for /__dev/requests
+_LOG_LIMIT = 1000  # newest image requests (generations and edits) kept for /__dev/requests
 
 
 def _request_id() -> str:
@@ -816,12 +1314,18 @@ def _json_body() -> Any:
 
 
 def _log_entry() -> dict[str, Any]:
-    """What the request log keeps: never the Authorization header, so never the API key."""
+    """What the request log keeps: never the Authorization header, so never the API key.
+
+    A multipart body is not kept (an edit's entry lists its fields and pictures instead), and
+    data URLs in a JSON body are shortened: megabytes of base64 have no place in the log.
+    """
     headers = {k: v for k, v in flask.request.headers.items() if k.lower() != "authorization"}
-    try:
-        body: Any = json.loads(flask.request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError):
-        body = None
+    body: Any = None
+    if flask.request.mimetype != "multipart/form-data":
+        try:
+            body = _shorten_data_urls(json.loads(flask.request.get_data(cache=True)))
+        except (ValueError, UnicodeDecodeError):
+            body = None
     return {
         "time": time.time(),
         "method": flask.request.method,
@@ -833,8 +1337,18 @@ def _log_entry() -> dict[str, Any]:
     }
 
 
+def _shorten_data_urls(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
+        return f"{value[:48]}...({len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _shorten_data_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten_data_urls(v) for v in value]
+    return value
+
+
 # ================================================================================================
-# Generation responses
+# Image responses
 # ================================================================================================
 
 
@@ -852,27 +1366,48 @@ def picture_tokens(quality: str, width: int, height: int) -> int:
     return math.ceil(square * width * height / (1024 * 1024))
 
 
-def _usage(req: ImageRequest) -> dict[str, Any]:
+def _usage(req: ImageRequest, input_image_tokens: int) -> dict[str, Any]:
     # About four characters per text token is the usual rule of thumb.
     text_tokens = max(1, math.ceil(len(req.prompt) / 4))
     image_tokens = picture_tokens(req.quality, req.width, req.height) * req.n
+    input_tokens = text_tokens + input_image_tokens
     return {
-        "input_tokens": text_tokens,
+        "input_tokens": input_tokens,
         "output_tokens": image_tokens,
-        "total_tokens": text_tokens + image_tokens,
-        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
+        "total_tokens": input_tokens + image_tokens,
+        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": input_image_tokens},
         "output_tokens_details": {"text_tokens": 0, "image_tokens": image_tokens},
     }
 
 
-def _render(req: ImageRequest, index: int) -> bytes:
-    img, opaque = draw_scene(req.prompt, req.width, req.height, index)
+_Renderer: TypeAlias = Callable[[int], bytes]  # picture number -> encoded picture
+
+
+def _encode(req: ImageRequest, img: Image.Image, opaque: Image.Image) -> bytes:
     if req.background == "transparent":
         img.putalpha(opaque)
     return encode_picture(img, req.output_format, req.output_compression)
 
 
-def _images_payload(req: ImageRequest, datas: list[str]) -> dict[str, Any]:
+def _render(req: ImageRequest, index: int) -> bytes:
+    return _encode(req, *draw_scene(req.prompt, req.width, req.height, index))
+
+
+def _render_edit(edit: EditRequest, index: int) -> bytes:
+    req = edit.output
+    img, opaque = draw_edit_scene(
+        [i.picture for i in edit.inputs],
+        req.prompt,
+        req.width,
+        req.height,
+        index,
+        mask=edit.mask.picture if edit.mask else None,
+        fidelity=edit.input_fidelity,
+    )
+    return _encode(req, img, opaque)
+
+
+def _images_payload(req: ImageRequest, datas: list[str], input_image_tokens: int) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "created": int(time.time()),
         "data": [{"b64_json": d} for d in datas],
@@ -880,14 +1415,16 @@ def _images_payload(req: ImageRequest, datas: list[str]) -> dict[str, Any]:
         "output_format": req.output_format,
         "quality": req.quality,
         "size": req.size,
-        "usage": _usage(req),
+        "usage": _usage(req, input_image_tokens),
     }
     if req.safety_identifier:
         payload["safety_identifier"] = req.safety_identifier
     return payload
 
 
-def _generate(req: ImageRequest, fault: Fault | None) -> flask.Response:
+def _generate(
+    req: ImageRequest, fault: Fault | None, render: _Renderer, input_image_tokens: int
+) -> flask.Response:
     """The 200 answer, possibly corrupted by a 'garbage'/'bad_base64'/'not_an_image' fault."""
     kind = fault.kind if fault else None
     if kind == "garbage":
@@ -903,8 +1440,8 @@ def _generate(req: ImageRequest, fault: Fault | None) -> flask.Response:
         junk = b"devstack: these bytes are not an image\n" * 8
         datas = [base64.b64encode(junk).decode()] * req.n
     else:
-        datas = [base64.b64encode(_render(req, i)).decode() for i in range(req.n)]
-    return flask.jsonify(_images_payload(req, datas))
+        datas = [base64.b64encode(render(i)).decode() for i in range(req.n)]
+    return flask.jsonify(_images_payload(req, datas, input_image_tokens))
 
 
 def _flagged_categories(text: str, config: OpenAIConfig) -> list[str]:
@@ -919,9 +1456,37 @@ def _flagged_categories(text: str, config: OpenAIConfig) -> list[str]:
 
 
 def _handle_generation(state: _State, entry: dict[str, Any]) -> flask.Response:
-    config = state.config
-    _check_auth(config)
+    _check_auth(state.config)
     req = parse_image_request(_json_body(), state.models(), state.today())
+    return _answer(state, entry, req, lambda i: _render(req, i))
+
+
+def _handle_edit(state: _State, entry: dict[str, Any]) -> flask.Response:
+    with state.lock:  # /__dev/requests may be serialising the log right now
+        entry.update(form=None, images=[], mask=None)
+    _check_auth(state.config)
+    body = _read_edit_body()
+    with state.lock:
+        entry["form"] = body.form
+    edit = _parse_edit(body, state)
+    with state.lock:
+        entry["images"] = [i.log_view() for i in edit.inputs]
+        entry["mask"] = edit.mask.log_view() if edit.mask else None
+    tokens = sum(input_image_tokens(i.width, i.height) for i in edit.inputs)
+    return _answer(state, entry, edit.output, lambda i: _render_edit(edit, i), tokens)
+
+
+def _answer(
+    state: _State,
+    entry: dict[str, Any],
+    req: ImageRequest,
+    render: _Renderer,
+    input_image_tokens: int = 0,
+) -> flask.Response:
+    """What generations and edits share once the request is valid: faults, the prompt's
+    safety check, the simulated latency, then the pictures and the rate-limit headers.
+    """
+    config = state.config
     fault = state.take_fault(req.prompt)
     if fault:
         with state.lock:
@@ -935,7 +1500,7 @@ def _handle_generation(state: _State, entry: dict[str, Any]) -> flask.Response:
         raise _moderation_blocked("input", cats)
     if config.latency_s > 0:
         time.sleep(config.latency_s)
-    resp = _generate(req, fault)
+    resp = _generate(req, fault, render, input_image_tokens)
     resp.headers.update(state.rate_headers())
     return resp
 
@@ -1157,24 +1722,35 @@ def _api_route(
     return resp
 
 
+def _logged_route(
+    state: _State, handler: Callable[[dict[str, Any]], flask.Response]
+) -> flask.Response:
+    """Run an images handler with its entry in /__dev/requests, which gets its final status."""
+    entry = _log_entry()
+    with state.lock:
+        state.requests.append(entry)
+        del state.requests[:-_LOG_LIMIT]  # a long-running dev stack must not grow forever
+
+    def done(status: int) -> None:
+        with state.lock:  # /__dev/requests may be serialising the log right now
+            entry["status"] = status
+
+    return _api_route(lambda: handler(entry), done)
+
+
 def create_app(config: OpenAIConfig | None = None) -> flask.Flask:
-    """A Flask app serving the Images and Moderations endpoints plus the /__dev/ controls."""
+    """A Flask app serving the Images, Moderations and Models endpoints and /__dev/ controls."""
     state = _State(config or OpenAIConfig())
     app = flask.Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep OpenAI's field order
 
     @app.post("/v1/images/generations")
     def images_generations() -> flask.Response:
-        entry = _log_entry()
-        with state.lock:
-            state.requests.append(entry)
-            del state.requests[:-_LOG_LIMIT]  # a long-running dev stack must not grow forever
+        return _logged_route(state, lambda entry: _handle_generation(state, entry))
 
-        def done(status: int) -> None:
-            with state.lock:  # /__dev/requests may be serialising the log right now
-                entry["status"] = status
-
-        return _api_route(lambda: _handle_generation(state, entry), done)
+    @app.post("/v1/images/edits")
+    def images_edits() -> flask.Response:
+        return _logged_route(state, lambda entry: _handle_edit(state, entry))
 
     @app.post("/v1/moderations")
     def moderations() -> flask.Response:

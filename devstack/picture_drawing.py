@@ -4,7 +4,10 @@ A real image model cannot run on a laptop, yet the pipeline downstream (framing,
 limits, storage) needs pictures that behave like real ones. So :func:`draw_picture` draws a
 deterministic landscape seeded by the prompt, with grain so that JPEG sizes are realistic,
 and prints the prompt on it so a human looking at the MMS can tell which request produced it.
-:func:`encode_picture` encodes it the way the API does.
+:func:`draw_edit` does the same for an edit: the first input picture scaled and cropped to the
+requested size, tinted by a colour from the prompt, with the other inputs as small insets and
+the prompt printed on it, so an edit of a picture stays recognisably that picture.
+:func:`encode_picture` encodes either the way the API does.
 
 Kept apart from the API stand-in because it is plain Pillow work with no HTTP in it, and the
 benchmarks use it on its own to make provider-like pictures.
@@ -12,14 +15,15 @@ benchmarks use it on its own to make provider-like pictures.
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import io
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 RGB = tuple[int, int, int]
 
@@ -335,6 +339,77 @@ def draw_scene(
 def draw_picture(prompt: str, width: int, height: int) -> Image.Image:
     """A deterministic RGB landscape for (prompt, size), with the prompt printed on it."""
     return draw_scene(prompt, width, height)[0]
+
+
+# How much of the prompt's colour an edit mixes into the input: little enough that the edit of a
+# picture stays close to it (a downscaled edit is near the downscaled input), enough to see.
+# input_fidelity "high" keeps more of the input, as the real option promises.
+EDIT_TINT: Mapping[str, float] = {"low": 0.3, "high": 0.15}
+
+
+def edit_tint_colour(prompt: str, variant: int = 0) -> RGB:
+    """The saturated colour an edit is tinted with: a hue picked by the prompt's hash."""
+    salt = b"" if variant == 0 else f"\x00variant {variant}".encode()
+    digest = hashlib.sha256(b"edit\x00" + prompt.encode() + salt).digest()
+    hue = int.from_bytes(digest[:2], "big") / 65536
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def _insets(img: Image.Image, others: Sequence[Image.Image]) -> None:
+    """Show the further input pictures as small framed thumbnails along the top edge."""
+    w, h = img.size
+    pad, thumb_h = max(4, w // 64), max(8, h // 7)
+    x = pad
+    for other in others:
+        thumb = ImageOps.contain(other.convert("RGB"), (w // 4, thumb_h), Image.Resampling.LANCZOS)
+        if x + thumb.width + pad > w:
+            break  # no room left; the picture still names them all in the request log
+        frame = (x - 2, pad - 2, x + thumb.width + 1, pad + thumb.height + 1)
+        ImageDraw.Draw(img).rectangle(frame, fill=(245, 245, 240))
+        img.paste(thumb, (x, pad))
+        x += thumb.width + pad
+
+
+def draw_edit_scene(
+    inputs: Sequence[Image.Image],
+    prompt: str,
+    width: int,
+    height: int,
+    variant: int = 0,
+    *,
+    mask: Image.Image | None = None,
+    fidelity: str = "low",
+) -> tuple[Image.Image, Image.Image]:
+    """The edited picture and its opaque-area mask (the first input's alpha, and the caption).
+
+    The first input is scaled to cover `width`x`height` and cropped to the centre, tinted by
+    :func:`edit_tint_colour`; the other inputs appear as insets. With a `mask` (an image with
+    an alpha channel, the size of the first input), only the fully transparent areas of the
+    mask are tinted and the rest keeps the input's pixels, as in an inpainting edit. `variant`
+    tells apart the pictures of one request for several (n > 1), as in :func:`draw_scene`.
+    """
+    if not inputs:
+        raise ValueError("an edit needs at least one input picture")
+    size = (width, height)
+    first = ImageOps.fit(inputs[0].convert("RGBA"), size, Image.Resampling.LANCZOS)
+    opaque = first.getchannel("A")
+    original = first.convert("RGB")
+    tint = Image.new("RGB", size, edit_tint_colour(prompt, variant))
+    img = Image.blend(original, tint, EDIT_TINT[fidelity])
+    if mask is not None:
+        alpha = ImageOps.fit(mask.convert("RGBA"), size, Image.Resampling.NEAREST).getchannel("A")
+        img = Image.composite(img, original, alpha.point(lambda v: 255 if v == 0 else 0))
+    _insets(img, inputs[1:])
+    box = _caption(img, " ".join(prompt.split()))
+    if box:
+        opaque.paste(255, box)
+    return img, opaque
+
+
+def draw_edit(inputs: Sequence[Image.Image], prompt: str, width: int, height: int) -> Image.Image:
+    """A deterministic RGB edit of `inputs[0]` for (prompt, size), with the prompt printed on it."""
+    return draw_edit_scene(inputs, prompt, width, height)[0]
 
 
 def encode_picture(img: Image.Image, fmt: str, compression: int) -> bytes:

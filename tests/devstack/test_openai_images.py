@@ -5,23 +5,30 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 import io
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import flask
 import pytest
 import requests
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from devstack.openai_images import (
+    DEFAULT_IMAGE_FETCH_TIMEOUT_S,
     DEV_API_KEY,
+    MAX_IMAGE_URL_BYTES,
+    MAX_INPUT_IMAGES,
+    MAX_MASK_BYTES,
     MODERATION_CATEGORIES,
     OpenAIConfig,
     create_app,
+    input_image_tokens,
 )
-from devstack.picture_drawing import draw_picture, encode_picture
+from devstack.picture_drawing import draw_edit, draw_picture, encode_picture
 from devstack.serving import RunningServer, serve_in_thread
 
 MODEL = "gpt-image-2.6-flare"
@@ -76,6 +83,7 @@ def _clean(server: RunningServer, config: OpenAIConfig) -> Iterator[None]:
     config.latency_s = 0.0
     config.today = None
     config.shutdown_dates = {}
+    config.image_fetch_timeout_s = DEFAULT_IMAGE_FETCH_TIMEOUT_S
 
 
 def generate(server: RunningServer, timeout: float = 10, **body: Any) -> requests.Response:
@@ -873,3 +881,495 @@ def test_largest_picture_is_drawn_photo_like():
     data = encode_picture(img, "jpeg", 80)
     assert img.size == (3840, 2160)
     assert len(data) > 500_000  # grain keeps it photo-like at 4K too
+
+
+# ---- edits ----------------------------------------------------------------------------------
+#
+# Input pictures are four flat quadrants, so an edit of one is easy to tell from an edit of
+# its mirror image or from a generated landscape once all three are shrunk to 8x8.
+
+QUADRANT_COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (240, 220, 40)]
+EDIT_PROMPT = "make it look like a watercolour"
+
+
+def quadrants(
+    colours: list[tuple[int, int, int]], size: tuple[int, int] = (640, 480)
+) -> Image.Image:
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    for i, colour in enumerate(colours):
+        x, y = (i % 2) * (w // 2), (i // 2) * (h // 2)
+        draw.rectangle((x, y, x + w // 2 - 1, y + h // 2 - 1), fill=colour)
+    return img
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def gif_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "GIF")
+    return buf.getvalue()
+
+
+PICTURE_A = png_bytes(quadrants(QUADRANT_COLOURS))
+PICTURE_B = png_bytes(quadrants(QUADRANT_COLOURS[::-1]))
+SMALL = png_bytes(Image.new("RGB", (64, 64), (90, 90, 200)))
+# Served by the `pictures` server for image_url: name -> (body, Content-Type).
+SERVED: dict[str, tuple[bytes, str]] = {
+    "a.png": (PICTURE_A, "image/png"),
+    "b.png": (PICTURE_B, "image/png"),
+    "notes.txt": (b"devstack: no picture here\n", "text/plain"),
+    "a.gif": (gif_bytes(quadrants(QUADRANT_COLOURS)), "image/gif"),
+    "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(MAX_IMAGE_URL_BYTES), "image/png"),
+}
+
+
+@pytest.fixture(scope="module")
+def pictures() -> Iterator[str]:
+    """A web server for image_url: SERVED by name, 404 otherwise, `slow.png` after a pause."""
+    app = flask.Flask("pictures")
+
+    @app.get("/<name>")
+    def picture(name: str) -> flask.Response:
+        if name == "slow.png":
+            time.sleep(1.0)
+            name = "a.png"
+        if name not in SERVED:
+            flask.abort(404)
+        body, content_type = SERVED[name]
+        return flask.Response(body, content_type=content_type)
+
+    running = serve_in_thread(app)
+    yield running.url
+    running.stop()
+
+
+def data_url(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def upload(data: bytes = PICTURE_A, name: str = "a.png", media_type: str = "image/png") -> Any:
+    return (name, data, media_type)
+
+
+def sdk_edit(sdk: Any, image: Any = None, **params: Any) -> Any:
+    params = {"model": MODEL, "prompt": EDIT_PROMPT, "quality": "low", **params}
+    return sdk.images.edit(image=upload() if image is None else image, **params)
+
+
+def edit_json(server: RunningServer, *images: dict[str, Any], **body: Any) -> requests.Response:
+    """POST a JSON edit; a keyword set to None leaves that field out."""
+    full = {"model": MODEL, "prompt": EDIT_PROMPT, "images": list(images), "quality": "low", **body}
+    full = {k: v for k, v in full.items() if v is not None}
+    url = f"{server.url}/v1/images/edits"
+    return requests.post(url, json=full, headers=AUTH, timeout=10)
+
+
+def picture_of(b64: str) -> Image.Image:
+    img = Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
+    img.load()
+    return img
+
+
+def distance(a: Image.Image, b: Image.Image) -> float:
+    """Mean difference per channel (0-255) of the two pictures shrunk to 8x8."""
+    small_a, small_b = (
+        img.convert("RGB").resize((8, 8), Image.Resampling.BOX).tobytes() for img in (a, b)
+    )
+    return sum(abs(x - y) for x, y in zip(small_a, small_b, strict=True)) / len(small_a)
+
+
+def request_log(server: RunningServer) -> list[dict[str, Any]]:
+    return requests.get(f"{server.url}/__dev/requests").json()  # type: ignore[no-any-return]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_sdk_edit_success_shape(sdk: Any) -> None:
+    result = sdk_edit(sdk, size="1024x1024", output_format="jpeg", output_compression=80)
+    assert set(result.model_dump(exclude_none=True)) == {
+        "created",
+        "data",
+        "background",
+        "output_format",
+        "quality",
+        "size",
+        "usage",
+    }
+    assert abs(result.created - time.time()) < 60
+    assert (result.size, result.quality, result.output_format) == ("1024x1024", "low", "jpeg")
+    assert result.background == "opaque"
+    assert (result.data[0].url, result.data[0].revised_prompt) == (None, None)
+    usage = result.usage
+    details = usage.input_tokens_details
+    assert details.image_tokens == input_image_tokens(640, 480) > 0
+    assert usage.input_tokens == details.text_tokens + details.image_tokens
+    assert usage.output_tokens == usage.output_tokens_details.image_tokens == 272
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    with picture_of(result.data[0].b64_json) as img:
+        assert (img.format, img.size) == ("JPEG", (1024, 1024))
+
+
+def test_edit_is_visibly_derived_from_its_input(sdk: Any) -> None:
+    a, b = quadrants(QUADRANT_COLOURS), quadrants(QUADRANT_COLOURS[::-1])
+    edit_of_a = picture_of(sdk_edit(sdk, upload(PICTURE_A)).data[0].b64_json)
+    edit_of_b = picture_of(sdk_edit(sdk, upload(PICTURE_B)).data[0].b64_json)
+    generated = picture_of(sdk.images.generate(model=MODEL, prompt=EDIT_PROMPT).data[0].b64_json)
+    assert distance(edit_of_a, a) < 45 < distance(edit_of_a, b)
+    assert distance(edit_of_b, b) < 45 < distance(edit_of_b, a)
+    assert distance(generated, a) > 2 * distance(edit_of_a, a)  # a new picture is not an edit
+
+
+def test_edit_answer_is_draw_edit_of_the_input(sdk: Any) -> None:
+    first = sdk_edit(sdk, size="1536x1024", output_format="png").data[0].b64_json
+    again = sdk_edit(sdk, size="1536x1024", output_format="png").data[0].b64_json
+    assert first == again
+    expected = draw_edit([quadrants(QUADRANT_COLOURS)], EDIT_PROMPT, 1536, 1024)
+    assert picture_of(first).tobytes() == expected.tobytes()
+    other_prompt = sdk_edit(sdk, prompt="make it blue", output_format="png").data[0].b64_json
+    assert other_prompt != first
+
+
+@pytest.mark.parametrize(
+    ("input_size", "size"),
+    [((640, 480), "1536x1024"), ((480, 640), "1024x1536"), ((500, 500), "1024x1024")],
+)
+def test_edit_auto_size_follows_the_first_input(
+    sdk: Any, input_size: tuple[int, int], size: str
+) -> None:
+    picture = png_bytes(quadrants(QUADRANT_COLOURS, input_size))
+    result = sdk_edit(sdk, upload(picture), size="auto", output_format="jpeg")
+    assert result.size == size
+    with picture_of(result.data[0].b64_json) as img:
+        assert f"{img.width}x{img.height}" == size
+
+
+def test_edit_input_tokens_grow_with_the_input_pixels(sdk: Any) -> None:
+    def image_tokens(image: Any) -> int:
+        result = sdk_edit(sdk, image, size="1024x1024", output_format="jpeg")
+        return int(result.usage.input_tokens_details.image_tokens)
+
+    small = image_tokens(upload(SMALL))
+    large = image_tokens(upload(png_bytes(quadrants(QUADRANT_COLOURS, (1024, 1536)))))
+    both = image_tokens([upload(SMALL), upload(PICTURE_A)])
+    assert 0 < small < large
+    assert both == small + image_tokens(upload(PICTURE_A))
+
+
+def test_edit_of_several_pictures_is_logged_with_digests(sdk: Any, server: RunningServer) -> None:
+    result = sdk_edit(sdk, [upload(PICTURE_A), upload(SMALL, "small.png")], n=2)
+    assert len(result.data) == 2
+    assert result.data[0].b64_json != result.data[1].b64_json  # n pictures differ
+    (entry,) = request_log(server)
+    assert (entry["method"], entry["path"], entry["status"]) == ("POST", "/v1/images/edits", 200)
+    assert entry["json"] is None  # a multipart body is described, not kept
+    assert entry["form"] == {"model": MODEL, "n": "2", "prompt": EDIT_PROMPT, "quality": "low"}
+    assert [
+        (i["param"], i["source"], i["sha256"], i["width"], i["height"], i["format"])
+        for i in entry["images"]
+    ] == [
+        ("image[0]", "upload", sha256(PICTURE_A), 640, 480, "png"),
+        ("image[1]", "upload", sha256(SMALL), 64, 64, "png"),
+    ]
+    assert entry["images"][0]["bytes"] == len(PICTURE_A)
+    assert entry["mask"] is None
+    assert all(k.lower() != "authorization" for k in entry["headers"])
+
+
+def test_json_edit_fetches_image_url_and_decodes_data_url(
+    server: RunningServer, pictures: str
+) -> None:
+    resp = edit_json(
+        server,
+        {"image_url": f"{pictures}/a.png"},
+        {"image_url": data_url(PICTURE_B)},
+        output_format="jpeg",
+        safety_identifier="hash-of-phone",
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["size"], body["safety_identifier"]) == ("1536x1024", "hash-of-phone")
+    edited = picture_of(body["data"][0]["b64_json"])
+    assert distance(edited, quadrants(QUADRANT_COLOURS)) < 45  # the first picture is edited
+    (entry,) = request_log(server)
+    assert [(i["param"], i["source"], i["url"], i["sha256"]) for i in entry["images"]] == [
+        ("images[0].image_url", "image_url", f"{pictures}/a.png", sha256(PICTURE_A)),
+        ("images[1].image_url", "data_url", None, sha256(PICTURE_B)),
+    ]
+    assert entry["images"][0]["content_type"] == "image/png"
+    logged_url = entry["json"]["images"][1]["image_url"]
+    assert logged_url.startswith("data:image/png;base64,")
+    assert logged_url.endswith(f"...({len(data_url(PICTURE_B))} characters)")
+    assert entry["form"] is None
+
+
+def test_json_and_multipart_edits_draw_the_same_picture(sdk: Any, server: RunningServer) -> None:
+    multipart = sdk_edit(sdk, size="1024x1024", output_format="png").data[0].b64_json
+    resp = edit_json(server, {"image_url": data_url(PICTURE_A)}, size="1024x1024")
+    assert resp.json()["data"][0]["b64_json"] == multipart
+
+
+def test_edit_with_mask_changes_only_its_transparent_area(sdk: Any) -> None:
+    grey = Image.new("RGB", (1024, 1024), (128, 128, 128))
+    mask = Image.new("RGBA", (1024, 1024), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 512, 1024))  # edit the left half only
+    result = sdk_edit(
+        sdk, upload(png_bytes(grey)), mask=upload(png_bytes(mask), "mask.png"), size="1024x1024"
+    )
+    with picture_of(result.data[0].b64_json) as img:
+        rgb = img.convert("RGB")
+        assert rgb.getpixel((768, 200)) == (128, 128, 128)
+        assert rgb.getpixel((256, 200)) != (128, 128, 128)
+
+
+def test_edit_transparent_background_keeps_the_inputs_transparency(sdk: Any) -> None:
+    picture = Image.new("RGBA", (1024, 1024), (200, 50, 50, 255))
+    picture.paste((0, 0, 0, 0), (0, 0, 1024, 300))
+    result = sdk_edit(sdk, upload(png_bytes(picture)), background="transparent", size="1024x1024")
+    assert result.background == "transparent"
+    with picture_of(result.data[0].b64_json) as img:
+        assert img.mode == "RGBA"
+        alpha = img.getchannel("A")
+        assert (alpha.getpixel((512, 100)), alpha.getpixel((512, 600))) == (0, 255)
+
+
+SDK_ERRORS = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError"}
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code", "param"),
+    [
+        ({"extra_body": {"colour": "red"}}, 400, "unknown_parameter", "colour"),
+        ({"response_format": "b64_json"}, 400, "unknown_parameter", "response_format"),
+        ({"size": "512x512"}, 400, "invalid_value", "size"),
+        ({"quality": "standard"}, 400, "invalid_value", "quality"),
+        ({"quality": "max", "model": "gpt-image-2"}, 400, "invalid_value", "quality"),
+        ({"n": 11}, 400, "invalid_value", "n"),
+        ({"output_compression": 80}, 400, "invalid_value", "output_compression"),  # png
+        ({"input_fidelity": "medium"}, 400, "invalid_value", "input_fidelity"),
+        ({"input_fidelity": "high", "model": "gpt-image-2"}, 400, "invalid_value", "input_fidelity"),
+        ({"prompt": ""}, 400, "invalid_value", "prompt"),
+        ({"model": "gpt-image-1"}, 404, "model_not_found", "model"),
+        ({"model": "gpt-image-1.5"}, 404, "model_not_found", "model"),
+        ({"model": "dall-e-2"}, 404, "model_not_found", "model"),
+        ({"model": "gpt-image-9"}, 404, "model_not_found", "model"),
+        ({"image": [upload()] * (MAX_INPUT_IMAGES + 1)}, 400, "array_above_max_length", "image"),
+        ({"image": b"bare bytes have no type"}, 400, "unsupported_file_mimetype", "image"),
+        ({"image": upload(SERVED["a.gif"][0], "a.gif", "image/gif")}, 400,
+         "unsupported_file_mimetype", "image"),
+        ({"image": upload(b"not a picture")}, 400, "invalid_image_format", "image"),
+        ({"image": upload(SERVED["a.gif"][0])}, 400, "invalid_image_format", "image"),  # as png
+        ({"image": upload(PICTURE_A[:200])}, 400, "invalid_image_format", "image"),  # truncated
+        ({"image": [upload(), upload(b"junk")]}, 400, "invalid_image_format", "image[1]"),
+        ({"mask": upload(SMALL, "mask.png")}, 400, "invalid_value", "mask"),  # no alpha
+        ({"mask": upload(png_bytes(Image.new("RGBA", (64, 64))), "mask.png")}, 400,
+         "invalid_value", "mask"),  # not the image's size
+        ({"mask": upload(b"\x89PNG" + bytes(MAX_MASK_BYTES), "mask.png")}, 400,
+         "invalid_image", "mask"),
+        ({"markup": upload(png_bytes(Image.new("RGBA", (640, 480))), "markup.png")}, 400,
+         "invalid_value", "markup"),
+    ],
+)  # fmt: skip
+def test_sdk_edit_refusals(
+    sdk: Any, params: dict[str, Any], status: int, code: str, param: str
+) -> None:
+    openai = pytest.importorskip("openai")
+    with pytest.raises(getattr(openai, SDK_ERRORS[status])) as refused:
+        sdk_edit(sdk, **params)
+    assert_refused(refused.value, code, param)
+    assert refused.value.status_code == status
+
+
+def test_sdk_edit_needs_the_key(server: RunningServer) -> None:
+    openai = pytest.importorskip("openai")
+    wrong_key = openai.OpenAI(api_key="sk-wrong", base_url=f"{server.url}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as auth:
+        sdk_edit(wrong_key)
+    assert auth.value.code == "invalid_api_key"
+    assert request_log(server)[0]["images"] == []  # refused before any picture was read
+
+
+@pytest.mark.parametrize(
+    ("images", "changes", "code", "param", "message"),
+    [
+        (None, {"images": None}, "missing_required_parameter", "images", "'images'"),
+        ([], {}, "empty_array", "images", "empty array"),
+        ([{"image_url": data_url(SMALL)}] * 17, {}, "array_above_max_length", "images", "16"),
+        ([{"file_id": "file-abc123"}], {}, "invalid_value", "images[0].file_id",
+         "not supported by the devstack stand-in"),
+        ([{"image_url": "https://x.test/a.png", "file_id": "file-abc123"}], {}, "invalid_value",
+         "images[0]", "exactly one"),
+        ([{"url": "https://x.test/a.png"}], {}, "unknown_parameter", "images[0].url", "'images[0].url'"),
+        (["https://x.test/a.png"], {}, "invalid_type", "images[0]", "object"),
+        ([{"image_url": "{pictures}/missing.png"}], {}, "invalid_image_url",
+         "images[0].image_url", "Upstream status code: 404"),
+        ([{"image_url": "http://127.0.0.1:1/a.png"}], {}, "invalid_image_url",
+         "images[0].image_url", "Error while downloading http://127.0.0.1:1/a.png"),
+        ([{"image_url": "ftp://x.test/a.png"}], {}, "invalid_image_url", "images[0].image_url",
+         "http(s)"),
+        ([{"image_url": "{pictures}/notes.txt"}], {}, "invalid_image_format",
+         "images[0].image_url", "not a whole picture"),
+        ([{"image_url": "{pictures}/a.gif"}], {}, "invalid_image_format", "images[0].image_url",
+         "'png', 'jpeg', 'webp'"),
+        ([{"image_url": "{pictures}/huge.png"}], {}, "invalid_image", "images[0].image_url",
+         "20 MB"),
+        ([{"image_url": data_url(b"hello", "text/plain")}], {}, "invalid_image_format",
+         "images[0].image_url", "text/plain"),
+        ([{"image_url": "data:image/png;base64,@@@@"}], {}, "invalid_image_url",
+         "images[0].image_url", "base64"),
+        ([{"image_url": data_url(PICTURE_A)}], {"image": data_url(PICTURE_A)},
+         "unknown_parameter", "image", "Unknown parameter"),
+        ([{"image_url": data_url(PICTURE_A)}], {"mask": {"image_url": data_url(SMALL)}},
+         "invalid_value", "mask", "alpha channel"),
+        ([{"image_url": data_url(PICTURE_A)}], {"input_fidelity": "max"}, "invalid_value",
+         "input_fidelity", "'max'"),
+        ([{"image_url": data_url(PICTURE_A)}], {"size": "1000x1000"}, "invalid_value", "size",
+         "multiples of 16"),
+    ],
+)  # fmt: skip
+def test_json_edit_refusals(
+    server: RunningServer,
+    pictures: str,
+    images: list[Any] | None,
+    changes: dict[str, Any],
+    code: str,
+    param: str,
+    message: str,
+) -> None:
+    refs = [
+        {k: v.replace("{pictures}", pictures) for k, v in ref.items()}
+        if isinstance(ref, dict)
+        else ref
+        for ref in images or []
+    ]
+    resp = edit_json(server, *refs, **changes)
+    assert resp.status_code == 400, resp.text
+    err = error_of(resp)
+    assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", code, param)
+    assert message in err["message"]
+    assert resp.headers["x-request-id"].startswith("req_")
+
+
+def test_json_edit_of_a_retired_model_is_not_found(server: RunningServer) -> None:
+    resp = edit_json(server, {"image_url": data_url(PICTURE_A)}, model="gpt-image-1.5")
+    assert resp.status_code == 404
+    err = error_of(resp)
+    assert (err["code"], err["param"]) == ("model_not_found", "model")
+    assert "2026-12-01" in err["message"]
+
+
+def test_json_edit_image_url_timeout(
+    server: RunningServer, pictures: str, config: OpenAIConfig
+) -> None:
+    config.image_fetch_timeout_s = 0.3
+    started = time.monotonic()
+    resp = edit_json(server, {"image_url": f"{pictures}/slow.png"})
+    assert time.monotonic() - started < 0.9
+    err = error_of(resp)
+    assert (resp.status_code, err["code"]) == (400, "invalid_image_url")
+    assert err["message"] == f"Timeout while downloading {pictures}/slow.png."
+
+
+@pytest.mark.parametrize(
+    ("form", "code", "param"),
+    [
+        ({"n": "two"}, "invalid_type", "n"),
+        ({"stream": "yes"}, "invalid_value", "stream"),
+        ({"image": "a.png"}, "invalid_type", "image"),
+        ({"svg[model]": "x"}, "invalid_value", "svg"),
+        ({"style": "vivid"}, "unknown_parameter", "style"),
+    ],
+)
+def test_multipart_text_fields_are_typed(
+    server: RunningServer, form: dict[str, str], code: str, param: str
+) -> None:
+    # Every field a part of its own (no file name: a text field), so the body is multipart.
+    parts: dict[str, Any] = {"model": (None, MODEL), "prompt": (None, EDIT_PROMPT)}
+    parts.update({key: (None, value) for key, value in form.items()})
+    parts.setdefault("image", upload())
+    url = f"{server.url}/v1/images/edits"
+    resp = requests.post(url, files=parts, headers=AUTH, timeout=10)
+    assert resp.status_code == 400
+    err = error_of(resp)
+    assert (err["code"], err["param"]) == (code, param)
+
+
+def test_multipart_without_an_image_part(server: RunningServer) -> None:
+    resp = requests.post(
+        f"{server.url}/v1/images/edits",
+        files={"prompt": (None, "x"), "model": (None, MODEL)},
+        headers=AUTH,
+        timeout=10,
+    )
+    err = error_of(resp)
+    assert (resp.status_code, err["code"], err["param"]) == (
+        400,
+        "missing_required_parameter",
+        "image",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [
+        ("429", 429, "rate_limit_exceeded"),
+        ("500", 500, "server_error"),
+        ("moderation_blocked", 400, "moderation_blocked"),
+        ("billing", 400, "billing_hard_limit_reached"),
+    ],
+)
+def test_faults_apply_to_edits(
+    sdk: Any, server: RunningServer, kind: str, status: int, code: str
+) -> None:
+    openai = pytest.importorskip("openai")
+    add_fault(server, kind=kind, prompt_contains="watercolour")
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk_edit(sdk)
+    assert (failed.value.status_code, failed.value.code) == (status, code)
+    assert sdk_edit(sdk, output_format="jpeg").data[0].b64_json  # the fault fired once
+    log = request_log(server)
+    assert [(e["status"], e["fault"]) for e in log] == [(status, kind), (200, None)]
+    assert log[0]["images"][0]["sha256"] == sha256(PICTURE_A)  # validated before the fault
+
+
+def test_edit_faults_that_answer_200_and_the_latency(
+    sdk: Any, server: RunningServer, config: OpenAIConfig
+) -> None:
+    add_fault(server, kind="not_an_image")
+    with pytest.raises(UnidentifiedImageError):
+        picture_of(sdk_edit(sdk).data[0].b64_json)
+    add_fault(server, kind="garbage")
+    assert isinstance(sdk_edit(sdk), str)  # the SDK hands back text it cannot parse
+    config.latency_s = 0.3
+    started = time.monotonic()
+    assert sdk_edit(sdk, output_format="jpeg").data[0].b64_json
+    assert time.monotonic() - started >= 0.3
+
+
+def test_flagged_edit_prompt_is_blocked(sdk: Any) -> None:
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError) as blocked:
+        sdk_edit(sdk, prompt="add some gore")
+    assert blocked.value.code == "moderation_blocked"
+    assert blocked.value.body["moderation_details"]["categories"] == ["violence/graphic"]
+
+
+def test_draw_edit_is_deterministic_and_keeps_the_input() -> None:
+    a = quadrants(QUADRANT_COLOURS)
+    first = draw_edit([a], "a prompt", 1024, 1536)
+    assert first.size == (1024, 1536)
+    assert first.mode == "RGB"
+    assert first.tobytes() == draw_edit([a], "a prompt", 1024, 1536).tobytes()
+    assert first.tobytes() != draw_edit([a], "another prompt", 1024, 1536).tobytes()
+    with_inset = draw_edit([a, quadrants(QUADRANT_COLOURS[::-1])], "a prompt", 1024, 1536)
+    assert with_inset.tobytes() != first.tobytes()  # the other inputs show as insets
+    assert distance(with_inset, first) < 10
+    with pytest.raises(ValueError, match="at least one"):
+        draw_edit([], "a prompt", 1024, 1024)
