@@ -18,7 +18,8 @@ One account (SID + auth token, Basic auth), one Flask app, one module per Twilio
 
 This module ties them together: the configuration, the emulator's state, authentication,
 injected faults, and dev-only JSON control endpoints under ``/__dev/`` (no auth): outbox, STOP
-list, fault injection, wait-idle, reset, numbers, flows, incoming messages.
+list, fault injection, wait-idle, reset, numbers, flows, incoming texts (``/__dev/incoming``)
+and incoming pictures (``/__dev/inbound``).
 
 Chosen where Twilio's behaviour was not pinned down (see the project's Twilio notes; each API
 module lists its own choices):
@@ -31,7 +32,9 @@ module lists its own choices):
 
 from __future__ import annotations
 
+import base64
 import hmac
+import re
 import socket
 import threading
 from collections.abc import Mapping
@@ -54,7 +57,13 @@ from devstack.twilio_api import (
     not_found,
     utc_now,
 )
-from devstack.twilio_messages import MessageStore, deliver_incoming
+from devstack.twilio_messages import (
+    MAX_MEDIA,
+    FetchedMedia,
+    IncomingMessage,
+    MessageStore,
+    deliver_incoming,
+)
 from devstack.twilio_numbers import MessagingServices, NumberStore
 from devstack.twilio_studio import FlowStore
 
@@ -417,39 +426,112 @@ def dev_flows() -> flask.Response:
     return json_response({"flows": _emulator().flows.complete()})
 
 
-def _incoming_from_body(emulator: TwilioEmulator) -> tuple[str, str, str, str | None]:
-    """``{"from", "to", "body", "url"?}`` of an incoming message, checked."""
-    payload = _json_body()
+# A MIME type as Twilio reports it in MediaContentType{N}: type/subtype, no parameters.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
+
+
+def _address_from_body(payload: dict[str, Any], emulator: TwilioEmulator) -> tuple[str, str]:
+    """The checked ``from`` (anyone, E.164) and ``to`` (one of our numbers) of a message."""
     sender, number = payload.get("from"), payload.get("to")
-    text, url = payload.get("body", ""), payload.get("url")
+    example = "an E.164 number like +15558675310"
+    if sender is None:
+        flask.abort(400, f"from is required: {example}")
     if not isinstance(sender, str) or E164.fullmatch(sender.strip()) is None:
-        flask.abort(400, "from must be an E.164 number like +15558675310")
+        flask.abort(400, f"from must be {example}")
+    ours = ", ".join(emulator.config.phone_numbers)
+    if number is None:
+        flask.abort(400, f"to is required: one of our numbers ({ours})")
     if not isinstance(number, str) or number.strip() not in emulator.config.phone_numbers:
-        ours = ", ".join(emulator.config.phone_numbers)
         flask.abort(400, f"to must be one of our numbers: {ours}")
+    return sender.strip(), number.strip()
+
+
+def _media_item_from_body(index: int, item: Any) -> FetchedMedia:
+    where = f"media[{index}]"
+    if not isinstance(item, dict):
+        flask.abort(400, f"{where} must be an object {{content_type, data_b64}}")
+    content_type, encoded = item.get("content_type"), item.get("data_b64")
+    if not isinstance(content_type, str) or _MEDIA_TYPE.fullmatch(content_type.strip()) is None:
+        flask.abort(400, f"{where}.content_type must be a MIME type like image/jpeg")
+    if not isinstance(encoded, str):
+        flask.abort(400, f"{where}.data_b64 must be a base64 string")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        flask.abort(400, f"{where}.data_b64 is not base64")
+    if not data:
+        flask.abort(400, f"{where}.data_b64 holds no bytes")
+    return FetchedMedia(content_type.strip(), data)
+
+
+def _media_from_body(raw: Any, max_bytes: int) -> list[FetchedMedia]:
+    """``[{"content_type", "data_b64"}, ...]``, at most MAX_MEDIA files and `max_bytes` in all
+    (Twilio's limits for one MMS [DOC accepted-mime-types])."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        flask.abort(400, "media must be a list of {content_type, data_b64}")
+    if len(raw) > MAX_MEDIA:
+        flask.abort(400, f"media holds {len(raw)} files; a message has at most {MAX_MEDIA}")
+    media = [_media_item_from_body(index, item) for index, item in enumerate(raw)]
+    total = sum(len(item.data) for item in media)
+    if total > max_bytes:
+        flask.abort(400, f"media holds {total} bytes; a message has at most {max_bytes}")
+    return media
+
+
+def _incoming_from_body(
+    emulator: TwilioEmulator, *, with_media: bool
+) -> tuple[IncomingMessage, str | None]:
+    """``{"from", "to", "body"?, "url"?, "media"?}`` of an incoming message, checked, and its
+    webhook URL if given; ``media`` is read only `with_media`."""
+    payload = _json_body()
+    sender, number = _address_from_body(payload, emulator)
+    text, url = payload.get("body", ""), payload.get("url")
     if not isinstance(text, str):
         flask.abort(400, "body must be a string")
     if url is not None and (not isinstance(url, str) or not is_http_url(url)):
         flask.abort(400, "url must be an http(s) URL")
-    return sender.strip(), number.strip(), text, url
+    raw_media = payload.get("media") if with_media else None
+    media = _media_from_body(raw_media, emulator.config.media_max_bytes)
+    return IncomingMessage(sender, number, text, media), url
 
 
-@dev.post("/incoming")
-def dev_incoming() -> flask.Response:
-    """Someone texts our number (see :func:`devstack.twilio_messages.deliver_incoming`).
+def _receive(*, with_media: bool) -> flask.Response:
+    """Twilio's side of an incoming message, see :func:`devstack.twilio_messages.deliver_incoming`.
 
     The webhook goes to `url` (POST) or to the number's ``sms_url`` (with its ``sms_method``).
+    Media URLs are on the URL this request reached the stand-in at.
     """
     emulator = _emulator()
-    sender, number, text, url = _incoming_from_body(emulator)
+    incoming, url = _incoming_from_body(emulator, with_media=with_media)
     method = "POST"
     if url is None:
-        settings = emulator.numbers.settings_of(number) or {}
+        settings = emulator.numbers.settings_of(incoming.to) or {}
         url, method = settings.get("sms_url") or None, settings.get("sms_method", "POST")
     if url is not None and is_twilio_url(url):
         # A Studio flow's webhook lives on twilio.com; never call the real Twilio from here.
         flask.abort(409, f"{url} is a Twilio URL; run Studio flows with devstack.studio_runner")
-    return json_response(deliver_incoming(emulator.messages, sender, number, text, url, method))
+    base_url = flask.request.host_url
+    result = deliver_incoming(emulator.messages, incoming, url, method, base_url)
+    return json_response(result)
+
+
+@dev.post("/incoming")
+def dev_incoming() -> flask.Response:
+    """Someone texts our number: ``{"from", "to", "body", "url"?}`` (no media)."""
+    return _receive(with_media=False)
+
+
+@dev.post("/inbound")
+def dev_inbound() -> flask.Response:
+    """Someone sends our number a message with pictures (MMS): ``{"from", "to", "body"?,
+    "url"?, "media"?: [{"content_type", "data_b64"}, ...]}``, up to 10 files.
+
+    Answers as ``/incoming`` does; its ``media_urls`` are the files' Twilio media URLs, which
+    need the account's Basic auth. ``data_b64`` is strict base64 (no line breaks).
+    """
+    return _receive(with_media=True)
 
 
 @dev.post("/reset")

@@ -12,7 +12,10 @@ What Twilio does with a message, as far as this project can tell it apart:
   goes ``queued`` -> ``sent`` -> ``delivered``.
 * An incoming message (:func:`deliver_incoming`) is an ``inbound``/``received`` Message, a
   signed incoming-message webhook to the number's ``sms_url``, and one ``outbound-reply``
-  Message per ``<Message>`` of the TwiML answer.
+  Message per ``<Message>`` of the TwiML answer. A picture someone sends makes it an ``MM…``
+  message with one Media resource (``ME…``) per file, served at Twilio's media URL
+  ``.../Messages/<MM>/Media/<ME>`` and named in the webhook's ``MediaUrl{N}`` and
+  ``MediaContentType{N}`` fields.
 * ``GET`` of one message, of the message list (the filters and paging the SDK sends), of media.
 
 Chosen where Twilio's behaviour was not pinned down (see the project's Twilio notes):
@@ -34,8 +37,12 @@ Chosen where Twilio's behaviour was not pinned down (see the project's Twilio no
   debugger are returned as ``notices`` ({code, message}) instead. ``<Redirect>`` and the
   ``action``/``statusCallback`` attributes are not followed, and replies get no status
   callbacks. STOP/START keywords change the STOP list (no automatic confirmation message is
-  created). Inbound media is not emulated (``NumMedia`` is ``0``). The outbox shows outbound
-  messages only.
+  created). The outbox shows outbound messages only.
+* Inbound media: the stand-in behaves like an account with "HTTP Basic Authentication for
+  media" on, so a media URL needs the account SID and auth token like every API route (401 and
+  20003 without them), and answers the bytes themselves with their Content-Type (no redirect to
+  a CDN URL). The files are kept in memory until reset; any MIME type is taken, unchecked,
+  since phones send what they like (iPhones send HEIC).
 """
 
 from __future__ import annotations
@@ -79,9 +86,13 @@ from devstack.twilio_api import (
 
 __all__ = [
     "CREATE_ENDPOINT",
+    "MAX_MEDIA",
+    "FetchedMedia",
+    "IncomingMessage",
     "MessageStore",
     "deliver_incoming",
     "init_app",
+    "media_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,11 +155,12 @@ class DeliveryError(Exception):
 @dataclass
 class MediaRecord:
     sid: str
-    url: str
-    content_type: str | None = None  # known once fetched
+    url: str  # outbound: where Twilio fetches it; inbound: its Twilio media URL
+    content_type: str | None = None  # outbound: known once fetched
     size: int | None = None
-    path: Path | None = None  # set once written to the outbox
+    path: Path | None = None  # outbound: set once written to the outbox
     date_created: datetime | None = None
+    data: bytes | None = None  # inbound: the file someone sent, kept in memory
 
 
 @dataclass
@@ -204,8 +216,20 @@ class WebhookAnswer:
 
 @dataclass
 class FetchedMedia:
+    """A media file and its type: fetched for an outbound message, or sent to our number."""
+
     content_type: str
     data: bytes
+
+
+@dataclass
+class IncomingMessage:
+    """A message someone sends to our number `to`, with the files attached to it."""
+
+    from_: str
+    to: str
+    body: str
+    media: list[FetchedMedia]
 
 
 @dataclass
@@ -425,7 +449,11 @@ def _notice(code: int | None, message: str) -> dict[str, Any]:
 
 
 def incoming_params(record: MessageRecord, account_sid: str) -> dict[str, str]:
-    """The incoming-message webhook form [DOC messaging/guides/webhook-request, note 3.1]."""
+    """The incoming-message webhook form [DOC messaging/guides/webhook-request, note 3.1].
+
+    Each media file is a pair of indexed fields, ``MediaUrl{N}`` and ``MediaContentType{N}``,
+    N from 0 [DOC]; none is sent for a message without media.
+    """
     params = {
         "AccountSid": account_sid,
         "ApiVersion": API_VERSION,
@@ -442,7 +470,16 @@ def incoming_params(record: MessageRecord, account_sid: str) -> dict[str, str]:
     }
     if record.messaging_service_sid:  # only when the number is in a service [DOC]
         params["MessagingServiceSid"] = record.messaging_service_sid
+    for index, item in enumerate(record.media):
+        params[f"MediaUrl{index}"] = item.url
+        params[f"MediaContentType{index}"] = item.content_type or ""
     return params
+
+
+def media_url(base_url: str, account_sid: str, message_sid: str, media_sid: str) -> str:
+    """Twilio's URL of a media file, on the stand-in at `base_url` [DOC media-resource]."""
+    message_path = f"{account_path(account_sid)}/Messages/{message_sid}"
+    return f"{base_url.rstrip('/')}{message_path}/Media/{media_sid}"
 
 
 def _read_body(response: requests.Response) -> bytes:
@@ -796,25 +833,44 @@ class MessageStore:
         self._start_delivery(record.sid)
         return resource
 
-    def receive(self, from_: str, to: str, body: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Store a message someone sent to our number `to`; its JSON and its webhook form.
+    def receive(
+        self, incoming: IncomingMessage, base_url: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Store a message someone sent to our number; its JSON and its webhook form.
 
         It is a Message resource too, ``inbound`` and ``received``, dated when the webhook goes
-        out [DOC message-resource; SDK MessageInstance docstring of date_sent]. STOP and START
-        keywords update the STOP list first; Twilio still forwards them [DOC].
+        out [DOC message-resource; SDK MessageInstance docstring of date_sent]; ``MM…`` when it
+        has media, each file a Media resource behind its media URL on `base_url`. STOP and
+        START keywords update the STOP list first; Twilio still forwards them [DOC].
         """
         now = utc_now()
+        from_, to, body = incoming.from_, incoming.to, incoming.body
         keyword = body.strip().upper()
+        sid = new_sid("MM" if incoming.media else "SM")
+        media: list[MediaRecord] = []
+        for item in incoming.media:
+            media_sid = new_sid("ME")
+            url = media_url(base_url, self.account_sid, sid, media_sid)
+            media.append(
+                MediaRecord(
+                    sid=media_sid,
+                    url=url,
+                    content_type=item.content_type,
+                    size=len(item.data),
+                    date_created=now,
+                    data=item.data,
+                )
+            )
         with self._lock:
             self._seq += 1
             record = MessageRecord(
-                sid=new_sid("SM"),
+                sid=sid,
                 seq=self._seq,
                 to=to,
                 from_=from_,
                 body=body,
                 status_callback=None,
-                media=[],
+                media=media,
                 date_created=now,
                 date_updated=now,
                 date_sent=now,
@@ -1011,21 +1067,29 @@ class MessageStore:
 
 
 def deliver_incoming(
-    messages: MessageStore, sender: str, number: str, text: str, url: str | None, method: str
+    messages: MessageStore,
+    incoming: IncomingMessage,
+    url: str | None,
+    method: str,
+    base_url: str,
 ) -> dict[str, Any]:
-    """Someone texts our `number`: Twilio's side of it, synchronously.
+    """Someone texts (or sends pictures to) our number: Twilio's side of it, synchronously.
 
-    Records the inbound message; when the number has a messaging webhook (`url`, requested with
-    `method`), sends it the signed incoming-message webhook and sends the TwiML answer's
-    replies. Returns ``{inbound_sid, inbound, webhook_url, webhook_status, replies, notices}``:
-    `replies` are the Message resources created, `notices` what Twilio's debugger would show.
+    Records the inbound message and its media (served on `base_url`, the stand-in's own URL);
+    when the number has a messaging webhook (`url`, requested with `method`), sends it the
+    signed incoming-message webhook and sends the TwiML answer's replies. Returns
+    ``{inbound_sid, inbound, media_urls, webhook_url, webhook_status, twiml, replies,
+    notices}``: `twiml` is the answer's body as text (None without an answer), `replies` the
+    Message resources created, `notices` what Twilio's debugger would show.
     """
-    inbound, params = messages.receive(sender, number, text)
+    inbound, params = messages.receive(incoming, base_url)
     result: dict[str, Any] = {
         "inbound_sid": inbound["sid"],
         "inbound": inbound,
+        "media_urls": [params[f"MediaUrl{index}"] for index in range(len(incoming.media))],
         "webhook_url": url,
         "webhook_status": None,
+        "twiml": None,
         "replies": [],
         "notices": [],
     }
@@ -1033,10 +1097,15 @@ def deliver_incoming(
         return result
     answer = post_incoming_webhook(url, method, params, messages.auth_token)
     replies, notices = read_twiml_answer(answer, url)
-    created, refused = messages.reply(sender, number, replies)
+    created, refused = messages.reply(incoming.from_, incoming.to, replies)
     for notice in notices + refused:
         log.info("incoming %s: %s %s", inbound["sid"], notice["code"], notice["message"])
-    result.update(webhook_status=answer.status, replies=created, notices=notices + refused)
+    result.update(
+        webhook_status=answer.status,
+        twiml=answer.body.decode(errors="replace") if answer.status is not None else None,
+        replies=created,
+        notices=notices + refused,
+    )
     return result
 
 
@@ -1127,6 +1196,8 @@ def fetch_media_item(account_sid: str, sid: str, name: str) -> flask.Response:
     if name.endswith(".json"):
         media = messages.media_of(sid) or []
         return json_response(next(entry for entry in media if entry["sid"] == item.sid))
+    if item.data is not None:  # a file someone sent us, kept in memory
+        return flask.Response(item.data, content_type=item.content_type)
     if item.path is None or not item.path.exists():
         raise not_found()
     return flask.send_file(item.path, mimetype=item.content_type)

@@ -6,6 +6,7 @@ from a reset stand-in.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -957,11 +958,17 @@ def test_messaging_service_refusal_has_twilios_error_shape(stand_in):
 
 @dataclass
 class Webhook:
-    """Our side of the incoming-message webhook: records requests, answers `answer`."""
+    """Our side of the incoming-message webhook: records requests, answers `answer`.
+
+    With `fetch_media` it downloads each ``MediaUrl{N}`` with the account's Basic auth before
+    answering, as generate would, into `fetched` as (status, Content-Type, bytes).
+    """
 
     url: str
     calls: list[dict[str, Any]] = field(default_factory=list)
     answer: tuple[int, str | None, bytes] = (200, "text/xml", b"<Response/>")
+    fetch_media: bool = False
+    fetched: list[tuple[int, str, bytes]] = field(default_factory=list)
 
     def answer_twiml(self, twiml: Any) -> None:
         self.answer = (200, "text/xml", str(twiml).encode())
@@ -983,6 +990,14 @@ def webhook_server() -> Iterator[Webhook]:
                 "headers": dict(request.headers),
             }
         )
+        if holder.fetch_media:
+            for index in range(int(request.form.get("NumMedia", "0"))):
+                got = requests.get(
+                    request.form[f"MediaUrl{index}"],
+                    auth=(DEV_ACCOUNT_SID, DEV_AUTH_TOKEN),
+                    timeout=WAIT_S,
+                )
+                holder.fetched.append((got.status_code, got.headers["Content-Type"], got.content))
         status, content_type, body = holder.answer
         response = flask.Response(body, status=status)
         if content_type is None:
@@ -1001,6 +1016,8 @@ def webhook_server() -> Iterator[Webhook]:
 def webhook(webhook_server: Webhook) -> Webhook:
     webhook_server.calls.clear()
     webhook_server.answer = (200, "text/xml", b"<Response/>")
+    webhook_server.fetch_media = False
+    webhook_server.fetched.clear()
     return webhook_server
 
 
@@ -1233,6 +1250,214 @@ def test_dev_incoming_never_calls_a_studio_flow_on_twilio(client, stand_in):
 
     assert response.status_code == 409 and "studio_runner" in response.json()["error"]
     assert client.messages.list() == []
+
+
+# --- incoming pictures (MMS) --------------------------------------------------------------
+
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00heicmif1"  # what an iPhone sends
+MEDIA_URL = re.compile(
+    rf"http://127\.0\.0\.1:\d+/2010-04-01/Accounts/{DEV_ACCOUNT_SID}"
+    r"/Messages/(MM[0-9a-f]{32})/Media/(ME[0-9a-f]{32})"
+)
+
+
+def media_json(content_type: str, data: bytes) -> dict[str, str]:
+    return {"content_type": content_type, "data_b64": base64.b64encode(data).decode()}
+
+
+def point_number_at(client: Client, url: str) -> None:
+    (number,) = client.incoming_phone_numbers.list(phone_number=NUMBER)
+    client.incoming_phone_numbers(number.sid).update(sms_url=url, sms_method="POST")
+
+
+def send_pictures(stand_in: StandIn, *media: dict[str, str], body: str = "") -> dict[str, Any]:
+    answer = stand_in.dev(
+        "POST", "inbound", {"from": ALICE, "to": NUMBER, "body": body, "media": list(media)}
+    )
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_inbound_pictures_reach_the_numbers_webhook_signed_with_their_media_fields(
+    client: Client, stand_in: StandIn, webhook: Webhook, media_server: MediaServer
+) -> None:
+    point_number_at(client, webhook.url)
+    webhook.fetch_media = True
+    twiml = twiml_replies("Got your 2 pictures")
+    webhook.answer_twiml(twiml)
+
+    result = send_pictures(
+        stand_in,
+        media_json("image/jpeg", media_server.jpeg),
+        media_json("image/heic", HEIC),
+        body="make it a painting",
+    )
+
+    (call,) = webhook.calls
+    form = call["form"]
+    media_fields = {"MediaUrl0", "MediaContentType0", "MediaUrl1", "MediaContentType1"}
+    assert call["method"] == "POST" and set(form) == INCOMING_FIELDS | media_fields
+    assert form["MessageSid"].startswith("MM") and form["MessageSid"] == result["inbound_sid"]
+    assert (form["From"], form["To"], form["Body"]) == (ALICE, NUMBER, "make it a painting")
+    assert (form["NumMedia"], form["NumSegments"], form["SmsStatus"]) == ("2", "1", "received")
+    assert (form["MediaContentType0"], form["MediaContentType1"]) == ("image/jpeg", "image/heic")
+    assert [form["MediaUrl0"], form["MediaUrl1"]] == result["media_urls"]
+    for url in result["media_urls"]:
+        found = MEDIA_URL.fullmatch(url)
+        assert found is not None and found[1] == result["inbound_sid"]
+    assert result["media_urls"][0] != result["media_urls"][1]
+
+    validator = RequestValidator(DEV_AUTH_TOKEN)
+    signature = call["headers"]["X-Twilio-Signature"]
+    assert validator.validate(webhook.url, form, signature)  # the form as the webhook got it
+    tampered = form.copy()
+    tampered["MediaUrl1"] = result["media_urls"][0]
+    assert not validator.validate(webhook.url, tampered, signature)  # media fields are signed
+
+    # The pictures can be downloaded while the webhook is being answered.
+    assert webhook.fetched == [(200, "image/jpeg", media_server.jpeg), (200, "image/heic", HEIC)]
+    assert (result["webhook_url"], result["webhook_status"]) == (webhook.url, 200)
+    assert result["twiml"] == str(twiml) and result["notices"] == []
+    (reply,) = result["replies"]
+    assert reply["sid"].startswith("SM") and reply["body"] == "Got your 2 pictures"
+
+
+def test_inbound_picture_is_an_mms_message_resource_with_listed_media(
+    client: Client, stand_in: StandIn, media_server: MediaServer
+) -> None:
+    result = send_pictures(stand_in, media_json("image/jpeg", media_server.jpeg))
+
+    inbound = client.messages(result["inbound_sid"]).fetch()
+    assert (inbound.direction, inbound.status, inbound.num_media) == ("inbound", "received", "1")
+    assert (inbound.from_, inbound.to, inbound.body) == (ALICE, NUMBER, "")
+    assert result["inbound"]["num_media"] == "1" and result["webhook_url"] is None
+    (media,) = client.messages(inbound.sid).media.list()
+    assert (media.content_type, media.parent_sid) == ("image/jpeg", inbound.sid)
+    assert result["media_urls"] == [f"{stand_in.url}{media.uri.removesuffix('.json')}"]
+    fetched = client.messages(inbound.sid).media(media.sid).fetch()
+    assert (fetched.sid, fetched.content_type) == (media.sid, "image/jpeg")
+    assert stand_in.dev("GET", "outbox").json() == {"messages": []}  # received, not sent
+
+
+def test_inbound_without_media_is_an_sms_like_incoming(
+    client: Client, stand_in: StandIn, webhook: Webhook
+) -> None:
+    point_number_at(client, webhook.url)
+
+    result = send_pictures(stand_in, body="just text")
+
+    (call,) = webhook.calls
+    assert set(call["form"]) == INCOMING_FIELDS and call["form"]["NumMedia"] == "0"
+    assert result["inbound_sid"].startswith("SM") and result["media_urls"] == []
+    assert result["twiml"] == "<Response/>" and result["replies"] == []
+
+
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [
+        ((DEV_ACCOUNT_SID, DEV_AUTH_TOKEN), 200),
+        (None, 401),
+        ((DEV_ACCOUNT_SID, "wrong-token"), 401),
+        ("AC" + "1" * 32, 401),  # another account with our token
+    ],
+)
+def test_inbound_media_url_needs_the_accounts_basic_auth(
+    stand_in: StandIn, auth: tuple[str, str] | str | None, status: int
+) -> None:
+    (url,) = send_pictures(stand_in, media_json("image/heic", HEIC))["media_urls"]
+    credentials = (auth, DEV_AUTH_TOKEN) if isinstance(auth, str) else auth
+
+    got = requests.get(url, auth=credentials, timeout=WAIT_S)
+
+    assert got.status_code == status
+    if status == 200:
+        assert (got.headers["Content-Type"], got.content) == ("image/heic", HEIC)
+    else:
+        assert got.headers["WWW-Authenticate"].startswith("Basic")
+        assert got.json() == {
+            "code": 20003,
+            "message": "Authenticate",
+            "more_info": "https://www.twilio.com/docs/errors/20003",
+            "status": 401,
+        }
+
+
+def test_inbound_twiml_reply_is_recorded_as_an_outbound_reply(
+    client: Client, stand_in: StandIn, webhook: Webhook, media_server: MediaServer
+) -> None:
+    point_number_at(client, webhook.url)
+    twiml = MessagingResponse()
+    framed = twiml.message()
+    framed.body("Your painting")
+    framed.media(f"{media_server.url}/picture.jpg")
+    webhook.answer_twiml(twiml)
+
+    result = send_pictures(stand_in, media_json("image/jpeg", media_server.jpeg))
+
+    (reply,) = result["replies"]
+    assert reply["sid"].startswith("MM") and reply["body"] == "Your painting"
+    stand_in.wait_idle()
+    (listed,) = client.messages.list(from_=NUMBER, to=ALICE)
+    assert (listed.sid, listed.direction, listed.status) == (
+        reply["sid"],
+        "outbound-reply",
+        "delivered",
+    )
+    (entry,) = stand_in.dev("GET", "outbox").json()["messages"]
+    assert entry["sid"] == reply["sid"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"from": None}, "from is required"),
+        ({"to": None}, "to is required"),
+        ({"from": "5558675310"}, "from must be"),
+        ({"to": "+15550001111"}, "to must be one of our numbers"),
+        ({"media": {"content_type": "image/jpeg"}}, "media must be a list"),
+        ({"media": [media_json("image/jpeg", b"x")] * 11}, "11 files; a message has at most 10"),
+        ({"media": ["aGk="]}, "media[0] must be an object"),
+        ({"media": [{"data_b64": "aGk="}]}, "media[0].content_type"),
+        ({"media": [{"content_type": "jpeg", "data_b64": "aGk="}]}, "media[0].content_type"),
+        ({"media": [{"content_type": "image/jpeg"}]}, "media[0].data_b64 must be"),
+        (
+            {
+                "media": [
+                    media_json("image/png", b"x"),
+                    {"content_type": "image/jpeg", "data_b64": "not base64!"},
+                ]
+            },
+            "media[1].data_b64 is not base64",
+        ),
+        ({"media": [{"content_type": "image/jpeg", "data_b64": "é"}]}, "is not base64"),
+        ({"media": [{"content_type": "image/jpeg", "data_b64": ""}]}, "holds no bytes"),
+    ],
+)
+def test_dev_inbound_refuses_bad_input_with_400(
+    client: Client, stand_in: StandIn, webhook: Webhook, payload: dict[str, Any], problem: str
+) -> None:
+    point_number_at(client, webhook.url)
+    request = {"from": ALICE, "to": NUMBER, "body": "hi", "media": [], **payload}
+    request = {key: value for key, value in request.items() if value is not None}
+
+    response = stand_in.dev("POST", "inbound", request)
+
+    assert response.status_code == 400
+    assert response.json()["status"] == 400 and problem in response.json()["error"]
+    assert webhook.calls == [] and client.messages.list() == []
+
+
+def test_dev_inbound_refuses_media_over_the_message_size_limit(tmp_path: Path) -> None:
+    small, server = start_stand_in(tmp_path, media_max_bytes=10)
+    try:
+        payload = {"from": ALICE, "to": NUMBER, "media": [media_json("image/jpeg", b"x" * 6)] * 2}
+        response = small.dev("POST", "inbound", payload)
+    finally:
+        small.app.extensions["twilio"].close()
+        server.stop()
+    assert response.status_code == 400
+    assert "12 bytes; a message has at most 10" in response.json()["error"]
 
 
 # --- Studio's send-message widget --------------------------------------------------------------
