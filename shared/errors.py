@@ -7,7 +7,8 @@ per client, chained with ``raise ... from exc``, so the HTTP adapters only ever 
     ├── BadRequest          the caller sent something we cannot accept (HTTP 4xx)
     │   ├── EmptyPrompt     nothing to draw
     │   ├── PromptTooLong   more than MAX_PROMPT_CHARS
-    │   └── HiddenNumber    a withheld caller ID: nobody to send the picture to
+    │   ├── HiddenNumber    a withheld caller ID: nobody to send the picture to
+    │   └── PhotoRefused    a person's photo we will not fetch or cannot use; ``problem`` says why
     ├── Unauthorized        missing or wrong operator key
     ├── Forbidden           a Twilio request whose signature did not verify
     ├── SignatureError      a webhook or callback signature did not verify
@@ -20,6 +21,11 @@ per client, chained with ``raise ... from exc``, so the HTTP adapters only ever 
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .photos import PhotoProblem
 
 
 class AppError(Exception):
@@ -50,6 +56,15 @@ class PromptTooLong(BadRequest):
 class HiddenNumber(BadRequest):
     """The caller withheld their number: Twilio's stand-in for it (+266696687, "anonymous")
     reaches nobody, so there is no one to send the picture to."""
+
+
+class PhotoRefused(BadRequest):
+    """A photo a person sent that we will not fetch (not on Twilio's media hosts) or cannot
+    use (unreachable, not an image, too large, unreadable); `problem` says which."""
+
+    def __init__(self, message: str, *, problem: PhotoProblem, detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.problem = problem
 
 
 class Unauthorized(AppError):
