@@ -124,7 +124,7 @@ stage() {
   run rm -rf "$dir"
   run mkdir -p "$dir/shared"
   run cp "$ROOT/$name/main.py" "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
-  run cp "$ROOT"/shared/*.py "$dir/shared/"
+  run cp "$ROOT"/shared/*.py "$ROOT"/shared/*.json "$dir/shared/"  # code, and the style presets
 }
 
 # YAML for --env-vars-file: plain settings only (never a secret), single-quoted so nothing

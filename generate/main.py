@@ -23,7 +23,7 @@ from werkzeug.datastructures import CombinedMultiDict
 from shared import logs
 from shared.accept import accept_picture_request
 from shared.acceptance_decisions import operator_answer
-from shared.channels import answer_incoming_message, answer_studio
+from shared.channels import answer_incoming_message, answer_studio, is_studio_form
 from shared.deadline import STUDIO_BUDGET_S, WEBHOOK_BUDGET_S, Deadline
 from shared.edge import (
     UnsupportedMediaType,
@@ -78,7 +78,7 @@ def _from_twilio(request: flask.Request, services: Services) -> flask.Response:
         raise ConfigError("GENERATE_URL is needed to check Twilio's signatures")
     # Studio's parameters may arrive in the form or in the query [UNCONFIRMED]; read both.
     studio: Mapping[str, str] = CombinedMultiDict([request.form, request.args])
-    if "prompt" in studio or "body" in studio:
+    if is_studio_form(studio):
         deadline = Deadline.after(STUDIO_BUDGET_S)
         _authenticate_studio(request, studio, generate_url, settings)
         return json_response(200, answer_studio(studio, services, deadline).as_json())

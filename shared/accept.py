@@ -22,6 +22,7 @@ from .intake import PictureRequest
 from .moderation import check_prompt
 from .publishing import generation_job
 from .services import Services
+from .sources import source_url_for
 from .store import NewRequest
 
 
@@ -44,7 +45,7 @@ def accept_picture_request(
     provider_key.reveal()
     settings.secret("QSTASH_TOKEN").reveal()  # cached; the publisher reads it again
 
-    if settings.moderation:
+    if settings.moderation and request.resend_path is None:
         verdict = check_prompt(
             request.prompt, settings.openai_base_url, provider_key, services.http, deadline
         )
@@ -52,19 +53,25 @@ def accept_picture_request(
             logs.info("prompt flagged by moderation", categories=list(verdict.categories))
             return refusal
 
+    image = settings.image
     creation = services.store.create(
         NewRequest(
             recipient=request.recipient,
             sender=request.sender,
             prompt=request.prompt,
             channel=request.channel,
-            model=settings.image.model,
-            size=settings.image.size,
-            quality=settings.image.quality,
+            model=image.model_for_edits if request.is_edit else image.model,
+            size=image.size,
+            quality=image.quality,
             source_ref=request.source_ref,
-            estimated_cost_usd=settings.estimated_cost_usd,
+            estimated_cost_usd=(
+                settings.estimated_edit_cost_usd if request.is_edit else settings.estimated_cost_usd
+            ),
             limits=settings.limits.as_json(),
             caller_verdict=request.caller_verdict,
+            kind=request.kind,
+            parent_id=request.parent_id,
+            source_path=request.source_path,
         )
     )
     record = creation.record
@@ -79,10 +86,21 @@ def accept_picture_request(
         return answer
     assert record is not None  # read_creation guarantees the row of a created request
     logs.bind(request_id=record.id)
-    job = generation_job(settings, record.id, request.prompt, request.recipient)
+    if request.resend_path is not None:
+        # UNDO: the picture exists; nothing to make. Imported here: delivery loads Pillow,
+        # which generate needs for nothing else.
+        from .delivery import resend_picture
+
+        outcome = resend_picture(record.id, request.resend_path, services)
+        logs.info("picture sent again", outcome=outcome.value, channel=request.channel.value)
+        return queued(record)
     try:
+        source_url = source_url_for(record, services)
+        job = generation_job(
+            settings, record.id, request.prompt, request.recipient, source_url=source_url
+        )
         message_id = services.publisher.publish(job, provider_key, deadline)
-    except PublishError as exc:
+    except (PublishError, StoreError) as exc:
         logs.error("publishing failed", error=exc.message, detail=exc.detail)
         try:
             services.store.fail_unpublished(record.id, f"{exc.message}: {exc.detail}")

@@ -9,27 +9,70 @@ the number they contacted.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from . import logs, replies
 from .accept import accept_picture_request
 from .acceptance_decisions import Acceptance, earlier_failed, refusal_reply
+from .conversation import (
+    AnswerAgain,
+    Conversation,
+    KeepPhoto,
+    MakePicture,
+    PendingPhoto,
+    Reply,
+    ReplyReason,
+    SendAgain,
+    decide_text,
+)
 from .deadline import Deadline
-from .errors import EmptyPrompt, HiddenNumber, PromptTooLong, UpstreamError
+from .errors import (
+    BadRequest,
+    EmptyPrompt,
+    HiddenNumber,
+    PhotoRefused,
+    PromptTooLong,
+    UpstreamError,
+)
 from .intake import (
     Command,
+    IncomingMedia,
     PictureRequest,
     caller_attested,
     check_pair,
     interpret_message,
     parse_address,
     parse_studio_request,
+    spoken_command,
+    studio_media,
     twilio_sid,
+    webhook_media,
 )
-from .records import WHATSAPP_PREFIX, Channel, OptOutSource
+from .photos import fetch_media, prepare_photo
+from .records import (
+    WHATSAPP_PREFIX,
+    Channel,
+    OptOutSource,
+    RequestKind,
+    RequestRecord,
+    RequestStatus,
+)
 from .services import Services
-from .settings import VoiceCallerCheck
+from .settings import Settings, VoiceCallerCheck
+from .store import PictureStore
+
+# A photo is fetched while Twilio waits for our answer (its webhook allows 15 s [DOC]).
+PHOTO_FETCH_TIMEOUT_S = 5.0
+
+
+# The flow's fields for a call's follow-up: `lookup` asks whether the caller has a picture to
+# change; `follow_up=1` says the words are a change (or "again", or "new ...").
+LOOKUP_FIELD = "lookup"
+FOLLOW_UP_FIELD = "follow_up"
 
 
 @dataclass(frozen=True)
@@ -39,12 +82,24 @@ class StudioAnswer:
     accepted: bool
     message: str
     request_id: str | None = None
+    has_picture: bool | None = None  # for the flow's lookup: offer a change on the call
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {"accepted": self.accepted, "message": self.message}
         if self.request_id:
             body["request_id"] = self.request_id
+        if self.has_picture is not None:
+            body["has_picture"] = self.has_picture
         return body
+
+
+# The fields that say a form comes from our Studio flow (studio/flow.json) rather than from
+# Twilio's message webhook: a call's words, a text's body, or the call's first lookup.
+STUDIO_FIELDS = frozenset({"prompt", "body", LOOKUP_FIELD})
+
+
+def is_studio_form(form: Mapping[str, str]) -> bool:
+    return any(field in form for field in STUDIO_FIELDS)
 
 
 def answer_studio(
@@ -55,6 +110,8 @@ def answer_studio(
     Problems the person can fix come back as a message for the flow to say or text; outages
     raise, so the flow takes its `failed` branch and apologises.
     """
+    if LOOKUP_FIELD in form:
+        return _lookup(form, services)
     if "body" in form:
         try:
             sender = parse_address(form.get("to"), "to")
@@ -68,6 +125,7 @@ def answer_studio(
             opt_out_type=None,
             services=services,
             deadline=deadline,
+            media=studio_media(form),
         )
     settings = services.settings
     try:
@@ -82,7 +140,65 @@ def answer_studio(
         # Nothing recorded, nothing spent: texting proves the number better than a call.
         logs.info("caller ID not attested", verdict=request.caller_verdict or "none")
         return StudioAnswer(False, replies.text_us_instead(settings.sms_keyword))
+    if form.get(FOLLOW_UP_FIELD) == "1":
+        return _spoken_follow_up(request, services, deadline)
     accepted = accept_picture_request(request, services, deadline)
+    if accepted.outcome is Acceptance.OPTED_OUT:
+        return StudioAnswer(False, replies.opted_out_by_voice())
+    if refusal := refusal_reply(accepted, settings):
+        return StudioAnswer(False, refusal)
+    if earlier_failed(accepted):
+        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
+    return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
+
+
+def _lookup(form: Mapping[str, str], services: Services) -> StudioAnswer:
+    """The flow's first question on a call: has this caller a picture to change? A hidden or
+    untrusted caller has none (the flow then asks for a new one, and the usual checks apply)."""
+    try:
+        caller = parse_address(form.get("to"), "to")
+        ours = parse_address(form.get("from"), "from")
+        check_pair(caller, ours)
+    except BadRequest:
+        return StudioAnswer(True, "", has_picture=False)
+    try:
+        conversation = read_conversation(caller, ours, services)
+    except UpstreamError as exc:
+        logs.warning("could not read the conversation for a call", error=exc.message)
+        return StudioAnswer(True, "", has_picture=False)
+    has_picture = conversation.last_picture() is not None and not conversation.in_progress()
+    return StudioAnswer(True, "", has_picture=has_picture)
+
+
+def _spoken_follow_up(
+    request: PictureRequest, services: Services, deadline: Deadline | None
+) -> StudioAnswer:
+    """A caller who had a picture said a change, "again", or "new" and a new picture."""
+    settings = services.settings
+    try:
+        conversation = read_conversation(request.recipient, request.sender, services)
+    except UpstreamError:
+        return StudioAnswer(False, replies.cannot_take_request())
+    command = spoken_command(request.prompt)
+    decision = decide_text(
+        command,
+        conversation,
+        settings.styles,
+        keyword=settings.sms_keyword,
+        source_ref=request.source_ref,
+    )
+    if isinstance(decision, AnswerAgain):
+        if decision.earlier.status is RequestStatus.FAILED:
+            return StudioAnswer(False, replies.earlier_request_failed(), decision.earlier.id)
+        return StudioAnswer(True, replies.accepted_by_voice(), decision.earlier.id)
+    if isinstance(decision, Reply | KeepPhoto):
+        message = reply_for(decision, settings) if isinstance(decision, Reply) else ""
+        return StudioAnswer(False, message)
+    follow_up = picture_request_for(
+        decision, request.recipient, request.sender, Channel.VOICE, request.source_ref
+    )
+    follow_up = replace(follow_up, caller_verdict=request.caller_verdict)
+    accepted = accept_picture_request(follow_up, services, deadline)
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, replies.opted_out_by_voice())
     if refusal := refusal_reply(accepted, settings):
@@ -108,6 +224,7 @@ def answer_incoming_message(
         opt_out_type=form.get("OptOutType") or None,
         services=services,
         deadline=deadline,
+        media=webhook_media(form),
     )
     return answer.message or None
 
@@ -121,8 +238,10 @@ def _answer_text(
     opt_out_type: str | None,
     services: Services,
     deadline: Deadline | None = None,
+    media: IncomingMedia | None = None,
 ) -> StudioAnswer:
-    """A text message from `sender` to our number `ours`: a prompt, a keyword, or neither."""
+    """A text message from `sender` to our number `ours`: a prompt, a keyword, a follow-up to
+    their last picture (conversation.py), or a photo to restyle."""
     check_pair(sender, ours)
     settings = services.settings
     command = interpret_message(body, settings.sms_keyword, settings.max_prompt_chars, opt_out_type)
@@ -134,17 +253,37 @@ def _answer_text(
         if stop:
             stop_waiting_requests(sender, ours, services)
         return StudioAnswer(False, "")
-    if command.command is Command.HELP:
-        return StudioAnswer(False, replies.usage(settings.sms_keyword))
-    if command.command is Command.EMPTY_PROMPT:
-        return StudioAnswer(False, replies.empty_prompt(settings.sms_keyword))
-    if command.command is Command.TOO_LONG:
-        limit = settings.max_prompt_chars
-        return StudioAnswer(False, replies.prompt_too_long(command.length, limit))
-
-    assert command.prompt is not None
+    photo_path: str | None = None
+    try:
+        if media is not None:
+            photo_path = store_photo(media, source_ref, services)
+        conversation = read_conversation(sender, ours, services)
+    except PhotoRefused as exc:
+        logs.info("photo refused", problem=exc.problem.value)
+        return StudioAnswer(False, replies.photo_refused(exc.problem))
+    except UpstreamError as exc:
+        logs.error("could not read the conversation", error=exc.message, detail=exc.detail)
+        return StudioAnswer(False, replies.cannot_take_request())
+    decision = decide_text(
+        command,
+        conversation,
+        settings.styles,
+        keyword=settings.sms_keyword,
+        photo_path=photo_path,
+        source_ref=source_ref,
+    )
+    if isinstance(decision, AnswerAgain):
+        return answer_again(decision.earlier)
+    if isinstance(decision, Reply):
+        return StudioAnswer(False, reply_for(decision, settings))
+    if isinstance(decision, KeepPhoto):
+        if services.store.is_opted_out(sender, ours):
+            return StudioAnswer(False, "")  # Twilio would refuse any reply
+        if replaced := services.store.keep_photo(sender, ours, decision.path):
+            services.pictures.remove([replaced])
+        return StudioAnswer(False, replies.photo_received())
     channel = Channel.WHATSAPP if sender.startswith(WHATSAPP_PREFIX) else Channel.SMS
-    request = PictureRequest(sender, ours, command.prompt, channel, source_ref)
+    request = picture_request_for(decision, sender, ours, channel, source_ref)
     try:
         accepted = accept_picture_request(request, services, deadline)
     except UpstreamError:
@@ -156,8 +295,114 @@ def _answer_text(
         return StudioAnswer(False, refusal)
     if earlier_failed(accepted):
         return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
-    reply = replies.accepted_by_text(command.prompt, accepted.reference or "")
+    if isinstance(decision, MakePicture) and decision.uses_pending_photo:
+        services.store.forget_photo(sender, ours)
+    if request.kind is RequestKind.UNDO:
+        return StudioAnswer(True, "", accepted.request_id)  # the picture itself is the answer
+    reply = replies.accepted_follow_up(request.kind, request.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
+
+
+def answer_again(earlier: RequestRecord) -> StudioAnswer:
+    """The answer to a message Twilio sent twice, as the first one was answered."""
+    logs.info("Twilio sent this message again; answering as before", status=earlier.status)
+    if earlier.status is RequestStatus.FAILED:
+        return StudioAnswer(False, replies.earlier_request_failed(), earlier.id)
+    if earlier.kind is RequestKind.UNDO:
+        return StudioAnswer(True, "", earlier.id)
+    reply = replies.accepted_follow_up(earlier.kind, earlier.prompt, earlier.reference)
+    return StudioAnswer(True, reply, earlier.id)
+
+
+def picture_request_for(
+    decision: MakePicture | SendAgain,
+    sender: str,
+    ours: str,
+    channel: Channel,
+    source_ref: str | None,
+) -> PictureRequest:
+    """The request a conversation's decision records (an UNDO resends a stored picture)."""
+    if isinstance(decision, SendAgain):
+        picture = decision.picture
+        return PictureRequest(
+            sender,
+            ours,
+            picture.prompt,
+            channel,
+            source_ref,
+            kind=RequestKind.UNDO,
+            parent_id=picture.id,
+            source_path=picture.source_path,
+            resend_path=picture.image_path,
+        )
+    return PictureRequest(
+        sender,
+        ours,
+        decision.prompt,
+        channel,
+        source_ref,
+        kind=decision.kind,
+        parent_id=decision.parent.id if decision.parent else None,
+        source_path=decision.source_path,
+    )
+
+
+# Enough of a person's history to find the picture before their last few changes.
+CONVERSATION_ROWS = 50
+
+
+def read_conversation(address: str, ours: str, services: Services) -> Conversation:
+    settings = services.settings
+    pending = services.store.pending_photo(address, ours)
+    return Conversation(
+        recent=services.store.recent_for(address, ours, CONVERSATION_ROWS),
+        pending_photo=PendingPhoto(*pending) if pending else None,
+        now=datetime.now(UTC),
+        window=timedelta(minutes=settings.follow_up_minutes),
+    )
+
+
+def reply_for(reply: Reply, settings: Settings) -> str:
+    """The words for a text that needs only a reply."""
+    keyword = settings.sms_keyword
+    match reply.reason:
+        case ReplyReason.HELP:
+            return replies.help_text(keyword, settings.styles)
+        case ReplyReason.STYLES:
+            return replies.styles_list(keyword, settings.styles)
+        case ReplyReason.EMPTY_PROMPT:
+            return replies.empty_prompt(keyword)
+        case ReplyReason.TOO_LONG:
+            return replies.prompt_too_long(reply.length, settings.max_prompt_chars)
+        case ReplyReason.NOTHING_TO_FOLLOW:
+            return replies.nothing_to_follow(keyword)
+        case ReplyReason.NOTHING_TO_UNDO:
+            return replies.nothing_to_undo()
+        case ReplyReason.STILL_MAKING:
+            return replies.still_making()
+    return replies.usage(keyword)
+
+
+def store_photo(media: IncomingMedia, source_ref: str | None, services: Services) -> str:
+    """Fetch a person's photo from Twilio, clean it (EXIF and GPS gone, scaled down) and keep
+    it in Storage; its path, or `PhotoRefused`. The same message always gets the same path,
+    so Twilio sending it twice stores one photo."""
+    settings = services.settings
+    fetched = fetch_media(
+        media.url,
+        session=services.http,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.secret("TWILIO_AUTH_TOKEN").reveal(),
+        stand_in_base_url=settings.twilio_api_base_url,
+        max_bytes=settings.photo_max_bytes,
+        timeout_s=PHOTO_FETCH_TIMEOUT_S,
+    )
+    photo = prepare_photo(fetched.data, fetched.content_type, max_edge=settings.photo_max_edge)
+    seed = source_ref or uuid.uuid4().hex
+    token = hashlib.sha256(f"photo:{seed}:{media.url}".encode()).hexdigest()[:32]
+    path = PictureStore.photo_path(token)
+    services.pictures.upload(path, photo.jpeg)
+    return path
 
 
 def caller_trusted(request: PictureRequest, check: VoiceCallerCheck) -> bool:

@@ -46,6 +46,7 @@ from .publishing import generation_job
 from .records import FailureReason, OptOutSource, RequestRecord
 from .replies import failure_notice, failure_notices, picture_caption
 from .services import Services
+from .sources import source_url_for
 from .store import PictureStore
 
 SWEEP_OWNER = "sweep"
@@ -172,11 +173,45 @@ def _model_gone(
         record.id,
         record.prompt,
         record.recipient,
+        source_url=source_url_for(record, services),
         model=decision.model,
         attempt_label="fallback",
     )
     services.publisher.publish(job, settings.secret("OPENAI_API_KEY"))
     return CallbackOutcome.FELL_BACK
+
+
+def resend_picture(request_id: str, image_path: str, services: Services) -> CallbackOutcome:
+    """UNDO: send a picture we already have (`image_path`, framed) for a new request, once.
+    Nothing is made, so nothing is published: this runs in `generate`, under the same claim
+    as any delivery, and a run that dies after the send is finished by the sweep."""
+    held = _claim(request_id, f"resend-{request_id}", services)
+    if not isinstance(held, HeldClaim):
+        return held
+    with held:
+        record = held.record
+        if _opted_out(record, services):
+            return _end_opted_out(held)
+        if not held.mark_sending(image_path=image_path, extra={}):
+            return CallbackOutcome.DUPLICATE
+        try:
+            sent = services.messenger.send(
+                to=record.recipient,
+                from_=record.sender,
+                body=picture_caption(record.prompt, record.reference),
+                media_url=services.pictures.public_url(image_path),
+                status_callback=message_status_url(services.settings.composite_url, record.id),
+            )
+        except MessagingError as exc:
+            refusal = refusal_of(exc)
+            if refusal is None:
+                raise
+            if refusal.opted_out:
+                _remember_opt_out(record, services)
+            held.mark_failed(refusal.reason, f"{exc.detail}", notified=False, message_sid=None)
+            return CallbackOutcome.FAILED
+        _record_delivered(held, sent.sid, {})
+        return CallbackOutcome.DELIVERED
 
 
 def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:
@@ -244,7 +279,10 @@ def _send_picture(
         media_url = services.pictures.upload(path, framed.jpeg)
         timings["upload_ms"] = _ms_since(started)
         picture_cost = image_cost(
-            image.input_tokens, image.output_image_tokens, settings.image.prices
+            image.input_tokens,
+            image.output_image_tokens,
+            settings.image.prices,
+            image.input_image_tokens,
         )
         extra = {
             "generated_at": datetime.now(UTC).isoformat(),

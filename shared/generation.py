@@ -52,11 +52,39 @@ def generation_body(
     }
 
 
+def edit_body(
+    options: ImageOptions,
+    instruction: str,
+    safety_id: str,
+    image_url: str,
+    *,
+    model: str | None = None,
+) -> dict[str, object]:
+    """The JSON for `POST /v1/images/edits`: change the picture at `image_url` as `instruction`
+    says. The JSON form takes `images: [{image_url}]` [DOC OpenAPI EditImageBodyJsonParam];
+    the SDK's types cover only its multipart form, so this body is checked by the stand-in's
+    validation rather than by mypy. `input_fidelity: high` keeps what was not asked to change.
+    """
+    return {
+        "model": model or options.model_for_edits,
+        "prompt": instruction,
+        "images": [{"image_url": image_url}],
+        "n": 1,
+        "size": options.size,
+        "quality": options.quality,
+        "input_fidelity": "high",
+        "output_format": "jpeg",
+        "output_compression": options.compression,
+        "safety_identifier": safety_id,
+    }
+
+
 @dataclass(frozen=True)
 class GeneratedImage:
     data: bytes
     input_tokens: int | None = None
     output_image_tokens: int | None = None
+    input_image_tokens: int | None = None  # an edit's input pictures, billed at image rates
 
 
 def read_generated_image(body: bytes) -> GeneratedImage:
@@ -76,12 +104,16 @@ def read_generated_image(body: bytes) -> GeneratedImage:
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
     details = usage.get("output_tokens_details") if isinstance(usage, dict) else None
     image_tokens = details.get("image_tokens") if isinstance(details, dict) else None
+    inputs = usage.get("input_tokens_details") if isinstance(usage, dict) else None
     return GeneratedImage(
         data=data,
         input_tokens=_int_or_none(usage.get("input_tokens")),
         output_image_tokens=_int_or_none(
             image_tokens if image_tokens is not None else usage.get("output_tokens")
         ),
+        input_image_tokens=_int_or_none(inputs.get("image_tokens"))
+        if isinstance(inputs, dict)
+        else None,
     )
 
 

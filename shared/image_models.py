@@ -128,10 +128,28 @@ def estimated_image_cost(size: str, quality: str, prices: TokenPrices) -> float:
     return (TYPICAL_PROMPT_TOKENS * prices.text_input + scaled * prices.image_output) / 1e6
 
 
-def image_cost(input_tokens: int | None, output_tokens: int | None, prices: TokenPrices) -> float:
-    """What one picture did cost, from the `usage` of the provider's answer."""
-    text = (input_tokens or 0) * prices.text_input
+def image_cost(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    prices: TokenPrices,
+    input_image_tokens: int | None = None,
+) -> float:
+    """What one picture did cost, from the `usage` of the provider's answer. An edit's input
+    pictures are part of `input_tokens` and billed at the image-input rate [3P]."""
+    images = min(input_image_tokens or 0, input_tokens or 0)
+    text = ((input_tokens or 0) - images) * prices.text_input + images * prices.image_input
     return (text + (output_tokens or 0) * prices.image_output) / 1e6
+
+
+# What one input picture costs an edit, for the estimate: OpenAI bills input pictures by tiles
+# of their pixels; a 1536-pixel photo comes to about this many tokens [UNCONFIRMED, 3P].
+TYPICAL_INPUT_IMAGE_TOKENS = 1_600
+
+
+def estimated_edit_cost(size: str, quality: str, prices: TokenPrices) -> float:
+    """What an edit of one picture should cost: a new picture, plus its input picture."""
+    input_image = TYPICAL_INPUT_IMAGE_TOKENS * prices.image_input / 1e6
+    return estimated_image_cost(size, quality, prices) + input_image
 
 
 # --- how large the answer is -------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import BadRequest, EmptyPrompt, HiddenNumber, PromptTooLong
 from .recipients import normalise
-from .records import WHATSAPP_PREFIX, Channel
+from .records import WHATSAPP_PREFIX, Channel, RequestKind
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # What Twilio sends as a CallSid or MessageSid; anything else is not kept.
@@ -150,6 +150,15 @@ class PictureRequest:
     channel: Channel = Channel.API
     source_ref: str | None = None  # Twilio's CallSid or MessageSid
     caller_verdict: str | None = None  # a call's SHAKEN/STIR verdict (StirVerstat), if any
+    # A follow-up (conversation.py): what it is, the picture it follows, what an edit starts from.
+    kind: RequestKind = RequestKind.NEW
+    parent_id: str | None = None
+    source_path: str | None = None
+    resend_path: str | None = None  # UNDO: the framed picture to send again
+
+    @property
+    def is_edit(self) -> bool:
+        return self.source_path is not None
 
 
 def check_pair(recipient: str, sender: str) -> None:
@@ -234,6 +243,32 @@ class Command(StrEnum):
     START = "start"
     EMPTY_PROMPT = "empty_prompt"
     TOO_LONG = "too_long"
+    AGAIN = "again"  # another take of the last picture
+    UNDO = "undo"  # the picture before the last change
+    STYLES = "styles"  # list the style presets
+
+
+# Whole-message follow-up words, matched like Twilio's keywords (case and punctuation aside).
+AGAIN_WORDS = frozenset(
+    {"AGAIN", "ANOTHER", "ANOTHER ONE", "ONE MORE", "RETRY", "REROLL", "TRY AGAIN"}
+)
+UNDO_WORDS = frozenset({"UNDO", "BACK", "GO BACK", "PREVIOUS"})
+STYLES_WORDS = frozenset({"STYLES", "STYLE"})
+_SEPARATORS = re.compile(r"[\W_]+")
+
+
+def follow_up_command(body: str) -> Command | None:
+    """AGAIN, UNDO or STYLES when the whole message is one of their words ("Again!")."""
+    words = _SEPARATORS.sub(" ", body).strip().upper()
+    if not words.isascii():
+        return None
+    if words in AGAIN_WORDS:
+        return Command.AGAIN
+    if words in UNDO_WORDS:
+        return Command.UNDO
+    if words in STYLES_WORDS:
+        return Command.STYLES
+    return None
 
 
 # Twilio's default keywords; this is the project's one copy of them. Opt-out: STOP, UNSUBSCRIBE,
@@ -276,26 +311,56 @@ def keyword_command(body: str) -> Command | None:
 
 
 @dataclass(frozen=True)
+class IncomingMedia:
+    """The first attachment of an incoming message, as Twilio names it (unverified text)."""
+
+    url: str
+    content_type: str
+
+
+def webhook_media(form: Mapping[str, str]) -> IncomingMedia | None:
+    """`MediaUrl0` of Twilio's incoming-message webhook, when `NumMedia` says there is one
+    [DOC messaging webhook: NumMedia, MediaUrl{N}, MediaContentType{N}]."""
+    if form.get("NumMedia", "0").strip() in ("", "0"):
+        return None
+    url = form.get("MediaUrl0", "")
+    return IncomingMedia(url, form.get("MediaContentType0", "")) if url else None
+
+
+def studio_media(form: Mapping[str, str]) -> IncomingMedia | None:
+    """The flow passes `{{trigger.message.MediaUrl0}}` as `media_url` (empty without one)."""
+    url = (form.get("media_url") or "").strip()
+    return IncomingMedia(url, (form.get("media_type") or "").strip()) if url else None
+
+
+@dataclass(frozen=True)
 class IncomingCommand:
     command: Command
     prompt: str | None = None
     length: int = 0
+    # Words that are no command (no keyword before them): a change to the last picture, if
+    # there is one (conversation.py). Set on HELP for such words, and on a keyword-less PROMPT.
+    follow_up: str | None = None
 
 
 def interpret_message(
     body: str, keyword: str, max_prompt_chars: int, opt_out_type: str | None = None
 ) -> IncomingCommand:
     """What an incoming text asks for. With a keyword (e.g. DRAW) only "DRAW <prompt>" is a
-    prompt; anything else gets the usage text. STOP/START/HELP words are never prompts."""
+    prompt; other words get the usage text, unless they follow up on a picture (`follow_up`,
+    see conversation.py). STOP/START/HELP words are never prompts; AGAIN, UNDO and STYLES
+    words are commands."""
     if opt_out_type in ("STOP", "START", "HELP"):
         return IncomingCommand(Command(opt_out_type.lower()))
     if (twilio_keyword := keyword_command(body)) is not None:
         return IncomingCommand(twilio_keyword)
+    if (follow_up := follow_up_command(body)) is not None:
+        return IncomingCommand(follow_up)
     text = body.strip()
     if keyword:
         match = re.match(rf"^{re.escape(keyword)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)
         if match is None:
-            return IncomingCommand(Command.HELP)
+            return IncomingCommand(Command.HELP, follow_up=_words(text, max_prompt_chars))
         text = text[match.end() :]
     try:
         prompt = clean_prompt(text, max_prompt_chars)
@@ -303,4 +368,26 @@ def interpret_message(
         return IncomingCommand(Command.EMPTY_PROMPT)
     except PromptTooLong as exc:
         return IncomingCommand(Command.TOO_LONG, length=exc.length)
-    return IncomingCommand(Command.PROMPT, prompt=prompt)
+    return IncomingCommand(Command.PROMPT, prompt=prompt, follow_up=None if keyword else prompt)
+
+
+# On a call, "new" (or "new picture of") starts over; anything else changes the last picture.
+_SPOKEN_NEW = re.compile(r"^\s*new\b(?:\s+picture)?(?:\s+of)?[\s,:.]*", re.IGNORECASE)
+
+
+def spoken_command(words: str) -> IncomingCommand:
+    """What a caller who has a picture said: "again", "undo", "new <picture>", or a change."""
+    if (command := follow_up_command(words)) in (Command.AGAIN, Command.UNDO):
+        return IncomingCommand(command)
+    if match := _SPOKEN_NEW.match(words):
+        rest = words[match.end() :].strip()
+        if rest:
+            return IncomingCommand(Command.PROMPT, prompt=rest)
+    return IncomingCommand(Command.HELP, follow_up=words)
+
+
+def _words(text: str, max_prompt_chars: int) -> str | None:
+    try:
+        return clean_prompt(text, max_prompt_chars)
+    except (EmptyPrompt, PromptTooLong):
+        return None

@@ -18,7 +18,7 @@ from .callbacks import REQUEST_HEADER
 from .deadline import Deadline, time_left
 from .endpoints import generation_callback_url
 from .errors import PublishError
-from .generation import generation_body, safety_identifier
+from .generation import edit_body, generation_body, safety_identifier
 from .secrets import Secret
 from .settings import Settings
 
@@ -46,23 +46,42 @@ class GenerationJob:
         return f"{self.request_id}-{self.attempt_label}" if self.attempt_label else self.request_id
 
 
+# How long the provider may fetch an edit's input picture: every attempt QStash makes must
+# still find it (GENERATION_RETRIES retries, each up to GENERATION_TIMEOUT_SECONDS, with
+# backoff), yet it is a signed URL to someone's photo, so not for longer than that.
+SOURCE_URL_SLACK_S = 600
+
+
+def source_url_lifetime_s(settings: Settings) -> int:
+    return (settings.generation_retries + 1) * settings.generation_timeout_s + SOURCE_URL_SLACK_S
+
+
 def generation_job(
     settings: Settings,
     request_id: str,
     prompt: str,
     recipient: str,
     *,
+    source_url: str | None = None,
     model: str | None = None,
     attempt_label: str | None = None,
 ) -> GenerationJob:
-    """The job for one picture, as the settings say (`model` overrides IMAGE_MODEL)."""
+    """The job for one picture, as the settings say (`model` overrides IMAGE_MODEL). With
+    `source_url` (a signed URL of the picture to change) it is an edit, with `prompt` as the
+    instruction. The picture travels as a URL rather than in the body, so the publish stays
+    small and only the answer counts against QStash's message size."""
     salt = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
+    safety_id = safety_identifier(salt, recipient)
+    if source_url is None:
+        endpoint = "generations"
+        body: Mapping[str, object] = generation_body(settings.image, prompt, safety_id, model=model)
+    else:
+        endpoint = "edits"
+        body = edit_body(settings.image, prompt, safety_id, source_url, model=model)
     return GenerationJob(
         request_id=request_id,
-        destination=f"{settings.openai_base_url}/images/generations",
-        body=generation_body(
-            settings.image, prompt, safety_identifier(salt, recipient), model=model
-        ),
+        destination=f"{settings.openai_base_url}/images/{endpoint}",
+        body=body,
         callback_url=generation_callback_url(settings.composite_url, request_id),
         retries=settings.generation_retries,
         timeout_s=settings.generation_timeout_s,

@@ -35,6 +35,20 @@ class FailureReason(StrEnum):
     EXPIRED = "expired"
 
 
+class RequestKind(StrEnum):
+    """What a request asks for (see conversation.py): a new picture, or a follow-up to one."""
+
+    NEW = "new"  # DRAW <prompt>
+    AGAIN = "again"  # another take of the last picture's prompt
+    REFINE = "refine"  # an edit of the last picture, the text as the instruction
+    RESTYLE = "restyle"  # an edit of the person's own photo
+    UNDO = "undo"  # the picture before the last change, sent again at no provider cost
+
+    @property
+    def is_follow_up(self) -> bool:
+        return self is not RequestKind.NEW
+
+
 class CreationOutcome(StrEnum):
     """`create_request`'s answer: recorded, a resend of one already recorded, or why not."""
 
@@ -115,10 +129,21 @@ class RequestRecord:
     message_sid: str | None = None
     failure_reason: FailureReason | None = None
     created_at: datetime | None = None
+    delivered_at: datetime | None = None
+    kind: RequestKind = RequestKind.NEW
+    parent_id: str | None = None
+    source_path: str | None = None  # the picture in Storage an edit starts from
+    source_ref: str | None = None  # Twilio's MessageSid or CallSid that asked for it
 
     @property
     def reference(self) -> str:
         return reference_for(self.id)
+
+    @classmethod
+    def from_partial(cls, row: dict[str, Any]) -> RequestRecord:
+        """A record from a row read with only some columns (the rest left empty)."""
+        full = {"status": "delivered", "recipient": "", "sender": "", "prompt": ""}
+        return cls.from_row({**full, "media_token": "", **row})
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RequestRecord:
@@ -138,4 +163,9 @@ class RequestRecord:
             message_sid=row.get("message_sid"),
             failure_reason=FailureReason(reason) if reason else None,
             created_at=_time(row.get("created_at")),
+            delivered_at=_time(row.get("delivered_at")),
+            kind=RequestKind(row.get("kind") or RequestKind.NEW.value),
+            parent_id=str(row["parent_id"]) if row.get("parent_id") else None,
+            source_path=row.get("source_path"),
+            source_ref=row.get("source_ref"),
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .records import CreationOutcome, FailureReason
+from .photos import PhotoProblem
+from .records import CreationOutcome, FailureReason, RequestKind
 from .settings import Limits
+from .styles import StyleBook
 
 _PROMPT_PREVIEW = 60
 
@@ -26,7 +28,10 @@ def _referenced(text: str, reference: str) -> str:
 
 
 def picture_caption(prompt: str, reference: str) -> str:
-    return _referenced(f"Here is your picture of “{_preview(prompt)}”.", reference)
+    """The MMS's words. They say that a reply changes the picture (conversation.py)."""
+    return _referenced(
+        f"Here is your picture of “{_preview(prompt)}”. Reply to change it, or AGAIN.", reference
+    )
 
 
 _FAILURES = {
@@ -73,6 +78,21 @@ def failure_notices(prompt: str, reference: str) -> frozenset[str]:
 # --- Replies to people who call or text us ------------------------------------------------
 
 
+_ACCEPTED_FOLLOW_UP = {
+    RequestKind.AGAIN: "Got it! Another take of “{prompt}” is on its way.",
+    RequestKind.REFINE: "Got it! Changing your picture: “{prompt}”. It's on its way.",
+    RequestKind.RESTYLE: "Got it! Your photo is on its way back: “{prompt}”.",
+}
+
+
+def accepted_follow_up(kind: RequestKind, prompt: str, reference: str) -> str:
+    """A follow-up was taken; the picture comes by MMS in about a minute."""
+    template = _ACCEPTED_FOLLOW_UP.get(kind)
+    if template is None:
+        return accepted_by_text(prompt, reference)
+    return _referenced(template.format(prompt=_preview(prompt)), reference)
+
+
 def accepted_by_text(prompt: str, reference: str) -> str:
     return _referenced(
         f"Got it! Your picture of “{_preview(prompt)}” is on its way and should arrive in "
@@ -94,6 +114,63 @@ def usage(keyword: str) -> str:
         f"{how} what you'd like to see, e.g. “{example}”, and we'll send you a picture. "
         "Reply STOP to opt out."
     )
+
+
+def help_text(keyword: str, styles: StyleBook) -> str:
+    """HELP: everything a person can do, in one message."""
+    how = f"Text {keyword} followed by" if keyword else "Text us"
+    draw = f"{keyword} " if keyword else ""
+    example_style = styles.names[0] if styles.names else "watercolor"
+    return (
+        f"{how} what you'd like to see, e.g. “{draw}a fox in the snow”. Then reply to change "
+        "it (“make it night”), AGAIN for another take, or UNDO to go back. Add a style: "
+        f"“{draw}{example_style}: a fox” (STYLES lists them), or send a photo to restyle it. "
+        "Reply STOP to opt out."
+    )
+
+
+def styles_list(keyword: str, styles: StyleBook) -> str:
+    if not styles.names:
+        return "There are no styles to choose from right now."
+    draw = f"{keyword} " if keyword else ""
+    first = styles.names[0]
+    return (
+        f"Styles: {', '.join(styles.names)}. Text “{draw}{first}: a fox”, or reply "
+        f"“{first}” to restyle your last picture."
+    )
+
+
+def nothing_to_follow(keyword: str) -> str:
+    how = f"Text {keyword} and" if keyword else "Text"
+    return f"You have no recent picture to change. {how} what you'd like to see to start one."
+
+
+def nothing_to_undo() -> str:
+    return "There's nothing to undo: this is the first version of your picture."
+
+
+def still_making() -> str:
+    return "Your picture is still being made; reply once it arrives to change it."
+
+
+def photo_received() -> str:
+    return (
+        "Got your photo! Reply with what to do with it, e.g. “as a watercolor” or "
+        "“make me a superhero”."
+    )
+
+
+_PHOTO_REFUSALS = {
+    PhotoProblem.FOREIGN_HOST: "Sorry, we couldn't open that picture. Please send it again.",
+    PhotoProblem.UNREACHABLE: "Sorry, we couldn't open that picture. Please send it again.",
+    PhotoProblem.NOT_AN_IMAGE: "Sorry, that isn't a picture we can use. Please send a photo.",
+    PhotoProblem.TOO_LARGE: "Sorry, that picture is too large. Please send a smaller one.",
+    PhotoProblem.UNREADABLE: "Sorry, we couldn't read that picture. Please send another.",
+}
+
+
+def photo_refused(problem: PhotoProblem) -> str:
+    return _PHOTO_REFUSALS[problem]
 
 
 def empty_prompt(keyword: str) -> str:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from .image_models import GPT_IMAGE_2_PRICES, Quality, TokenPrices
 from .recipients import DEFAULT_ALLOWED_COUNTRIES, parse_country_list
 from .records import WHATSAPP_PREFIX
 from .secrets import Secret, SecretSource
+from .styles import DEFAULT_STYLES, StyleBook, load_styles
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -67,6 +69,12 @@ class ImageOptions:
     # Asked for instead, once per request, when the provider says `model` is gone.
     fallback_model: str | None = None
     prices: TokenPrices = GPT_IMAGE_2_PRICES
+    # For edits (refine, restyle): a model stronger at edits, if you choose one [3P: Sunburst].
+    edit_model: str | None = None
+
+    @property
+    def model_for_edits(self) -> str:
+        return self.edit_model or self.model
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,12 @@ class Settings:
     # A PostgREST call answers in milliseconds; 4 s keeps Studio's path inside its 10 s.
     store_timeout_s: float = 4.0
     mms_cost_usd: float = 0.02
+    # How long after a picture a reply still changes it (conversation.py).
+    follow_up_minutes: int = 30
+    styles: StyleBook = DEFAULT_STYLES
+    # What a person's photo is scaled to before it is stored and sent to the provider.
+    photo_max_edge: int = 1536
+    photo_max_bytes: int = 10_000_000
     secrets: SecretSource | None = None
 
     @property
@@ -141,6 +155,13 @@ class Settings:
         until the provider's answer says what the picture really cost."""
         image = self.image
         picture = image_models.estimated_image_cost(image.size, image.quality, image.prices)
+        return round(picture + self.mms_cost_usd, 4)
+
+    @property
+    def estimated_edit_cost_usd(self) -> float:
+        """The same for an edit (a refinement, a restyled photo): its input picture is billed."""
+        image = self.image
+        picture = image_models.estimated_edit_cost(image.size, image.quality, image.prices)
         return round(picture + self.mms_cost_usd, 4)
 
     def secret(self, name: SecretName) -> Secret:
@@ -241,14 +262,29 @@ def _countries(read: _Reader) -> tuple[str, ...]:
         return DEFAULT_ALLOWED_COUNTRIES
 
 
+def _styles(read: _Reader) -> StyleBook:
+    path = read.text("STYLES_FILE")
+    try:
+        return load_styles(Path(path)) if path else DEFAULT_STYLES
+    except ConfigError as exc:
+        read.problems.append(exc.message)
+        return DEFAULT_STYLES
+
+
 def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
     """The image request, checked against the models and against QStash's message limit."""
     model = read.text("IMAGE_MODEL") or ImageOptions.model
     fallback = read.text("IMAGE_MODEL_FALLBACK")
+    edit_model = read.text("IMAGE_EDIT_MODEL")
     size = read.text("IMAGE_SIZE") or ImageOptions.size
     quality_text = read.text("IMAGE_QUALITY") or ImageOptions.quality
     quality: Quality = image_models.parse_quality(model, quality_text) or ImageOptions.quality
-    for name, chosen in (("IMAGE_MODEL", model), ("IMAGE_MODEL_FALLBACK", fallback)):
+    chosen_models = (
+        ("IMAGE_MODEL", model),
+        ("IMAGE_MODEL_FALLBACK", fallback),
+        ("IMAGE_EDIT_MODEL", edit_model),
+    )
+    for name, chosen in chosen_models:
         if chosen is None:
             continue
         if chosen in image_models.RETIRED_MODELS:
@@ -280,7 +316,7 @@ def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
             f" limit (QSTASH_MAX_MESSAGE_BYTES; the Free plan's is {FREE_PLAN_MESSAGE_BYTES}):"
             f" {can}; choose a smaller IMAGE_SIZE or set your plan's limit"
         )
-    return ImageOptions(model, size, quality, compression, fallback, prices)
+    return ImageOptions(model, size, quality, compression, fallback, prices, edit_model)
 
 
 # Each setting's default is its field's in the dataclasses above, written once.
@@ -354,6 +390,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         retention_days=read.optional_count("RETENTION_DAYS", DEFAULTS.retention_days),
         store_timeout_s=read.integer(
             "STORE_TIMEOUT_SECONDS", round(DEFAULTS.store_timeout_s), 1, 60
+        ),
+        follow_up_minutes=read.integer(
+            "FOLLOW_UP_MINUTES", DEFAULTS.follow_up_minutes, 1, 7 * 24 * 60
+        ),
+        styles=_styles(read),
+        photo_max_edge=read.integer("PHOTO_MAX_EDGE", DEFAULTS.photo_max_edge, 256, 4096),
+        photo_max_bytes=read.integer(
+            "PHOTO_MAX_BYTES", DEFAULTS.photo_max_bytes, 100_000, 20_000_000
         ),
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")

@@ -24,6 +24,7 @@ from .records import (
     CreationOutcome,
     FailureReason,
     OptOutSource,
+    RequestKind,
     RequestRecord,
     RequestStatus,
 )
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 TABLE = "requests"
 SELF_TESTS = "self_tests"
+PENDING_PHOTOS = "pending_photos"
+PHOTOS_PREFIX = "photos/"  # the people's own photos, beside the pictures we made
 OPT_OUTS = "opt_outs"
 # We ask for JPEG (generation.py), so the original is one.
 ORIGINAL_SUFFIX = "-original.jpg"
@@ -52,6 +55,9 @@ class NewRequest:
     estimated_cost_usd: float = 0.0
     limits: dict[str, object] = field(default_factory=dict)
     caller_verdict: str | None = None  # a call's SHAKEN/STIR verdict
+    kind: RequestKind = RequestKind.NEW
+    parent_id: str | None = None
+    source_path: str | None = None  # the picture in Storage an edit starts from
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,9 @@ class RequestStore:
             "p_estimated_cost_usd": new.estimated_cost_usd,
             "p_limits": new.limits,
             "p_caller_verdict": new.caller_verdict,
+            "p_kind": new.kind.value,
+            "p_parent_id": new.parent_id,
+            "p_source_path": new.source_path,
         }
         call = self._client.rpc("create_request", params).execute
         return read_creation(guard("recording the request", call).data)
@@ -369,23 +378,75 @@ class RequestStore:
         rows: list[dict[str, Any]] = guard("finding stuck requests", query.execute).data
         return [RequestRecord.from_row(row) for row in rows]
 
-    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]:
-        """(id, image_path) of finished requests created before `cutoff`."""
+    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, tuple[str, ...]]]:
+        """(id, the Storage paths only it holds) of finished requests created before `cutoff`."""
         query = (
             self._table()
-            .select("id,image_path")
+            .select("id,image_path,kind,source_path")
             .in_("status", _values(s for s in RequestStatus if s.finished))
             .lt("created_at", cutoff.isoformat())
             .limit(limit)
         )
         rows: list[dict[str, Any]] = guard("finding old requests", query.execute).data
-        return [(str(row["id"]), row.get("image_path")) for row in rows]
+        return [(str(row["id"]), owned_paths(RequestRecord.from_partial(row))) for row in rows]
 
     def delete(self, request_ids: list[str]) -> int:
         if not request_ids:
             return 0
         query = self._table().delete().in_("id", request_ids)
         return len(guard("deleting old requests", query.execute).data)
+
+    def recent_for(self, address: str, sender: str, limit: int) -> list[RequestRecord]:
+        """This person's latest requests to our number, newest first (conversation.py)."""
+        query = (
+            self._table()
+            .select("*")
+            .eq("recipient", address)
+            .eq("sender", sender)
+            .order("created_at", desc=True)
+            .limit(limit)
+        )
+        rows: list[dict[str, Any]] = guard("reading the conversation", query.execute).data
+        return [RequestRecord.from_row(row) for row in rows]
+
+    def pending_photo(self, address: str, sender: str) -> tuple[str, datetime] | None:
+        """The photo this person sent without words, and when, if any."""
+        query = (
+            self._client.table(PENDING_PHOTOS)
+            .select("path,received_at")
+            .eq("address", address)
+            .eq("sender", sender)
+            .limit(1)
+        )
+        rows: Any = guard("reading the waiting photo", query.execute).data
+        if not rows:
+            return None
+        return str(rows[0]["path"]), datetime.fromisoformat(rows[0]["received_at"])
+
+    def keep_photo(self, address: str, sender: str, path: str) -> str | None:
+        """Remember a photo until the person says what to do with it; return the path of
+        the photo it replaces, if any (one waits per person)."""
+        before = self.pending_photo(address, sender)
+        row = {"address": address, "sender": sender, "path": path, "received_at": _now()}
+        guard("keeping the photo", self._client.table(PENDING_PHOTOS).upsert(row).execute)
+        return before[0] if before and before[0] != path else None
+
+    def forget_photo(self, address: str, sender: str) -> None:
+        query = (
+            self._client.table(PENDING_PHOTOS).delete().eq("address", address).eq("sender", sender)
+        )
+        guard("forgetting the photo", query.execute)
+
+    def photos_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str, str]]:
+        """(address, sender, path) of waiting photos received before `cutoff`."""
+        query = (
+            self._client.table(PENDING_PHOTOS)
+            .select("address,sender,path")
+            .lt("received_at", cutoff.isoformat())
+            .limit(limit)
+        )
+        rows: Any = guard("finding old photos", query.execute).data
+        return [(str(r["address"]), str(r["sender"]), str(r["path"])) for r in rows]
 
     def record_self_test(self, result: SelfTestResult) -> None:
         """Keep what `composite` saw of the doctor's self-test (see self_test.py)."""
@@ -400,6 +461,18 @@ class RequestStore:
 
     def _table(self) -> Any:
         return self._client.table(TABLE)
+
+
+def owned_paths(record: RequestRecord) -> tuple[str, ...]:
+    """What retention deletes with a request: its framed picture (and the original beside it,
+    see PictureStore.remove), and a photo the person sent for it. An UNDO sent the picture of
+    an earlier request again and owns nothing."""
+    paths: list[str] = []
+    if record.image_path and record.kind is not RequestKind.UNDO:
+        paths.append(record.image_path)
+    if record.source_path and record.source_path.startswith(PHOTOS_PREFIX):
+        paths.append(record.source_path)
+    return tuple(paths)
 
 
 class PictureStore:
@@ -427,6 +500,20 @@ class PictureStore:
 
     def public_url(self, path: str) -> str:
         return str(self._bucket.get_public_url(path))
+
+    def signed_url(self, path: str, expires_s: int) -> str:
+        """A URL that reads `path` for `expires_s` seconds: how the provider fetches a picture
+        to edit (an edit's body then stays small; see publishing.py)."""
+        answer = guard(
+            "signing the picture URL", lambda: self._bucket.create_signed_url(path, expires_s)
+        )
+        return str(answer["signedURL"])
+
+    @staticmethod
+    def photo_path(token: str, now: datetime | None = None) -> str:
+        """Where a person's photo goes (EXIF removed: see photos.py)."""
+        when = now or datetime.now(UTC)
+        return f"{PHOTOS_PREFIX}{when:%Y/%m/%d}/{token}.jpg"
 
     def remove(self, paths: list[str]) -> None:
         """Delete framed pictures and the originals beside them."""

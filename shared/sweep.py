@@ -34,6 +34,7 @@ class SweepReport:
     skipped: int = 0  # a callback was working on it
     errors: int = 0
     purged: int = 0
+    photos_forgotten: int = 0
 
     def count(self, tally: SweepTally) -> None:
         if tally is SweepTally.EXPIRED:
@@ -61,6 +62,9 @@ def sweep(services: Services, now: datetime | None = None) -> SweepReport:
         report.count(sweep_tally(outcome))
     if settings.retention_days is not None:
         report.purged = purge(services, now - timedelta(days=settings.retention_days))
+    report.photos_forgotten = forget_old_photos(
+        services, now - timedelta(minutes=settings.follow_up_minutes)
+    )
     logs.info("sweep done", **asdict(report))
     return report
 
@@ -68,8 +72,17 @@ def sweep(services: Services, now: datetime | None = None) -> SweepReport:
 def purge(services: Services, cutoff: datetime) -> int:
     """Delete finished requests made before `cutoff`, pictures first."""
     old = services.store.finished_before(cutoff, BATCH)
-    services.pictures.remove([path for _, path in old if path])
+    services.pictures.remove([path for _, paths in old for path in paths])
     return services.store.delete([request_id for request_id, _ in old])
+
+
+def forget_old_photos(services: Services, cutoff: datetime) -> int:
+    """Photos sent without words and never followed up on: gone after FOLLOW_UP_MINUTES."""
+    old = services.store.photos_before(cutoff, BATCH)
+    services.pictures.remove([path for _, _, path in old])
+    for address, sender, _ in old:
+        services.store.forget_photo(address, sender)
+    return len(old)
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from shared.secrets import Secret
 from shared.self_test import SelfTestResult
 from shared.services import Services
 from shared.settings import Settings, load_settings
-from shared.store import Claim, Creation, NewRequest
+from shared.store import Claim, Creation, NewRequest, owned_paths
 from tests.minimal_settings import MINIMAL
 
 SECRETS = {
@@ -61,6 +61,7 @@ class MemoryStore:
         self.switches: list[tuple[str, str, str]] = []
         self.self_tests: list[SelfTestResult] = []
         self.published: dict[str, str] = {}
+        self.photos: dict[tuple[str, str], tuple[str, datetime]] = {}
         # Set to make `create` answer this instead of recording (a limit, say).
         self.next_creation: CreationOutcome | None = None
         self.fail_writes: Exception | None = None  # raised by every write under a claim
@@ -106,6 +107,9 @@ class MemoryStore:
             channel=new.channel.value,
             model=new.model,
             source_ref=new.source_ref,
+            kind=new.kind.value,
+            parent_id=new.parent_id,
+            source_path=new.source_path,
         )
         return Creation(CreationOutcome.CREATED, record)
 
@@ -249,10 +253,34 @@ class MemoryStore:
         ]
         return stuck[:limit]
 
-    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str | None]]:
+    def finished_before(self, cutoff: datetime, limit: int) -> list[tuple[str, tuple[str, ...]]]:
         records = [RequestRecord.from_row(row) for row in self.rows.values()]
         old = [r for r in records if r.status.finished and r.created_at and r.created_at < cutoff]
-        return [(r.id, r.image_path) for r in old][:limit]
+        return [(r.id, owned_paths(r)) for r in old][:limit]
+
+    def recent_for(self, address: str, sender: str, limit: int) -> list[RequestRecord]:
+        mine = [
+            RequestRecord.from_row(row)
+            for row in self.rows.values()
+            if row["recipient"] == address and row["sender"] == sender
+        ]
+        mine.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return mine[:limit]
+
+    def pending_photo(self, address: str, sender: str) -> tuple[str, datetime] | None:
+        return self.photos.get((address, sender))
+
+    def keep_photo(self, address: str, sender: str, path: str) -> str | None:
+        before = self.photos.get((address, sender))
+        self.photos[(address, sender)] = (path, datetime.now(UTC))
+        return before[0] if before and before[0] != path else None
+
+    def forget_photo(self, address: str, sender: str) -> None:
+        self.photos.pop((address, sender), None)
+
+    def photos_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str, str]]:
+        old = [(a, s, p) for (a, s), (p, when) in self.photos.items() if when < cutoff]
+        return old[:limit]
 
     def delete(self, request_ids: list[str]) -> int:
         gone = [self.rows.pop(request_id) for request_id in request_ids if request_id in self.rows]
@@ -277,6 +305,9 @@ class MemoryPictures:
 
     def public_url(self, path: str) -> str:
         return f"https://pictures.test/{path}"
+
+    def signed_url(self, path: str, expires_s: int) -> str:
+        return f"https://pictures.test/sign/{path}?expires={expires_s}"
 
     def remove(self, paths: list[str]) -> None:
         for path in paths:

@@ -95,10 +95,21 @@ def test_a_resent_webhook_does_not_make_a_second_picture(stack: StackClient, cal
 
 
 def test_a_store_outage_is_told_in_the_reply(stack: StackClient, caller: str) -> None:
-    stack.fault("supabase", service="rest", kind="503", times=1)
+    # At recording: the conversation's reads come first, and the SDK retries a read's 503.
+    stack.fault("supabase", service="rest", kind="503", times=1, path_contains="create_request")
     assert "couldn't take your request" in reply_text(
         signed_post(stack, incoming_text(caller, "DRAW a fox"))
     )
+
+
+def test_a_store_outage_reading_the_conversation_is_told_too(
+    stack: StackClient, caller: str
+) -> None:
+    stack.fault("supabase", service="rest", kind="503", times=10, path_contains="pending_photos")
+    assert "couldn't take your request" in reply_text(
+        signed_post(stack, incoming_text(caller, "make it bluer"))
+    )
+    assert stack.sql("select id from public.requests where recipient = %s", caller) == []
 
 
 @pytest.mark.parametrize("variant", ["missing", "wrong_token", "other_url", "tampered"])

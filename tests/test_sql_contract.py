@@ -17,6 +17,7 @@ from shared.records import (
     CreationOutcome,
     FailureReason,
     OptOutSource,
+    RequestKind,
     RequestStatus,
 )
 from shared.twilio_webhooks import MESSAGE_STATUSES
@@ -82,6 +83,7 @@ CONTRACTS: dict[str, tuple[Callable[[], set[str]], type[StrEnum]]] = {
     "claim_request": (lambda: _outcomes("claim_request"), ClaimOutcome),
     "requests.channel": (lambda: _check_in("channel"), Channel),
     "opt_outs.source": (lambda: _check_in("source"), OptOutSource),
+    "requests.kind": (lambda: _check_in("kind"), RequestKind),
 }
 
 

@@ -28,7 +28,8 @@ def test_the_flow_file_is_a_valid_studio_flow() -> None:
 
 def test_only_the_function_url_needs_filling_in() -> None:
     text = FLOW_FILE.read_text()
-    assert text.count(URL_PLACEHOLDER) == 2  # the call and the text request
+    # The call's lookup, its request, its change, and the text request.
+    assert text.count(URL_PLACEHOLDER) == 4
     flow = load_flow("https://generate-abc-uc.a.run.app")
     requests_ = [s for s in flow["states"] if s["type"] == "make-http-request"]
     assert {s["properties"]["url"] for s in requests_} == {"https://generate-abc-uc.a.run.app"}
@@ -89,7 +90,7 @@ def test_a_caller_who_never_speaks_is_said_goodbye_to(
 
 
 def test_an_outage_is_apologised_for_on_the_call(stack: StackClient, caller: str) -> None:
-    stack.fault("supabase", service="rest", kind="503", times=1)
+    stack.fault("supabase", service="rest", kind="503", times=1, path_contains="create_request")
     execution = play_call(stack.env, ["a fox"], caller)
     assert execution.path[-1] == "say_sorry"
     assert "something went wrong" in said(execution)
@@ -121,7 +122,7 @@ def test_help_by_text_gets_usage_and_stop_gets_nothing(
 
 
 def test_an_outage_is_apologised_for_by_text(stack: StackClient, caller: str) -> None:
-    stack.fault("supabase", service="rest", kind="503", times=1)
+    stack.fault("supabase", service="rest", kind="503", times=1, path_contains="create_request")
     execution = send_text(stack.env, "DRAW a fox", caller)
     stack.stack.wait_idle(10)
     bodies = [m["body"] for m in stack.messages_to(caller)]

@@ -128,7 +128,14 @@ def test_the_sweep_runs_from_the_command_line(local_stack: StackClient) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report) == {"expired", "delivered", "skipped", "errors", "purged"}
+    assert set(report) == {
+        "expired",
+        "delivered",
+        "skipped",
+        "errors",
+        "purged",
+        "photos_forgotten",
+    }
 
 
 def test_the_sweep_in_process(local_stack: StackClient) -> None:
