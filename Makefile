@@ -16,18 +16,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-## One prompt through generate -> QStash -> image provider -> composite -> Storage -> Twilio.
+## One prompt through generate -> QStash -> image provider -> composite -> Storage -> Twilio,
+## then a reply (FOLLOW_UP) that changes the picture.
+FOLLOW_UP ?= make it night
 demo: setup
-	$(PY) -m devstack.demo "$(PROMPT)"
+	$(PY) -m devstack.demo "$(PROMPT)" --follow-up "$(FOLLOW_UP)"
 
-## Play a phone call through studio/flow.json: the caller says PROMPT.
+## Play a phone call through studio/flow.json: the caller says PROMPT. With CHANGE="make it
+## night" (or "again"), the same caller calls back and is offered a change to that picture.
+CHANGE ?=
 call: setup
-	$(PY) -m devstack.call "$(PROMPT)"
+	$(PY) -m devstack.call "$(PROMPT)" --follow-up "$(CHANGE)"
 
-## Send a text through studio/flow.json, e.g. make text MESSAGE="DRAW a fox in the snow".
+## Send a text through studio/flow.json, e.g. make text MESSAGE="DRAW a fox in the snow";
+## CHANGE="make it night" then replies with a change.
 MESSAGE ?= DRAW $(PROMPT)
 text: setup
-	$(PY) -m devstack.call --text "$(MESSAGE)"
+	$(PY) -m devstack.call --text "$(MESSAGE)" --follow-up "$(CHANGE)"
 
 ## Every stand-in plus both functions, in the foreground; writes .devstack/env.
 stack: setup
@@ -43,13 +48,15 @@ test: setup
 	$(PY) -m pytest
 
 ## The unit tests only (no PostgreSQL, no stack, no stand-ins, no linters; about 30 s), then
-## a check that the decision tests alone take every branch of the delivery and acceptance decisions.
-DECISIONS := --cov=shared.delivery_decisions --cov=shared.acceptance_decisions --cov-branch \
+## a check that the decision tests alone take every branch of the delivery, acceptance and
+## conversation decisions.
+DECISIONS := --cov=shared.delivery_decisions --cov=shared.acceptance_decisions \
+	--cov=shared.conversation --cov-branch \
 	--cov-report=term-missing:skip-covered --cov-fail-under=100
 test-fast: setup
 	$(PY) -m pytest -q -m "not stack and not slow"
-	$(PY) -m pytest -q tests/test_decisions_delivery.py \
-		tests/test_decisions_acceptance.py $(DECISIONS)
+	$(PY) -m pytest -q tests/test_decisions_delivery.py tests/test_decisions_acceptance.py \
+		tests/test_decisions_conversation.py $(DECISIONS)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from deploy.studio import load_flow
 
 from .stack import DEMO_FROM, DEMO_TO, ROOT, Ports, Stack
@@ -59,22 +61,56 @@ def send_text(env: dict[str, str], body: str, sender: str = DEMO_TO) -> Executio
     return run_message(flow, from_=sender, to=DEMO_FROM, body=body, account=account_for(env))
 
 
-def wait_for_picture(stack: Stack, number: str) -> dict[str, Any] | None:
-    """The first delivered MMS with media to `number`, if one arrives within the timeout."""
+def wait_for_picture(stack: Stack, number: str, after: int = 0) -> dict[str, Any] | None:
+    """The first delivered MMS with media to `number` beyond the first `after` ones, if one
+    arrives within the timeout."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        for message in stack.outbox():
-            delivered = message.get("status") == "delivered"
-            if message.get("to") == number and message.get("media") and delivered:
-                return message
+        pictures = [
+            message
+            for message in stack.outbox()
+            if message.get("to") == number
+            and message.get("media")
+            and message.get("status") == "delivered"
+        ]
+        if len(pictures) > after:
+            return pictures[after]
         time.sleep(0.2)
     return None
+
+
+def forget_earlier_calls(env: dict[str, str]) -> None:
+    """Start each `make call` afresh: the pictures of earlier runs are gone from the outbox
+    and Storage, so their rows must not be offered for a change."""
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("delete from public.requests where recipient = %s", (DEMO_TO,))
+        conn.execute("delete from public.pending_photos where address = %s", (DEMO_TO,))
+
+
+def show(execution: Execution, stack: Stack, after: int = 0) -> int:
+    """Print the conversation and the picture it brought; 0 when one arrived."""
+    print(format_transcript(execution))
+    if execution.status != "ended":
+        print(f"\nthe flow stopped: {execution.error}", file=sys.stderr)
+        return 1
+    message = wait_for_picture(stack, DEMO_TO, after)
+    if message is None:
+        print(f"\nno picture arrived within {TIMEOUT_S:.0f} s", file=sys.stderr)
+        return 1
+    print(f"\nMMS {message['sid']}: {message['body']}")
+    print(f"Delivered picture: {message['media'][0]['path']}")
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("words", nargs="?", default="a crab holding a light saber")
     parser.add_argument("--text", action="store_true", help="send WORDS as a text message")
+    parser.add_argument(
+        "--follow-up",
+        default="",
+        help="then call (or text) again and say this: a change, or 'again'",
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / ".devstack" / "call")
     args = parser.parse_args()
 
@@ -83,22 +119,19 @@ def main() -> int:
     stack = Stack(workdir=args.dir, ports=Ports.free(), function_logs=args.dir / "logs")
     try:
         env = stack.start()
-        if args.text:
-            print(f"{DEMO_TO} texts {DEMO_FROM}: {args.words}\n")
-            execution = send_text(env, args.words)
-        else:
-            print(f"{DEMO_TO} calls {DEMO_FROM}\n")
-            execution = play_call(env, [args.words])
-        print(format_transcript(execution))
-        if execution.status != "ended":
-            print(f"\nthe flow stopped: {execution.error}", file=sys.stderr)
-            return 1
-        message = wait_for_picture(stack, DEMO_TO)
-        if message is None:
-            print(f"\nno picture arrived within {TIMEOUT_S:.0f} s", file=sys.stderr)
-            return 1
-        print(f"\nMMS {message['sid']}: {message['body']}")
-        print(f"Delivered picture: {message['media'][0]['path']}")
+        forget_earlier_calls(env)
+        said = [args.words] + ([args.follow_up] if args.follow_up else [])
+        for turn, words in enumerate(said):
+            if turn:
+                print("\n" + "-" * 72 + "\nA little later, the same number again:\n")
+            if args.text:
+                print(f"{DEMO_TO} texts {DEMO_FROM}: {words}\n")
+                execution = send_text(env, words)
+            else:
+                print(f"{DEMO_TO} calls {DEMO_FROM}\n")
+                execution = play_call(env, [words])
+            if (failed := show(execution, stack, after=turn)) != 0:
+                return failed
         return 0
     finally:
         stack.stop()

@@ -2,7 +2,9 @@
 
 Starts PostgreSQL, the stand-ins and both functions (as real functions-framework processes),
 sends a prompt to `generate` the way an operator would, waits for the MMS to reach the Twilio
-stand-in, then prints the request's journey and the path of the delivered, framed JPEG.
+stand-in, then prints the request's journey and the path of the delivered, framed JPEG. Then
+the person replies with a change ("make it night"), as a text through Twilio's webhook, and
+the demo waits for the refined picture: an edit of the first one's original.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import requests
 from supabase import create_client
 
 from .stack import ROOT, Ports, Stack
 
 DEFAULT_PROMPT = "a crab holding a light saber"
+DEFAULT_FOLLOW_UP = "make it night"
 TIMEOUT_S = 60.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    parser.add_argument(
+        "--follow-up", default=DEFAULT_FOLLOW_UP, help="the reply that changes the picture"
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / ".devstack" / "demo")
     args = parser.parse_args()
 
@@ -38,7 +45,9 @@ def main() -> int:
     try:
         env = stack.start()
         print(f"  up in {time.monotonic() - started:.1f} s; function logs in {args.dir / 'logs'}")
-        return run_demo(stack, env, args.prompt)
+        if (failed := run_demo(stack, env, args.prompt)) != 0:
+            return failed
+        return run_follow_up(stack, env, args.follow_up) if args.follow_up else 0
     finally:
         stack.stop()
 
@@ -71,6 +80,48 @@ def run_demo(stack: Stack, env: dict[str, str], prompt: str) -> int:
         print("demo failed: the MMS reached Twilio without a picture", file=sys.stderr)
         return 1
     print(f"\nDelivered picture: {media[0]}")
+    return 0
+
+
+def run_follow_up(stack: Stack, env: dict[str, str], words: str) -> int:
+    """The person replies to their picture; the reply becomes an edit of it."""
+    print(f"\n{env['DEMO_TO']} replies: “{words}”")
+    answer = requests.post(
+        f"{env['TWILIO_API_BASE_URL']}/__dev/incoming",
+        json={
+            "from": env["DEMO_TO"],
+            "to": env["DEMO_FROM"],
+            "body": words,
+            "url": env["GENERATE_URL"],
+        },
+        timeout=30,
+    ).json()
+    said = " ".join(str(reply.get("body")) for reply in answer.get("replies", []))
+    print(f"generate answered {answer.get('webhook_status')}; the reply texted back: {said}")
+    client = create_client(env["SUPABASE_URL"], env["SUPABASE_SECRET_KEY"])
+    newest: Any = (
+        client.table("requests")
+        .select("id,kind,parent_id")
+        .eq("recipient", env["DEMO_TO"])
+        .order("created_at", desc=True)
+        .limit(1)
+        .execute()
+        .data
+    )
+    if not newest or newest[0]["kind"] != "refine":
+        print("demo failed: the reply did not become a refinement", file=sys.stderr)
+        return 1
+    row = wait_for_outcome(env, newest[0]["id"])
+    stack.wait_idle(15)
+    message = next(
+        (m for m in stack.outbox() if row and m.get("sid") == row.get("message_sid")), None
+    )
+    media = [m["path"] for m in (message or {}).get("media", []) if m.get("path")]
+    if row is None or row["status"] != "delivered" or not media:
+        print("demo failed: the refined picture was not delivered", file=sys.stderr)
+        return 1
+    print(f"refined request {row['id']} (an edit of {row['parent_id']}) delivered")
+    print(f"\nRefined picture: {media[0]}")
     return 0
 
 
