@@ -20,6 +20,7 @@ from devstack.stack_client import StackClient, configured_secrets
 from shared import logs
 from shared.services import reset_services
 from shared.settings import SECRET_NAMES
+from tests.browser import Browser, start_browser
 from tests.deployer import Deployer
 
 # --- every log line of the whole suite, searched for secrets at the end ---------------------
@@ -64,6 +65,7 @@ NOT_UNIT_TESTS = (
     "tests/test_deploy_studio.py",
     "tests/test_bundles.py",
     "tests/test_lint.py",
+    "tests/test_browser",
 )
 
 
@@ -199,3 +201,24 @@ def deployed_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def deployer(tmp_path: Path) -> Deployer:
     return Deployer(tmp_path)
+
+
+# --- A headless Chromium for the web pages (tests/browser.py) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_session() -> Iterator[Browser]:
+    """One headless Chromium for the whole session; skips when it is not installed."""
+    started = start_browser()
+    try:
+        yield started
+    finally:
+        started.quit()
+
+
+@pytest.fixture
+def browser(browser_session: Browser) -> Iterator[Browser]:
+    """The session's browser, reset after the test to a blank page at desktop size with no
+    cookies, storage or extra windows."""
+    yield browser_session
+    browser_session.reset()
