@@ -62,9 +62,10 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy shared devstack bench deploy tests
-	# Both functions' entry modules are called main: check them one at a time.
+	# Each function's entry module is called main: check them one at a time.
 	$(PY) -m mypy generate/main.py
 	$(PY) -m mypy composite/main.py
+	$(PY) -m mypy gallery/main.py
 
 bench: setup
 	$(PY) -m bench.composite

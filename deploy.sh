@@ -2,7 +2,7 @@
 # Deploy Picture Line to your own Google Cloud project, and wire your Twilio number to it.
 #
 #   ./deploy.sh secrets            store the secrets in Secret Manager (asks for missing ones)
-#   ./deploy.sh [deploy]           deploy composite, then generate (Cloud Functions gen2)
+#   ./deploy.sh [deploy]           deploy composite, gallery, then generate (Cloud Functions gen2)
 #   ./deploy.sh studio             create/update the Studio flow and point the number at it
 #   ./deploy.sh schedule           run the sweep every 10 minutes (a QStash schedule)
 #   ./deploy.sh call "a fox" +1…   ask for a picture by hand (the operator trigger)
@@ -26,6 +26,8 @@ GENERATE_SECRETS=(QSTASH_TOKEN OPENAI_API_KEY SUPABASE_SECRET_KEY TWILIO_AUTH_TO
 # provider key and the salt too.
 COMPOSITE_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY
   SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPENAI_API_KEY SAFETY_IDENTIFIER_SALT)
+# gallery only reads the tables and signs Storage URLs.
+GALLERY_SECRETS=(SUPABASE_SECRET_KEY)
 ALL_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY OPENAI_API_KEY
   SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY SAFETY_IDENTIFIER_SALT STUDIO_FLOW_KEY)
 # Made up here when not given: nobody needs to know them, only the functions and the flow.
@@ -39,7 +41,8 @@ PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMB
   JPEG_QUALITY MMS_MAX_BYTES MMS_MAX_EDGE CLAIM_LEASE_SECONDS MAX_PROMPT_CHARS
   STORE_TIMEOUT_SECONDS MODERATION VOICE_CALLER_CHECK ALLOWED_COUNTRIES WHATSAPP
   LIMIT_PER_NUMBER_HOUR LIMIT_PER_NUMBER_DAY LIMIT_GLOBAL_DAY DAILY_BUDGET_USD MMS_COST_USD
-  ALLOWLIST SWEEP_AFTER_MINUTES RETENTION_DAYS)
+  ALLOWLIST SWEEP_AFTER_MINUTES RETENTION_DAYS FOLLOW_UP_MINUTES IMAGE_EDIT_MODEL
+  PHOTO_MAX_BYTES PHOTO_MAX_EDGE)
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com secretmanager.googleapis.com logging.googleapis.com)
 
@@ -125,6 +128,9 @@ stage() {
   run mkdir -p "$dir/shared"
   run cp "$ROOT/$name/main.py" "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
   run cp "$ROOT"/shared/*.py "$ROOT"/shared/*.json "$dir/shared/"  # code, and the style presets
+  if [[ -d "$ROOT/$name/templates" ]]; then
+    run cp -R "$ROOT/$name/templates" "$dir/templates"
+  fi
 }
 
 # YAML for --env-vars-file: plain settings only (never a secret), single-quoted so nothing
@@ -203,6 +209,7 @@ cmd_deploy() {
   ensure_build_service_account
   run mkdir -p "$BUILD"
   stage composite
+  stage gallery
   stage generate
   # composite first: generate needs its URL for the QStash callback.
   # 1 GiB and a full vCPU: Pillow decodes and re-encodes up to 1536x1024 pictures, and the
@@ -212,12 +219,17 @@ cmd_deploy() {
   ENV_PAIRS=("COMPOSITE_URL=@URL@")
   deploy_with_own_url composite 1Gi 1 120s "$(secret_flag "${COMPOSITE_SECRETS[@]}")"
   local composite_url="$DEPLOYED_URL"
+  # gallery before generate: generate texts its links. Pages of signed URLs: small and quick.
+  ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GALLERY_URL=@URL@")
+  deploy_with_own_url gallery 256Mi 1 30s "$(secret_flag "${GALLERY_SECRETS[@]}")"
+  local gallery_url="$DEPLOYED_URL"
   # generate answers Twilio within a second; 30 s only leaves room for a cold start.
-  ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GENERATE_URL=@URL@")
+  ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GALLERY_URL=$gallery_url" "GENERATE_URL=@URL@")
   deploy_with_own_url generate 512Mi 1 30s "$(secret_flag "${GENERATE_SECRETS[@]}")"
   say "deployed:"
   echo "  GENERATE_URL=$DEPLOYED_URL"
   echo "  COMPOSITE_URL=$composite_url"
+  echo "  GALLERY_URL=$gallery_url"
   say "next: ./deploy.sh studio   (wires ${TWILIO_FROM_NUMBER:-your number} to the flow)"
 }
 
@@ -377,7 +389,7 @@ cmd_logs() {
   require_tools gcloud
   require_settings GOOGLE_CLOUD_PROJECT
   local name
-  for name in generate composite; do
+  for name in generate composite gallery; do
     say "$name"
     run "${GCLOUD[@]}" functions logs read "$name" --gen2 --region="$REGION" \
       --limit="${LIMIT:-50}"

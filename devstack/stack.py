@@ -50,6 +50,7 @@ class Ports:
     qstash: int = 8080  # the official QStash dev server's port, so it can be swapped in
     generate: int = 8081
     composite: int = 8082
+    gallery: int = 8083
     openai: int = 8091
     supabase: int = 8092
     twilio: int = 8093
@@ -107,12 +108,14 @@ class Stack:
             "twilio": self._serve(twilio_app, self.ports.twilio),
             "secretmanager": self._serve(secrets_app, self.ports.secretmanager),
         }
-        spare = iter(_free_ports(2))
+        spare = iter(_free_ports(3))
         generate_port = self.ports.generate or next(spare)
         composite_port = self.ports.composite or next(spare)
+        gallery_port = self.ports.gallery or next(spare)
         function_env = {
             "GENERATE_URL": f"http://127.0.0.1:{generate_port}",
             "COMPOSITE_URL": f"http://127.0.0.1:{composite_port}",
+            "GALLERY_URL": f"http://127.0.0.1:{gallery_port}",
             "QSTASH_URL": urls["qstash"],
             "QSTASH_TOKEN": qstash.DEV_TOKEN,
             "QSTASH_CURRENT_SIGNING_KEY": qstash.DEV_CURRENT_SIGNING_KEY,
@@ -143,10 +146,11 @@ class Stack:
             "DEMO_FROM": DEMO_FROM,
             "DEMO_TO": DEMO_TO,
         }
+        ports = {"generate": generate_port, "composite": composite_port, "gallery": gallery_port}
         if self.functions_in_process:
-            self._start_functions_in_process(function_env, generate_port, composite_port)
+            self._start_functions_in_process(function_env, ports)
         else:
-            self._start_function_processes(function_env, generate_port, composite_port)
+            self._start_function_processes(function_env, ports)
         return self.env
 
     def _serve(self, app: Any, port: int) -> str:
@@ -155,7 +159,7 @@ class Stack:
         return server.url
 
     def _start_functions_in_process(
-        self, function_env: dict[str, str], generate_port: int, composite_port: int
+        self, function_env: dict[str, str], ports: dict[str, int]
     ) -> None:
         from functions_framework import create_app
 
@@ -166,18 +170,18 @@ class Stack:
         os.environ.update(function_env)
         os.environ.pop("SAFETY_IDENTIFIER_SALT", None)
         reset_services()
-        for name, port in (("generate", generate_port), ("composite", composite_port)):
+        for name, port in ports.items():
             app = create_app(name, str(ROOT / name / "main.py"))  # type: ignore[no-untyped-call]
             self._servers.append(serve_in_thread(app, port))
 
     def _start_function_processes(
-        self, function_env: dict[str, str], generate_port: int, composite_port: int
+        self, function_env: dict[str, str], ports: dict[str, int]
     ) -> None:
         env = {k: v for k, v in os.environ.items() if k != "SAFETY_IDENTIFIER_SALT"}
         env.update(function_env)
         env["PYTHONPATH"] = str(ROOT)
         env["PYTHONUNBUFFERED"] = "1"
-        for name, port in (("generate", generate_port), ("composite", composite_port)):
+        for name, port in ports.items():
             out: Any = None
             if self.function_logs is not None:
                 self.function_logs.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,7 @@ class Stack:
             ]  # fmt: skip
             process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
             self._processes.append(process)
-        for port in (generate_port, composite_port):
+        for port in ports.values():
             _wait_until_up(f"http://127.0.0.1:{port}/", timeout_s=30)
 
     def request_picture(self, prompt: str, to: str = DEMO_TO) -> requests.Response:

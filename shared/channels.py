@@ -27,6 +27,7 @@ from .conversation import (
     Reply,
     ReplyReason,
     SendAgain,
+    ShowGallery,
     decide_text,
 )
 from .deadline import Deadline
@@ -38,6 +39,7 @@ from .errors import (
     PromptTooLong,
     UpstreamError,
 )
+from .gallery_links import gallery_link, gallery_token, token_hash
 from .intake import (
     Command,
     IncomingMedia,
@@ -191,7 +193,7 @@ def _spoken_follow_up(
         if decision.earlier.status is RequestStatus.FAILED:
             return StudioAnswer(False, replies.earlier_request_failed(), decision.earlier.id)
         return StudioAnswer(True, replies.accepted_by_voice(), decision.earlier.id)
-    if isinstance(decision, Reply | KeepPhoto):
+    if isinstance(decision, Reply | KeepPhoto | ShowGallery):
         message = reply_for(decision, settings) if isinstance(decision, Reply) else ""
         return StudioAnswer(False, message)
     follow_up = picture_request_for(
@@ -276,6 +278,8 @@ def _answer_text(
         return answer_again(decision.earlier)
     if isinstance(decision, Reply):
         return StudioAnswer(False, reply_for(decision, settings))
+    if isinstance(decision, ShowGallery):
+        return StudioAnswer(False, send_gallery_link(sender, ours, decision.new_link, services))
     if isinstance(decision, KeepPhoto):
         if services.store.is_opted_out(sender, ours):
             return StudioAnswer(False, "")  # Twilio would refuse any reply
@@ -301,6 +305,24 @@ def _answer_text(
         return StudioAnswer(True, "", accepted.request_id)  # the picture itself is the answer
     reply = replies.accepted_follow_up(request.kind, request.prompt, accepted.reference or "")
     return StudioAnswer(True, reply, accepted.request_id)
+
+
+def send_gallery_link(address: str, ours: str, new_link: bool, services: Services) -> str:
+    """The words with the person's private gallery link; NEWLINK first moves to a new one,
+    so the old link stops working at once."""
+    settings = services.settings
+    if not settings.gallery_url:
+        return replies.no_gallery()
+    generation = services.store.gallery_generation(address, ours)
+    if generation is None or new_link:
+        generation = 0 if generation is None else generation + 1
+    secret = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
+    token = gallery_token(secret, address, ours, generation)
+    digest = token_hash(token)
+    assert digest is not None  # our own tokens always have the shape
+    services.store.set_gallery_link(address, ours, generation, digest)
+    logs.info("gallery link sent", new_link=new_link, generation=generation)
+    return replies.gallery_link(gallery_link(settings.gallery_url, token), new=new_link)
 
 
 def answer_again(earlier: RequestRecord) -> StudioAnswer:

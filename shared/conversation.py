@@ -43,7 +43,7 @@ class Conversation:
     def last_picture(self) -> RequestRecord | None:
         """Their newest delivered picture, if it is recent enough to follow up on."""
         for record in self.recent:
-            if record.status is RequestStatus.DELIVERED and record.image_path:
+            if record.has_picture:
                 delivered = record.delivered_at or record.created_at
                 if delivered is not None and delivered >= self.now - self.window:
                     return record
@@ -125,13 +125,20 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class ShowGallery:
+    """PICTURES (or NEWLINK: a new link, the old one stops working)."""
+
+    new_link: bool
+
+
+@dataclass(frozen=True)
 class AnswerAgain:
     """Twilio sent the same message again: answer as the first time, do nothing new."""
 
     earlier: RequestRecord
 
 
-TextDecision = MakePicture | SendAgain | KeepPhoto | Reply | AnswerAgain
+TextDecision = MakePicture | SendAgain | KeepPhoto | Reply | AnswerAgain | ShowGallery
 
 
 def decide_text(
@@ -169,6 +176,10 @@ def decide_text(
             return _again(conversation)
         case Command.UNDO:
             return _undo(conversation)
+        case Command.PICTURES:
+            return ShowGallery(new_link=False)
+        case Command.NEW_LINK:
+            return ShowGallery(new_link=True)
     return Reply(ReplyReason.USAGE)  # STOP/START never get here
 
 
@@ -245,9 +256,9 @@ def _undo(conversation: Conversation) -> TextDecision:
     shown = _shown(last, conversation)
     changed = shown is not None and shown.kind in (RequestKind.REFINE, RequestKind.AGAIN)
     before = conversation.find(shown.parent_id) if shown is not None and changed else None
-    if before is None or before.status is not RequestStatus.DELIVERED or not before.image_path:
+    if before is None or not before.has_picture:
         return Reply(ReplyReason.NOTHING_TO_UNDO)
     picture = _shown(before, conversation) if before.kind is RequestKind.UNDO else before
-    if picture is None or not picture.image_path:
+    if picture is None or not picture.has_picture:
         return Reply(ReplyReason.NOTHING_TO_UNDO)
     return SendAgain(picture)

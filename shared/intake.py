@@ -246,6 +246,8 @@ class Command(StrEnum):
     AGAIN = "again"  # another take of the last picture
     UNDO = "undo"  # the picture before the last change
     STYLES = "styles"  # list the style presets
+    PICTURES = "pictures"  # the link to their gallery
+    NEW_LINK = "new_link"  # a new gallery link; the old one stops working
 
 
 # Whole-message follow-up words, matched like Twilio's keywords (case and punctuation aside).
@@ -254,11 +256,14 @@ AGAIN_WORDS = frozenset(
 )
 UNDO_WORDS = frozenset({"UNDO", "BACK", "GO BACK", "PREVIOUS"})
 STYLES_WORDS = frozenset({"STYLES", "STYLE"})
+PICTURES_WORDS = frozenset({"PICTURES", "MY PICTURES", "GALLERY"})
+NEW_LINK_WORDS = frozenset({"NEWLINK", "NEW LINK"})
 _SEPARATORS = re.compile(r"[\W_]+")
 
 
 def follow_up_command(body: str) -> Command | None:
-    """AGAIN, UNDO or STYLES when the whole message is one of their words ("Again!")."""
+    """AGAIN, UNDO, STYLES, PICTURES or NEWLINK when the whole message is one of their words
+    ("Again!")."""
     words = _SEPARATORS.sub(" ", body).strip().upper()
     if not words.isascii():
         return None
@@ -268,6 +273,10 @@ def follow_up_command(body: str) -> Command | None:
         return Command.UNDO
     if words in STYLES_WORDS:
         return Command.STYLES
+    if words in PICTURES_WORDS:
+        return Command.PICTURES
+    if words in NEW_LINK_WORDS:
+        return Command.NEW_LINK
     return None
 
 

@@ -134,6 +134,16 @@ class RequestRecord:
     parent_id: str | None = None
     source_path: str | None = None  # the picture in Storage an edit starts from
     source_ref: str | None = None  # Twilio's MessageSid or CallSid that asked for it
+    deleted_at: datetime | None = None  # the person deleted it from their gallery
+
+    @property
+    def has_picture(self) -> bool:
+        """Delivered, with its picture still kept."""
+        return (
+            self.status is RequestStatus.DELIVERED
+            and self.image_path is not None
+            and self.deleted_at is None
+        )
 
     @property
     def reference(self) -> str:
@@ -168,4 +178,5 @@ class RequestRecord:
             parent_id=str(row["parent_id"]) if row.get("parent_id") else None,
             source_path=row.get("source_path"),
             source_ref=row.get("source_ref"),
+            deleted_at=_time(row.get("deleted_at")),
         )

@@ -145,6 +145,15 @@ def nothing_to_follow(keyword: str) -> str:
     return f"You have no recent picture to change. {how} what you'd like to see to start one."
 
 
+def gallery_link(link: str, new: bool) -> str:
+    what = "Your new private link" if new else "Your pictures, at full size"
+    return f"{what}: {link} Keep it to yourself; text NEWLINK for a new one."
+
+
+def no_gallery() -> str:
+    return "Sorry, there is no gallery on this number."
+
+
 def nothing_to_undo() -> str:
     return "There's nothing to undo: this is the first version of your picture."
 

@@ -104,6 +104,7 @@ class Settings:
     supabase_url: str
     twilio_account_sid: str
     generate_url: str | None = None
+    gallery_url: str | None = None  # the `gallery` function (PICTURES links); none: no gallery
     qstash_url: str = DEFAULT_QSTASH_URL
     openai_base_url: str = DEFAULT_OPENAI_BASE_URL
     twilio_api_base_url: str | None = None
@@ -340,6 +341,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         supabase_url=read.url("SUPABASE_URL", required=True) or "",
         twilio_account_sid=read.text("TWILIO_ACCOUNT_SID", required=True) or "",
         generate_url=read.url("GENERATE_URL"),
+        gallery_url=read.url("GALLERY_URL"),
         qstash_url=read.url("QSTASH_URL", DEFAULT_QSTASH_URL) or DEFAULT_QSTASH_URL,
         openai_base_url=read.url("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL)
         or DEFAULT_OPENAI_BASE_URL,

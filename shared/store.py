@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 TABLE = "requests"
 SELF_TESTS = "self_tests"
 PENDING_PHOTOS = "pending_photos"
+GALLERY_LINKS = "gallery_links"
+DELETED_PROMPT = "(deleted)"
 PHOTOS_PREFIX = "photos/"  # the people's own photos, beside the pictures we made
 OPT_OUTS = "opt_outs"
 # We ask for JPEG (generation.py), so the original is one.
@@ -447,6 +449,72 @@ class RequestStore:
         )
         rows: Any = guard("finding old photos", query.execute).data
         return [(str(r["address"]), str(r["sender"]), str(r["path"])) for r in rows]
+
+    def set_gallery_link(
+        self, address: str, sender: str, generation: int, token_sha256: str
+    ) -> None:
+        """Make this the person's one gallery link (an earlier one stops working)."""
+        row = {
+            "address": address,
+            "sender": sender,
+            "generation": generation,
+            "token_sha256": token_sha256,
+        }
+        guard("keeping the gallery link", self._client.table(GALLERY_LINKS).upsert(row).execute)
+
+    def gallery_generation(self, address: str, sender: str) -> int | None:
+        """Which link the person has now (None: none yet)."""
+        query = (
+            self._client.table(GALLERY_LINKS)
+            .select("generation")
+            .eq("address", address)
+            .eq("sender", sender)
+            .limit(1)
+        )
+        rows: Any = guard("reading the gallery link", query.execute).data
+        return int(rows[0]["generation"]) if rows else None
+
+    def gallery_owner(self, token_sha256: str) -> tuple[str, str] | None:
+        """(address, sender) whose gallery this token opens, if any."""
+        query = (
+            self._client.table(GALLERY_LINKS)
+            .select("address,sender")
+            .eq("token_sha256", token_sha256)
+            .limit(1)
+        )
+        rows: Any = guard("reading the gallery link", query.execute).data
+        return (str(rows[0]["address"]), str(rows[0]["sender"])) if rows else None
+
+    def gallery_pictures(self, address: str, sender: str, limit: int) -> list[RequestRecord]:
+        """The person's delivered pictures, newest first (an UNDO shows no new picture)."""
+        query = (
+            self._table()
+            .select("*")
+            .eq("recipient", address)
+            .eq("sender", sender)
+            .eq("status", RequestStatus.DELIVERED.value)
+            .neq("kind", RequestKind.UNDO.value)
+            .is_("deleted_at", "null")
+            .order("created_at", desc=True)
+            .limit(limit)
+        )
+        rows: list[dict[str, Any]] = guard("reading the gallery", query.execute).data
+        return [RequestRecord.from_row(row) for row in rows]
+
+    def delete_picture(self, address: str, sender: str, request_id: str) -> tuple[str, ...]:
+        """The person deletes one of their pictures: its prompt is replaced and the paths of
+        its files returned, for Storage. Nothing (an empty tuple) if it is not theirs."""
+        fields = {"deleted_at": _now(), "prompt": DELETED_PROMPT}
+        query = (
+            self._table()
+            .update(fields)
+            .eq("id", request_id)
+            .eq("recipient", address)
+            .eq("sender", sender)
+            .is_("deleted_at", "null")
+        )
+        rows: list[dict[str, Any]] = guard("deleting the picture", query.execute).data
+        return owned_paths(RequestRecord.from_row(rows[0])) if rows else ()
 
     def record_self_test(self, result: SelfTestResult) -> None:
         """Keep what `composite` saw of the doctor's self-test (see self_test.py)."""

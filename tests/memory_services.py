@@ -26,6 +26,7 @@ from shared.records import (
     CreationOutcome,
     FailureReason,
     OptOutSource,
+    RequestKind,
     RequestRecord,
     RequestStatus,
 )
@@ -62,6 +63,7 @@ class MemoryStore:
         self.self_tests: list[SelfTestResult] = []
         self.published: dict[str, str] = {}
         self.photos: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self.gallery_links: dict[tuple[str, str], tuple[int, str]] = {}
         # Set to make `create` answer this instead of recording (a limit, say).
         self.next_creation: CreationOutcome | None = None
         self.fail_writes: Exception | None = None  # raised by every write under a claim
@@ -285,6 +287,33 @@ class MemoryStore:
     def delete(self, request_ids: list[str]) -> int:
         gone = [self.rows.pop(request_id) for request_id in request_ids if request_id in self.rows]
         return len(gone)
+
+    def set_gallery_link(
+        self, address: str, sender: str, generation: int, token_sha256: str
+    ) -> None:
+        self.gallery_links[(address, sender)] = (generation, token_sha256)
+
+    def gallery_generation(self, address: str, sender: str) -> int | None:
+        link = self.gallery_links.get((address, sender))
+        return link[0] if link else None
+
+    def gallery_owner(self, token_sha256: str) -> tuple[str, str] | None:
+        return next(
+            (pair for pair, (_, h) in self.gallery_links.items() if h == token_sha256), None
+        )
+
+    def gallery_pictures(self, address: str, sender: str, limit: int) -> list[RequestRecord]:
+        mine = self.recent_for(address, sender, len(self.rows))
+        return [r for r in mine if r.has_picture and r.kind is not RequestKind.UNDO][:limit]
+
+    def delete_picture(self, address: str, sender: str, request_id: str) -> tuple[str, ...]:
+        row = self.rows.get(request_id)
+        if row is None or (row["recipient"], row["sender"]) != (address, sender):
+            return ()
+        if row.get("deleted_at"):
+            return ()
+        row.update(deleted_at=datetime.now(UTC).isoformat(), prompt="(deleted)")
+        return owned_paths(RequestRecord.from_row(row))
 
     def record_self_test(self, result: SelfTestResult) -> None:
         self.self_tests.append(result)

@@ -142,6 +142,8 @@ def test_a_reply_refines_the_last_picture_from_its_original(
     assert picture["sha256"] == sha256(stored(stack, original))  # the unframed original
     assert len([m for m in stack.messages_to(caller) if m["media"]]) == 2
     assert "Reply to change it" in stack.messages_to(caller)[-1]["body"]
+    # Its input picture is billed, so the budget counts more for an edit than for a new one.
+    assert second["estimated_cost_usd"] > first["estimated_cost_usd"]
 
 
 def test_again_makes_another_take_and_undo_sends_the_first_back_for_free(
@@ -363,3 +365,43 @@ def test_media_on_a_foreign_host_is_never_fetched(stack: StackClient, caller: st
     assert "couldn't open that picture" in reply
     assert fetched == []
     assert rows(stack, caller) == []
+
+
+def test_a_photo_sent_through_the_studio_flow_is_restyled(stack: StackClient, caller: str) -> None:
+    """The flow passes the message's first attachment as `media_url` / `media_type`."""
+
+    def quiet(environ: dict[str, Any], start: Callable[..., Any]) -> list[bytes]:
+        start("200 OK", [("Content-Type", "text/xml")])
+        return [b"<Response/>"]
+
+    server = serve_in_thread(quiet)  # the webhook of a number pointed at the Studio flow
+    try:
+        inbound = requests.post(
+            f"{stack.env['TWILIO_API_BASE_URL']}/__dev/inbound",
+            json={
+                "from": caller,
+                "to": stack.env["DEMO_FROM"],
+                "body": "",
+                "media": [
+                    {"content_type": "image/jpeg", "data_b64": base64.b64encode(jpeg()).decode()}
+                ],
+                "url": server.url,
+            },
+            timeout=30,
+        ).json()
+    finally:
+        server.stop()
+    [media_url] = inbound["media_urls"]
+    form = {
+        "body": "as a pop-art poster",
+        "to": caller,
+        "from": stack.env["DEMO_FROM"],
+        "channel": "message",
+        "source_ref": inbound["inbound_sid"],
+        "media_url": media_url,
+        "media_type": "image/jpeg",
+    }
+    answer = signed_post(stack, form).json()
+    assert answer["accepted"] is True and "on its way back" in answer["message"]
+    restyled = delivered(stack, caller)
+    assert restyled["kind"] == "restyle" and restyled["source_path"].startswith("photos/")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.conversation import (
+    AnswerAgain,
     Conversation,
     KeepPhoto,
     MakePicture,
@@ -16,6 +17,7 @@ from shared.conversation import (
     Reply,
     ReplyReason,
     SendAgain,
+    ShowGallery,
     decide_text,
     styled_prompt,
 )
@@ -337,3 +339,25 @@ def test_the_shipped_styles_load_and_each_reads_as_a_phrase() -> None:
     for style in DEFAULT_STYLES.styles:
         assert style.draw_prompt("a fox").startswith("a fox, as ")
         assert style.look in style.edit_instruction()
+
+
+def test_a_message_twilio_sent_before_is_answered_as_before() -> None:
+    earlier = replace(row(RequestKind.REFINE, source_path="s"), source_ref="SM" + "1" * 32)
+    decision = decide_text(
+        text("make it night"), talk(earlier), STYLES, keyword="DRAW", source_ref="SM" + "1" * 32
+    )
+    assert decision == AnswerAgain(earlier)
+
+
+def test_a_deleted_picture_is_not_followed_nor_undone_to() -> None:
+    deleted = replace(row(minutes_ago=10), deleted_at=NOW)
+    assert decide("make it night", talk(deleted)) == Reply(ReplyReason.USAGE)
+    changed = row(RequestKind.REFINE, parent=deleted, source_path="s")
+    assert decide("undo", talk(deleted, changed)) == Reply(ReplyReason.NOTHING_TO_UNDO)
+
+
+@pytest.mark.parametrize(
+    ("body", "new_link"), [("PICTURES", False), ("my pictures", False), ("NEWLINK", True)]
+)
+def test_pictures_and_newlink_show_the_gallery(body: str, new_link: bool) -> None:
+    assert decide(body, talk()) == ShowGallery(new_link)

@@ -32,11 +32,15 @@ def test_deploy_puts_composite_first_and_gives_each_function_its_own_url(
     deployer.run("deploy")
     deploys = deployer.commands("functions", "deploy")
     names = [[a for a in d["args"] if not a.startswith("--")][2] for d in deploys]
-    # First install: each is deployed twice, the second time knowing its own URL.
-    assert names == ["composite", "composite", "generate", "generate"]
-    composite_env, generate_env = deploys[1]["env_file"], deploys[3]["env_file"]
+    # First install: each is deployed twice, the second time knowing its own URL; gallery
+    # before generate, which texts its links.
+    assert names == ["composite", "composite", "gallery", "gallery", "generate", "generate"]
+    composite_env, gallery_env = deploys[1]["env_file"], deploys[3]["env_file"]
+    generate_env = deploys[5]["env_file"]
     assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in composite_env
+    assert "GALLERY_URL: 'https://gallery-x7k2q9-uc.a.run.app'" in gallery_env
     assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in generate_env
+    assert "GALLERY_URL: 'https://gallery-x7k2q9-uc.a.run.app'" in generate_env
     assert "GENERATE_URL: 'https://generate-x7k2q9-uc.a.run.app'" in generate_env
     assert "BRAND_NAME: 'Bob''s Pictures'" in generate_env  # YAML single-quote escaping
 
@@ -111,7 +115,7 @@ def test_a_second_deploy_changes_nothing_but_the_revisions(deployer: Deployer) -
     deployer.reset_log()
     deployer.run("deploy")
     deploys = deployer.commands("functions", "deploy")
-    assert len(deploys) == 2  # one new revision each, nothing else created
+    assert len(deploys) == 3  # one new revision each, nothing else created
     assert {d["env_file"] for d in deploys} == first_envs
     assert deployer.commands("secrets") == []
     assert deployer.commands("iam", "service-accounts", "create") == []
@@ -188,6 +192,7 @@ def test_dry_run_prints_every_command_and_touches_nothing(deployer: Deployer) ->
     deploys = [line for line in lines if " functions deploy " in line]
     assert [line.split(" functions deploy ")[1].split()[0] for line in deploys] == [
         "composite",
+        "gallery",
         "generate",
     ]
     assert all("--project=picture-line-test" in line for line in lines)
@@ -236,12 +241,13 @@ def test_call_needs_a_prompt_and_a_number(deployer: Deployer) -> None:
     assert result.returncode != 0 and "usage" in result.stderr
 
 
-def test_logs_reads_both_functions(deployer: Deployer) -> None:
+def test_logs_reads_every_function(deployer: Deployer) -> None:
     deployer.run("logs")
     read = deployer.commands("functions", "logs", "read")
     assert [[a for a in c["args"] if not a.startswith("--")][3] for c in read] == [
         "generate",
         "composite",
+        "gallery",
     ]
 
 
@@ -307,4 +313,4 @@ def test_generate_alone_can_be_kept_warm(deployer: Deployer) -> None:
         flag(d, "entry-point"): flag(d, "min-instances")
         for d in deployer.commands("functions", "deploy")
     }
-    assert minimum == {"generate": "1", "composite": "0"}
+    assert minimum == {"generate": "1", "composite": "0", "gallery": "0"}

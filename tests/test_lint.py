@@ -17,6 +17,7 @@ CHECKS = {
     # Both functions' entry modules are called main, so each is checked on its own.
     "mypy generate": ["mypy", "generate/main.py"],
     "mypy composite": ["mypy", "composite/main.py"],
+    "mypy gallery": ["mypy", "gallery/main.py"],
 }
 
 

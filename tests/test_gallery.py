@@ -1,0 +1,99 @@
+"""The private gallery (`gallery/`): the link PICTURES texts opens the person's pictures; a
+wrong or replaced token gets 404; delete removes a picture and its prompt for good."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.stack_client import StackClient, latest_request, signed_post
+from devstack.vendor_calls import incoming_text, reply_text
+from shared.store import PictureStore
+
+pytestmark = pytest.mark.stack
+LINK = re.compile(r"http://127\.0\.0\.1:\d+/p/[A-Za-z0-9_-]{43}")
+
+
+def text(stack: StackClient, caller: str, body: str) -> str:
+    return reply_text(signed_post(stack, incoming_text(caller, body)))
+
+
+def delivered_picture(stack: StackClient, caller: str, prompt: str) -> dict[str, Any]:
+    assert "on its way" in text(stack, caller, f"DRAW {prompt}")
+    row = latest_request(stack, caller)
+    assert row is not None
+    done = stack.wait_finished(str(row["id"]))
+    assert done["status"] == "delivered"
+    return done
+
+
+def link_in(reply: str) -> str:
+    found = LINK.search(reply)
+    assert found, reply
+    return found.group(0)
+
+
+def stored(stack: StackClient, path: str) -> int:
+    url = f"{stack.env['SUPABASE_URL']}/storage/v1/object/public/pictures/{path}"
+    return requests.get(url, timeout=10).status_code
+
+
+def test_pictures_texts_a_private_link_that_shows_them(stack: StackClient, caller: str) -> None:
+    picture = delivered_picture(stack, caller, "a <b>bold</b> heron & friends")
+    link = link_in(text(stack, caller, "PICTURES"))
+    assert link_in(text(stack, caller, "pictures")) == link  # the same link each time
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200
+    assert "a &lt;b&gt;bold&lt;/b&gt; heron &amp; friends" in page.text  # escaped
+    assert "<b>bold</b>" not in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none'
+    assert page.headers["Cache-Control"] == "no-store"
+    preview = re.search(r'<img src="([^"]+)"', page.text)
+    assert preview and "/storage/v1/object/sign/" in preview.group(1)
+    assert requests.get(preview.group(1).replace("&amp;", "&"), timeout=10).status_code == 200
+    original = requests.get(f"{link}/original/{picture['id']}", timeout=10)
+    assert original.status_code == 200 and original.headers["Content-Type"] == "image/jpeg"
+
+
+def test_a_wrong_or_replaced_link_is_not_found(stack: StackClient, caller: str) -> None:
+    delivered_picture(stack, caller, "a lantern")
+    old = link_in(text(stack, caller, "PICTURES"))
+    assert requests.get(old[:-1] + ("A" if old[-1] != "A" else "B"), timeout=10).status_code == 404
+    new = link_in(text(stack, caller, "NEWLINK"))
+    assert new != old
+    assert requests.get(old, timeout=10).status_code == 404
+    assert requests.get(new, timeout=10).status_code == 200
+    assert requests.get(f"{stack.env['GALLERY_URL']}/anything", timeout=10).status_code == 404
+
+
+def test_delete_removes_the_picture_and_its_prompt(stack: StackClient, caller: str) -> None:
+    picture = delivered_picture(stack, caller, "a secret garden")
+    link = link_in(text(stack, caller, "PICTURES"))
+    url = f"{link}/delete/{picture['id']}"
+    assert requests.post(url, timeout=10).status_code == 403  # not from the gallery page
+    forged = requests.post(url, headers={"Origin": "https://evil.example"}, timeout=10)
+    assert forged.status_code == 403
+    origin = stack.env["GALLERY_URL"]
+    done = requests.post(url, headers={"Origin": origin}, timeout=10, allow_redirects=False)
+    assert done.status_code == 303 and done.headers["Location"] == link
+    row = stack.row(str(picture["id"]))
+    assert row["prompt"] == "(deleted)" and row["deleted_at"] is not None
+    assert "a secret garden" not in requests.get(link, timeout=10).text
+    assert stored(stack, picture["image_path"]) != 200
+    assert stored(stack, PictureStore.original_path_for(picture["image_path"])) != 200
+    # A deleted picture is not followed up on.
+    assert "Text DRAW followed by" in text(stack, caller, "make it night")
+
+
+def test_another_persons_picture_cannot_be_deleted(stack: StackClient, caller: str) -> None:
+    mine = delivered_picture(stack, caller, "a teapot")
+    other = "+15552009999"
+    link = link_in(text(stack, other, "PICTURES"))
+    origin = stack.env["GALLERY_URL"]
+    requests.post(f"{link}/delete/{mine['id']}", headers={"Origin": origin}, timeout=10)
+    assert stack.row(str(mine["id"]))["deleted_at"] is None
