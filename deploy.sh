@@ -2,7 +2,7 @@
 # Deploy Picture Line to your own Google Cloud project, and wire your Twilio number to it.
 #
 #   ./deploy.sh secrets            store the secrets in Secret Manager (asks for missing ones)
-#   ./deploy.sh [deploy]           deploy composite, gallery, then generate (Cloud Functions gen2)
+#   ./deploy.sh [deploy]           deploy gallery, composite, then generate (Cloud Functions gen2)
 #   ./deploy.sh studio             create/update the Studio flow and point the number at it
 #   ./deploy.sh schedule           run the sweep every 10 minutes (a QStash schedule)
 #   ./deploy.sh call "a fox" +1…   ask for a picture by hand (the operator trigger)
@@ -26,7 +26,7 @@ GENERATE_SECRETS=(QSTASH_TOKEN OPENAI_API_KEY SUPABASE_SECRET_KEY TWILIO_AUTH_TO
 # provider key and the salt too.
 COMPOSITE_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY
   SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPENAI_API_KEY SAFETY_IDENTIFIER_SALT)
-# gallery only reads the tables and signs Storage URLs.
+# gallery only reads the tables and signs Storage URLs (pages of signed URLs: small and quick).
 GALLERY_SECRETS=(SUPABASE_SECRET_KEY)
 ALL_SECRETS=(QSTASH_TOKEN QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY OPENAI_API_KEY
   SUPABASE_SECRET_KEY TWILIO_AUTH_TOKEN OPERATOR_KEY SAFETY_IDENTIFIER_SALT STUDIO_FLOW_KEY)
@@ -208,21 +208,23 @@ cmd_deploy() {
   enable_apis
   ensure_build_service_account
   run mkdir -p "$BUILD"
-  stage composite
   stage gallery
+  stage composite
   stage generate
-  # composite first: generate needs its URL for the QStash callback.
+  # gallery first: composite texts its link when an MMS does not reach a phone, and generate
+  # when asked (PICTURES). It never calls composite, but the settings every function loads
+  # require COMPOSITE_URL: a fixed stand-in keeps each deploy the same.
+  ENV_PAIRS=("COMPOSITE_URL=https://unused.invalid/composite" "GALLERY_URL=@URL@")
+  deploy_with_own_url gallery 256Mi 1 30s "$(secret_flag "${GALLERY_SECRETS[@]}")"
+  local gallery_url="$DEPLOYED_URL"
+  # composite next: generate needs its URL for the QStash callback.
   # 1 GiB and a full vCPU: Pillow decodes and re-encodes up to 1536x1024 pictures, and the
   # libraries' import is CPU-bound on cold start. 120 s covers the slowest run: upload
   # (20 s timeout), the MMS send and an earlier-send lookup at Twilio (15 s each), and four
   # database calls (10 s each). CLAIM_LEASE_SECONDS (180) must stay above it.
-  ENV_PAIRS=("COMPOSITE_URL=@URL@")
+  ENV_PAIRS=("COMPOSITE_URL=@URL@" "GALLERY_URL=$gallery_url")
   deploy_with_own_url composite 1Gi 1 120s "$(secret_flag "${COMPOSITE_SECRETS[@]}")"
   local composite_url="$DEPLOYED_URL"
-  # gallery before generate: generate texts its links. Pages of signed URLs: small and quick.
-  ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GALLERY_URL=@URL@")
-  deploy_with_own_url gallery 256Mi 1 30s "$(secret_flag "${GALLERY_SECRETS[@]}")"
-  local gallery_url="$DEPLOYED_URL"
   # generate answers Twilio within a second; 30 s only leaves room for a cold start.
   ENV_PAIRS=("COMPOSITE_URL=$composite_url" "GALLERY_URL=$gallery_url" "GENERATE_URL=@URL@")
   deploy_with_own_url generate 512Mi 1 30s "$(secret_flag "${GENERATE_SECRETS[@]}")"

@@ -18,7 +18,7 @@ import flask
 import functions_framework
 
 from shared.callbacks import bound_request_id, is_sweep_body, parse_callback
-from shared.delivery import handle_callback
+from shared.delivery import handle_callback, offer_gallery_link
 from shared.edge import (
     handler,
     json_response,
@@ -37,7 +37,7 @@ from shared.logs import bind, warning
 from shared.self_test import answer_self_test, self_test_nonce
 from shared.services import Services, get_services
 from shared.sweep import sweep
-from shared.twilio_webhooks import read_status_callback
+from shared.twilio_webhooks import NOT_DELIVERED, read_status_callback
 
 # QStash's largest plan message is 50 MB; a 1024² JPEG callback is well under 1 MB.
 MAX_BODY_BYTES = 12 * 1024 * 1024
@@ -96,4 +96,6 @@ def _message_status(request: flask.Request, services: Services) -> flask.Respons
             status=report.status,
             error_code=report.error_code,
         )
+    if recorded and report.status in NOT_DELIVERED:
+        offer_gallery_link(request_id, report.message_sid, services)
     return flask.Response(status=204)

@@ -122,6 +122,27 @@ def run_follow_up(stack: Stack, env: dict[str, str], words: str) -> int:
         return 1
     print(f"refined request {row['id']} (an edit of {row['parent_id']}) delivered")
     print(f"\nRefined picture: {media[0]}")
+    return print_gallery_link(env)
+
+
+def print_gallery_link(env: dict[str, str]) -> int:
+    """The person texts PICTURES and gets the private link to their gallery."""
+    answer = requests.post(
+        f"{env['TWILIO_API_BASE_URL']}/__dev/incoming",
+        json={
+            "from": env["DEMO_TO"],
+            "to": env["DEMO_FROM"],
+            "body": "PICTURES",
+            "url": env["GENERATE_URL"],
+        },
+        timeout=30,
+    ).json()
+    said = " ".join(str(reply.get("body")) for reply in answer.get("replies", []))
+    link = next((word for word in said.split() if word.startswith(env["GALLERY_URL"])), None)
+    if link is None:
+        print(f"demo failed: PICTURES got no gallery link: {said}", file=sys.stderr)
+        return 1
+    print(f"\nGallery link, texted for PICTURES (it works while a stack runs): {link}")
     return 0
 
 

@@ -39,7 +39,7 @@ from .errors import (
     PromptTooLong,
     UpstreamError,
 )
-from .gallery_links import gallery_link, gallery_token, token_hash
+from .gallery_access import gallery_link_for
 from .intake import (
     Command,
     IncomingMedia,
@@ -308,21 +308,9 @@ def _answer_text(
 
 
 def send_gallery_link(address: str, ours: str, new_link: bool, services: Services) -> str:
-    """The words with the person's private gallery link; NEWLINK first moves to a new one,
-    so the old link stops working at once."""
-    settings = services.settings
-    if not settings.gallery_url:
-        return replies.no_gallery()
-    generation = services.store.gallery_generation(address, ours)
-    if generation is None or new_link:
-        generation = 0 if generation is None else generation + 1
-    secret = settings.secret("SAFETY_IDENTIFIER_SALT").reveal()
-    token = gallery_token(secret, address, ours, generation)
-    digest = token_hash(token)
-    assert digest is not None  # our own tokens always have the shape
-    services.store.set_gallery_link(address, ours, generation, digest)
-    logs.info("gallery link sent", new_link=new_link, generation=generation)
-    return replies.gallery_link(gallery_link(settings.gallery_url, token), new=new_link)
+    """The words with the person's private gallery link (NEWLINK: a new one)."""
+    link = gallery_link_for(address, ours, services, new_link=new_link)
+    return replies.gallery_link(link, new=new_link) if link else replies.no_gallery()
 
 
 def answer_again(earlier: RequestRecord) -> StudioAnswer:

@@ -40,11 +40,12 @@ from .delivery_decisions import (
 from .endpoints import message_status_url
 from .errors import MessagingError, ProviderError
 from .framing import FramedPicture, frame_image
+from .gallery_access import gallery_link_for
 from .generation import GeneratedImage, read_generated_image
 from .image_models import image_cost
 from .publishing import generation_job
 from .records import FailureReason, OptOutSource, RequestRecord
-from .replies import failure_notice, failure_notices, picture_caption
+from .replies import failure_notice, failure_notices, picture_by_link, picture_caption
 from .services import Services
 from .sources import source_url_for
 from .store import PictureStore
@@ -212,6 +213,31 @@ def resend_picture(request_id: str, image_path: str, services: Services) -> Call
             return CallbackOutcome.FAILED
         _record_delivered(held, sent.sid, {})
         return CallbackOutcome.DELIVERED
+
+
+def offer_gallery_link(request_id: str, message_sid: str, services: Services) -> bool:
+    """The picture's MMS (`message_sid`) never reached the phone: text the person the link to
+    their gallery instead, once, so they are not left with nothing. Best effort: a send that
+    fails is logged, as the picture itself was delivered to Twilio."""
+    if not services.settings.gallery_url:
+        return False
+    record = services.store.mark_link_sent(request_id, message_sid)
+    if record is None:
+        return False  # not the picture's MMS, already offered, or deleted
+    link = gallery_link_for(record.recipient, record.sender, services)
+    if link is None:
+        return False
+    try:
+        services.messenger.send(
+            to=record.recipient,
+            from_=record.sender,
+            body=picture_by_link(record.prompt, link),
+        )
+    except MessagingError as exc:
+        logs.error("could not text the gallery link", code=exc.code, detail=exc.detail)
+        return False
+    logs.info("the MMS did not reach the phone; texted the gallery link instead")
+    return True
 
 
 def finish_stuck(request_id: str, services: Services) -> CallbackOutcome:

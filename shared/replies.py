@@ -150,6 +150,14 @@ def gallery_link(link: str, new: bool) -> str:
     return f"{what}: {link} Keep it to yourself; text NEWLINK for a new one."
 
 
+def picture_by_link(prompt: str, link: str) -> str:
+    """For a picture whose MMS never reached the phone."""
+    return (
+        f"Your picture of “{_preview(prompt)}” couldn't reach your phone as a picture "
+        f"message. See it here: {link}"
+    )
+
+
 def no_gallery() -> str:
     return "Sorry, there is no gallery on this number."
 

@@ -94,6 +94,8 @@ class RequestStorage(Protocol):
 
     def delete_picture(self, address: str, sender: str, request_id: str) -> tuple[str, ...]: ...
 
+    def mark_link_sent(self, request_id: str, message_sid: str) -> RequestRecord | None: ...
+
 
 class PictureStorage(Protocol):
     """The picture bucket (store.PictureStore)."""

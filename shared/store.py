@@ -516,6 +516,21 @@ class RequestStore:
         rows: list[dict[str, Any]] = guard("deleting the picture", query.execute).data
         return owned_paths(RequestRecord.from_row(rows[0])) if rows else ()
 
+    def mark_link_sent(self, request_id: str, message_sid: str) -> RequestRecord | None:
+        """Take the one chance to text the gallery link for a picture whose MMS
+        (`message_sid`) never reached the phone; the request, the first time only."""
+        query = (
+            self._table()
+            .update({"link_sent_at": _now()})
+            .eq("id", request_id)
+            .eq("message_sid", message_sid)
+            .eq("status", RequestStatus.DELIVERED.value)
+            .is_("link_sent_at", "null")
+            .is_("deleted_at", "null")
+        )
+        rows: list[dict[str, Any]] = guard("marking the link sent", query.execute).data
+        return RequestRecord.from_row(rows[0]) if rows else None
+
     def record_self_test(self, result: SelfTestResult) -> None:
         """Keep what `composite` saw of the doctor's self-test (see self_test.py)."""
         row = {

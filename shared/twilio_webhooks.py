@@ -60,6 +60,8 @@ def verify_twilio_signature(
 MESSAGE_STATUSES = frozenset(
     {"queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "accepted"}
 )
+# The message never reached the phone [DOC message-status-values].
+NOT_DELIVERED = frozenset({"undelivered", "failed"})
 _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
 _ERROR_CODE = re.compile(r"[0-9]{1,6}")  # Twilio's codes have five digits [DOC errors]
 

@@ -315,6 +315,13 @@ class MemoryStore:
         row.update(deleted_at=datetime.now(UTC).isoformat(), prompt="(deleted)")
         return owned_paths(RequestRecord.from_row(row))
 
+    def mark_link_sent(self, request_id: str, message_sid: str) -> RequestRecord | None:
+        row = self.rows.get(request_id)
+        if row is None or row.get("message_sid") != message_sid or row.get("link_sent_at"):
+            return None
+        row["link_sent_at"] = datetime.now(UTC).isoformat()
+        return RequestRecord.from_row(row)
+
     def record_self_test(self, result: SelfTestResult) -> None:
         self.self_tests.append(result)
 

@@ -33,12 +33,13 @@ def test_deploy_puts_composite_first_and_gives_each_function_its_own_url(
     deploys = deployer.commands("functions", "deploy")
     names = [[a for a in d["args"] if not a.startswith("--")][2] for d in deploys]
     # First install: each is deployed twice, the second time knowing its own URL; gallery
-    # before generate, which texts its links.
-    assert names == ["composite", "composite", "gallery", "gallery", "generate", "generate"]
-    composite_env, gallery_env = deploys[1]["env_file"], deploys[3]["env_file"]
+    # first, as composite and generate text its links.
+    assert names == ["gallery", "gallery", "composite", "composite", "generate", "generate"]
+    gallery_env, composite_env = deploys[1]["env_file"], deploys[3]["env_file"]
     generate_env = deploys[5]["env_file"]
     assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in composite_env
     assert "GALLERY_URL: 'https://gallery-x7k2q9-uc.a.run.app'" in gallery_env
+    assert "GALLERY_URL: 'https://gallery-x7k2q9-uc.a.run.app'" in composite_env
     assert "COMPOSITE_URL: 'https://composite-x7k2q9-uc.a.run.app'" in generate_env
     assert "GALLERY_URL: 'https://gallery-x7k2q9-uc.a.run.app'" in generate_env
     assert "GENERATE_URL: 'https://generate-x7k2q9-uc.a.run.app'" in generate_env
@@ -191,8 +192,8 @@ def test_dry_run_prints_every_command_and_touches_nothing(deployer: Deployer) ->
     lines = [line for line in result.stdout.splitlines() if line.startswith("+ gcloud")]
     deploys = [line for line in lines if " functions deploy " in line]
     assert [line.split(" functions deploy ")[1].split()[0] for line in deploys] == [
-        "composite",
         "gallery",
+        "composite",
         "generate",
     ]
     assert all("--project=picture-line-test" in line for line in lines)

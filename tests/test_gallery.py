@@ -97,3 +97,27 @@ def test_another_persons_picture_cannot_be_deleted(stack: StackClient, caller: s
     origin = stack.env["GALLERY_URL"]
     requests.post(f"{link}/delete/{mine['id']}", headers={"Origin": origin}, timeout=10)
     assert stack.row(str(mine["id"]))["deleted_at"] is None
+
+
+def test_a_picture_that_never_reaches_the_phone_is_texted_as_a_link(
+    stack: StackClient, caller: str
+) -> None:
+    # Twilio cannot fetch the picture, so the MMS fails after it was accepted (11200).
+    stack.fault(
+        "supabase",
+        service="storage",
+        kind="503",
+        times=-1,
+        method="GET",
+        path_contains="/object/public/",
+    )
+    row = stack.wait_finished(stack.submit("a lost parcel", to=caller).json()["request_id"])
+    stack.stack.wait_idle(15)
+    assert stack.row(row["id"])["handset_status"] == "failed"
+    stack.clear_faults()
+    texts = [m for m in stack.messages_to(caller) if "couldn't reach your phone" in m["body"]]
+    assert len(texts) == 1 and not texts[0]["media"]
+    link = link_in(texts[0]["body"])
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200 and "a lost parcel" in page.text
+    assert stack.row(row["id"])["link_sent_at"] is not None

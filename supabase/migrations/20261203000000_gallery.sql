@@ -18,3 +18,7 @@ grant all on table public.gallery_links to service_role;
 -- A picture its person deleted from the gallery: its files are gone and its prompt is
 -- replaced; the row stays (without it, deleting would give back the hourly limit).
 alter table public.requests add column deleted_at timestamptz;
+
+-- When the handset never got the picture's MMS (Twilio reports it undelivered or failed), the
+-- person is texted the gallery link instead, once: this says when.
+alter table public.requests add column link_sent_at timestamptz;
