@@ -54,6 +54,8 @@ class CreationOutcome(StrEnum):
 
     CREATED = "created"
     DUPLICATE = "duplicate"  # the same Twilio source_ref was recorded before
+    PAUSED = "paused"  # the operator paused the service (console)
+    BLOCKED = "blocked"  # the operator blocked the recipient's number (console)
     OPTED_OUT = "opted_out"
     NOT_ALLOWED = "not_allowed"  # an allowlist is set and the recipient is not on it
     PER_NUMBER_HOUR = "per_number_hour"

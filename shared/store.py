@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 import httpx
 from postgrest.exceptions import APIError
@@ -19,6 +20,7 @@ from supabase import Client, ClientOptions, create_client
 
 from .errors import StoreError
 from .records import (
+    WHATSAPP_PREFIX,
     Channel,
     ClaimOutcome,
     CreationOutcome,
@@ -39,6 +41,8 @@ GALLERY_LINKS = "gallery_links"
 DELETED_PROMPT = "(deleted)"
 PHOTOS_PREFIX = "photos/"  # the people's own photos, beside the pictures we made
 OPT_OUTS = "opt_outs"
+SERVICE_STATE = "service_state"
+BLOCKED_NUMBERS = "blocked_numbers"
 # We ask for JPEG (generation.py), so the original is one.
 ORIGINAL_SUFFIX = "-original.jpg"
 T = TypeVar("T")
@@ -122,6 +126,21 @@ def _values(statuses: Iterable[RequestStatus]) -> list[str]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _is_uuid(text: str) -> bool:
+    """Whether `text` can be a request id; PostgreSQL refuses anything else with an error."""
+    try:
+        UUID(text)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _number_forms(address: str) -> list[str]:
+    """A number as SMS and as WhatsApp write it: create_request matches a block on either."""
+    number = address.removeprefix(WHATSAPP_PREFIX)
+    return [number, f"{WHATSAPP_PREFIX}{number}"]
 
 
 def guard(action: str, call: Callable[[], T]) -> T:
@@ -495,6 +514,7 @@ class RequestStore:
             .eq("status", RequestStatus.DELIVERED.value)
             .neq("kind", RequestKind.UNDO.value)
             .is_("deleted_at", "null")
+            .is_("hidden_at", "null")
             .order("created_at", desc=True)
             .limit(limit)
         )
@@ -541,6 +561,86 @@ class RequestStore:
         # QStash delivers at least once: a second copy of the message finds its row and keeps it.
         query = self._client.table(SELF_TESTS).upsert(row)
         guard("recording the self-test", query.execute)
+
+    # --- the operator console and the wall ---------------------------------------------------
+
+    def is_paused(self) -> bool:
+        """Whether the operator paused the service (create_request then records nothing)."""
+        query = self._client.table(SERVICE_STATE).select("paused").eq("id", "true").limit(1)
+        rows: Any = guard("reading the service state", query.execute).data
+        return bool(rows and rows[0].get("paused"))
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the whole service; an upsert, so a missing state row is made again."""
+        row = {"id": True, "paused": paused, "paused_at": _now() if paused else None}
+        guard("pausing the service", self._client.table(SERVICE_STATE).upsert(row).execute)
+
+    def block_number(self, address: str, note: str | None) -> None:
+        """Send this number no picture on any channel (create_request answers `blocked`)."""
+        row = {"address": address, "note": _storable(note) if note else None}
+        guard("blocking the number", self._client.table(BLOCKED_NUMBERS).upsert(row).execute)
+
+    def unblock_number(self, address: str) -> None:
+        """Lift a block in both of the number's forms, since a block matches either one."""
+        query = self._client.table(BLOCKED_NUMBERS).delete().in_("address", _number_forms(address))
+        guard("unblocking the number", query.execute)
+
+    def blocked_numbers(self) -> list[str]:
+        """The blocked numbers as stored, most recently blocked first (for the console)."""
+        query = self._client.table(BLOCKED_NUMBERS).select("address").order("blocked_at", desc=True)
+        rows: Any = guard("reading the blocked numbers", query.execute).data
+        return [str(row["address"]) for row in rows]
+
+    def hide_picture(self, request_id: str) -> bool:
+        """Take a picture off the wall and the gallery; False if there is no such request or
+        it was hidden already."""
+        if not _is_uuid(request_id):
+            return False
+        query = (
+            self._table()
+            .update({"hidden_at": _now()})
+            .eq("id", request_id)
+            .is_("hidden_at", "null")
+        )
+        return bool(guard("hiding the picture", query.execute).data)
+
+    def approve_picture(self, request_id: str) -> bool:
+        """Let a picture on the wall when it shows approved pictures only (WALL=approve);
+        False if there is no such request or it was approved already."""
+        if not _is_uuid(request_id):
+            return False
+        query = (
+            self._table()
+            .update({"approved_at": _now()})
+            .eq("id", request_id)
+            .is_("approved_at", "null")
+        )
+        return bool(guard("approving the picture", query.execute).data)
+
+    def console_stats(self, budget_usd: float | None) -> dict[str, Any]:
+        """The console's figures for the last 24 hours, computed in SQL (`console_stats`):
+        counting rows here would mean reading every row, phone numbers included."""
+        call = self._client.rpc("console_stats", {"p_budget_usd": budget_usd}).execute
+        data: Any = guard("reading the console figures", call).data
+        if not isinstance(data, dict):
+            raise StoreError("reading the console figures gave no usable answer", retryable=True)
+        return data
+
+    def wall_pictures(
+        self, since: datetime | None, approved_only: bool, limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest pictures for the wall (id, prompt, image_path, delivered_at), delivered
+        after `since`: the SQL returns no phone number, so none can reach a public screen."""
+        params = {
+            "p_since": since.isoformat() if since else None,
+            "p_approved_only": approved_only,
+            "p_limit": limit,
+        }
+        call = self._client.rpc("wall_pictures", params).execute
+        rows: Any = guard("reading the wall", call).data
+        if not isinstance(rows, list):
+            raise StoreError("reading the wall gave no usable answer", retryable=True)
+        return [dict(row) for row in rows]
 
     def _table(self) -> Any:
         return self._client.table(TABLE)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -22,6 +23,7 @@ from shared.errors import MessagingError, PublishError
 from shared.messaging import SentMessage
 from shared.publishing import GenerationJob
 from shared.records import (
+    WHATSAPP_PREFIX,
     ClaimOutcome,
     CreationOutcome,
     FailureReason,
@@ -64,6 +66,8 @@ class MemoryStore:
         self.published: dict[str, str] = {}
         self.photos: dict[tuple[str, str], tuple[str, datetime]] = {}
         self.gallery_links: dict[tuple[str, str], tuple[int, str]] = {}
+        self.paused = False
+        self.blocked: dict[str, str | None] = {}  # address -> the operator's note
         # Set to make `create` answer this instead of recording (a limit, say).
         self.next_creation: CreationOutcome | None = None
         self.fail_writes: Exception | None = None  # raised by every write under a claim
@@ -325,9 +329,119 @@ class MemoryStore:
     def record_self_test(self, result: SelfTestResult) -> None:
         self.self_tests.append(result)
 
+    # --- the operator console and the wall (console_stats and wall_pictures are SQL; these
+    # keep their shapes, not their arithmetic: tests/test_console_sql.py checks that) --------
+
+    def is_paused(self) -> bool:
+        return self.paused
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    def block_number(self, address: str, note: str | None) -> None:
+        self.blocked[address] = note
+
+    def unblock_number(self, address: str) -> None:
+        number = address.removeprefix(WHATSAPP_PREFIX)
+        for form in (number, f"{WHATSAPP_PREFIX}{number}"):
+            self.blocked.pop(form, None)
+
+    def blocked_numbers(self) -> list[str]:
+        return list(reversed(self.blocked))
+
+    def hide_picture(self, request_id: str) -> bool:
+        return self._stamp(request_id, "hidden_at")
+
+    def approve_picture(self, request_id: str) -> bool:
+        return self._stamp(request_id, "approved_at")
+
+    def _stamp(self, request_id: str, column: str) -> bool:
+        row = self.rows.get(request_id)
+        if row is None or row.get(column):
+            return False
+        row[column] = datetime.now(UTC).isoformat()
+        return True
+
+    def console_stats(self, budget_usd: float | None) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        current_hour = now.replace(minute=0, second=0, microsecond=0)
+        hours = [current_hour - timedelta(hours=23 - n) for n in range(24)]
+        day = [r for r in self.rows.values() if _created(r) > now - timedelta(hours=24)]
+        per_hour = Counter(_created(r).replace(minute=0, second=0, microsecond=0) for r in day)
+        recent = sorted(self.rows.values(), key=_created, reverse=True)[:20]
+        return {
+            "requests_per_hour": [{"hour": h.isoformat(), "count": per_hour[h]} for h in hours],
+            "outcomes": dict(Counter(str(r["status"]) for r in day)),
+            "failure_reasons": dict(
+                Counter(str(r["failure_reason"]) for r in day if r.get("failure_reason"))
+            ),
+            "spend_today_usd": 0,
+            "budget_usd": budget_usd,
+            "to_mms_seconds_p50": None,
+            "to_mms_seconds_p95": None,
+            "paused": self.paused,
+            "recent": [
+                {
+                    **{k: r.get(k) for k in _RECENT_COLUMNS},
+                    "prompt": None if r.get("deleted_at") else r.get("prompt"),
+                    "recipient": _masked(str(r["recipient"])),
+                }
+                for r in recent
+            ],
+        }
+
+    def wall_pictures(
+        self, since: datetime | None, approved_only: bool, limit: int
+    ) -> list[dict[str, Any]]:
+        shown = [
+            r
+            for r in self.rows.values()
+            if r["status"] == RequestStatus.DELIVERED.value
+            and r.get("delivered_at")
+            and not r.get("deleted_at")
+            and not r.get("hidden_at")
+            and r.get("kind", RequestKind.NEW.value) != RequestKind.UNDO.value
+            and (since is None or datetime.fromisoformat(r["delivered_at"]) > since)
+            and (not approved_only or r.get("approved_at"))
+        ]
+        shown.sort(key=lambda r: datetime.fromisoformat(r["delivered_at"]), reverse=True)
+        columns = ("id", "prompt", "image_path", "delivered_at")
+        return [{k: r.get(k) for k in columns} for r in shown[:limit]]
+
 
 def _unclaimed() -> dict[str, Any]:
     return {"claim_owner": None, "claim_token": None}
+
+
+_RECENT_COLUMNS = (
+    "id",
+    "created_at",
+    "kind",
+    "channel",
+    "status",
+    "failure_reason",
+    "deleted_at",
+    "model",
+    "message_sid",
+    "handset_status",
+    "hidden_at",
+    "approved_at",
+    "generated_at",
+    "send_started_at",
+    "delivered_at",
+    "failed_at",
+)
+
+
+def _created(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(row["created_at"])
+
+
+def _masked(address: str) -> str:
+    """As console_stats masks a recipient: its first 4 and last 2 characters."""
+    prefix = WHATSAPP_PREFIX if address.startswith(WHATSAPP_PREFIX) else ""
+    number = address.removeprefix(WHATSAPP_PREFIX)
+    return f"{prefix}{number[:4]}{'•' * max(len(number) - 6, 1)}{number[-2:]}"
 
 
 class MemoryPictures:
