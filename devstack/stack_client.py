@@ -27,7 +27,7 @@ from . import openai_images, qstash, stack, supabase, twilio
 from .call import send_text
 from .qstash import DEV_CURRENT_SIGNING_KEY
 from .stack import Stack
-from .vendor_calls import DEFAULT_PROMPT, post_as_qstash, post_as_twilio
+from .vendor_calls import DEFAULT_PROMPT, incoming_text, post_as_qstash, post_as_twilio, reply_text
 
 __all__ = [
     "StackClient",
@@ -273,3 +273,18 @@ def acknowledged(client: StackClient, caller: str) -> dict[str, Any]:
 def pictures_to(client: StackClient, caller: str) -> list[dict[str, Any]]:
     """The messages with a picture that `caller` got."""
     return [m for m in client.messages_to(caller) if m["media"]]
+
+
+def text_reply(client: StackClient, caller: str, body: str, **form: str) -> str:
+    """`caller` texts our number through the signed webhook; the TwiML `generate` answered."""
+    return reply_text(signed_post(client, incoming_text(caller, body, **form)))
+
+
+def drawn(client: StackClient, caller: str, prompt: str) -> dict[str, Any]:
+    """`caller` texts DRAW `prompt`; the request's row once it has been delivered."""
+    assert "on its way" in text_reply(client, caller, f"DRAW {prompt}")
+    row = latest_request(client, caller)
+    assert row is not None
+    done = client.wait_finished(str(row["id"]))
+    assert done["status"] == "delivered", done
+    return done

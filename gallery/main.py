@@ -1,4 +1,6 @@
-"""`gallery`: a person's private page of their pictures, at the link PICTURES texts them.
+"""`gallery`: a person's private page of their pictures, the operator console, and the wall.
+
+The person's pages, at the link PICTURES texts them:
 
 - `GET /p/<token>`: their delivered pictures, newest first, each with its prompt and date, a
   right-sized preview (the framed MMS picture) and the full-resolution original on demand;
@@ -6,13 +8,23 @@
 - `POST /p/<token>/delete/<id>`: deletes the picture and its prompt for good.
 
 The token is the only credential (see shared/gallery_links.py): a wrong or replaced one is a
-404, as is any other path. Pictures are served through signed Storage URLs, never a listing of
-the bucket. Every page escapes what people wrote (Jinja autoescape), forbids framing and scripts
-(CSP), leaks no token in a Referer, and a POST must come from this page (its Origin).
+404, as is any other path.
+
+The operator console at `/admin` (sign in with OPERATOR_KEY; shared/console_sessions.py): the
+day at a glance, computed in SQL (`console_stats`), and the actions: pause and resume the
+service, block and unblock a number, hide, delete or (WALL=approve) approve a picture. Every
+POST carries the session's CSRF token. The wall at `/wall` (WALL=on|approve) shows new
+pictures as they arrive, refreshing itself; it shows no phone number, ever.
+
+Pictures are served through signed Storage URLs, never a listing of the bucket. Every page
+escapes what people wrote (Jinja autoescape), forbids framing, runs no script but the wall's
+own (CSP with a nonce), leaks no token in a Referer, and a person's POST must come from their
+page (its Origin).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -22,11 +34,26 @@ import flask
 import functions_framework
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared import logs
+from shared import console_view, logs
+from shared.console_sessions import (
+    COOKIE,
+    COOKIE_PATH,
+    CSRF_FIELD,
+    KEY_FIELD,
+    cookie_is_secure,
+    csrf_ok,
+    csrf_token,
+    key_matches,
+    new_session_cookie,
+    read_session,
+)
 from shared.edge import handler
+from shared.errors import BadRequest
 from shared.gallery_links import gallery_link, token_hash
+from shared.intake import parse_address
 from shared.records import RequestRecord
 from shared.services import Services, get_services
+from shared.settings import WallMode
 from shared.store import PictureStore
 
 MAX_BODY_BYTES = 16 * 1024
@@ -45,6 +72,10 @@ _ROUTE = re.compile(
 @functions_framework.http
 @handler("gallery", MAX_BODY_BYTES)
 def gallery(request: flask.Request) -> flask.Response:
+    if request.path == CONSOLE or request.path.startswith(f"{CONSOLE}/"):
+        return _console(request, get_services())
+    if request.path in (WALL, f"{WALL}/pictures.json"):
+        return _wall(request, get_services())
     route = _ROUTE.fullmatch(request.path)
     if route is None:
         return _not_found()
@@ -141,6 +172,170 @@ def _storage_origin(services: Services) -> str:
     return _origin(services.settings.supabase_url)
 
 
+# --- the operator console --------------------------------------------------------------------
+
+CONSOLE = "/admin"
+WALL = "/wall"
+_ACTION = re.compile(r"^/admin/(?P<action>[a-z-]+)(?:/(?P<id>[0-9a-f-]{36}))?$")
+
+
+def _console(request: flask.Request, services: Services) -> flask.Response:
+    settings = services.settings
+    operator_key = settings.secret("OPERATOR_KEY").reveal()
+    lifetime = settings.console_session_hours * 3600
+    if request.path == f"{CONSOLE}/sign-in":
+        return _sign_in(request, operator_key, services)
+    session = read_session(request.cookies.get(COOKIE), operator_key, lifetime)
+    if session is None:
+        if request.method == "GET" and request.path == CONSOLE:
+            return _secured(_see_other(f"{_base(services)}{CONSOLE}/sign-in"))
+        return _secured(flask.Response("unauthorized", status=401, mimetype="text/plain"))
+    if request.path == CONSOLE and request.method in ("GET", "HEAD"):
+        return _dashboard(csrf_token(operator_key, session), services)
+    route = _ACTION.fullmatch(request.path)
+    if route is None or request.method != "POST":
+        return _not_found()
+    if not csrf_ok(request.form.get(CSRF_FIELD), operator_key, session):
+        logs.warning("console action refused: wrong or missing CSRF token")
+        return _secured(flask.Response("forbidden", status=403, mimetype="text/plain"))
+    return _act(route["action"], route["id"], request, services)
+
+
+def _sign_in(request: flask.Request, operator_key: str, services: Services) -> flask.Response:
+    if request.method == "POST":
+        if key_matches(request.form.get(KEY_FIELD), operator_key):
+            logs.info("operator signed in to the console")
+            response = _see_other(f"{_base(services)}{CONSOLE}")
+            response.set_cookie(
+                COOKIE,
+                new_session_cookie(operator_key),
+                max_age=services.settings.console_session_hours * 3600,
+                path=COOKIE_PATH,
+                httponly=True,
+                secure=cookie_is_secure(_base(services)),
+                samesite="Strict",
+            )
+            return _secured(response)
+        logs.warning("console sign-in refused: wrong operator key")
+        return _sign_in_page(services, "That key is not right.", status=401)
+    if request.method in ("GET", "HEAD"):
+        return _sign_in_page(services, None, status=200)
+    return _not_found()
+
+
+def _sign_in_page(services: Services, error: str | None, *, status: int) -> flask.Response:
+    nonce = secrets.token_urlsafe(16)
+    html = _TEMPLATES.get_template("sign_in.html").render(
+        brand=services.settings.brand_name,
+        nonce=nonce,
+        error=error,
+        action=f"{_base(services)}{CONSOLE}/sign-in",
+    )
+    return _secured(flask.Response(html, status=status, mimetype="text/html"), nonce=nonce)
+
+
+def _dashboard(csrf: str, services: Services) -> flask.Response:
+    settings = services.settings
+    stats = services.store.console_stats(settings.limits.budget_usd)
+    nonce = secrets.token_urlsafe(16)
+    recent = [{**row, "journey": console_view.journey(row)} for row in stats.get("recent", [])]
+    html = _TEMPLATES.get_template("console.html").render(
+        brand=settings.brand_name,
+        nonce=nonce,
+        csrf=csrf,
+        base=f"{_base(services)}{CONSOLE}",
+        chart=console_view.chart(stats.get("requests_per_hour", [])),
+        stats={
+            "paused": bool(stats.get("paused")),
+            "spend_today_usd": float(stats.get("spend_today_usd") or 0),
+            "budget_usd": stats.get("budget_usd"),
+            "p50": console_view.duration(stats.get("to_mms_seconds_p50")),
+            "p95": console_view.duration(stats.get("to_mms_seconds_p95")),
+            "outcomes": console_view.counts(stats.get("outcomes")),
+            "failure_reasons": console_view.counts(stats.get("failure_reasons")),
+            "recent": recent,
+        },
+        model=console_view.model_status(settings.image.model),
+        blocked=services.store.blocked_numbers(),
+        wall_approve=settings.wall is WallMode.APPROVE,
+    )
+    return _secured(flask.Response(html, status=200, mimetype="text/html"), nonce=nonce)
+
+
+def _act(
+    action: str, request_id: str | None, request: flask.Request, services: Services
+) -> flask.Response:
+    store = services.store
+    if action == "sign-out":
+        response = _see_other(f"{_base(services)}{CONSOLE}/sign-in")
+        response.delete_cookie(COOKIE, path=COOKIE_PATH)
+        return _secured(response)
+    if action in ("pause", "resume"):
+        store.set_paused(action == "pause")
+        logs.warning("the service was paused" if action == "pause" else "the service resumed")
+    elif action in ("block", "unblock"):
+        try:
+            address = parse_address(request.form.get("address"), "address")
+        except BadRequest as exc:
+            return _secured(flask.Response(exc.message, status=400, mimetype="text/plain"))
+        if action == "block":
+            store.block_number(address, None)
+        else:
+            store.unblock_number(address)
+        logs.info(f"number {action}ed by the operator", number=address)
+    elif action == "hide" and request_id:
+        store.hide_picture(request_id)
+    elif action == "approve" and request_id:
+        store.approve_picture(request_id)
+    elif action == "delete" and request_id:
+        record = store.get(request_id)
+        if record is not None:
+            paths = store.delete_picture(record.recipient, record.sender, request_id)
+            services.pictures.remove(list(paths))
+    else:
+        return _not_found()
+    return _secured(_see_other(f"{_base(services)}{CONSOLE}"))
+
+
+# --- the wall --------------------------------------------------------------------------------
+
+WALL_PICTURES = 60
+WALL_REFRESH_MS = 3000
+
+
+def _wall(request: flask.Request, services: Services) -> flask.Response:
+    settings = services.settings
+    if settings.wall is WallMode.OFF or request.method not in ("GET", "HEAD"):
+        return _not_found()
+    approved_only = settings.wall is WallMode.APPROVE
+    rows = services.store.wall_pictures(None, approved_only, WALL_PICTURES)
+    pictures = [
+        {
+            "id": str(row["id"]),
+            "prompt": str(row["prompt"]),
+            "url": services.pictures.signed_url(str(row["image_path"]), SIGNED_URL_S),
+        }
+        for row in rows
+    ]
+    if request.path.endswith(".json"):
+        response = flask.Response(json.dumps(pictures), status=200, mimetype="application/json")
+        return _secured(response)
+    nonce = secrets.token_urlsafe(16)
+    html = _TEMPLATES.get_template("wall.html").render(
+        brand=settings.brand_name,
+        nonce=nonce,
+        pictures=pictures,
+        feed=f"{_base(services)}{WALL}/pictures.json",
+        refresh_ms=WALL_REFRESH_MS,
+    )
+    response = flask.Response(html, status=200, mimetype="text/html")
+    return _secured(response, nonce=nonce, images=_storage_origin(services), scripts=True)
+
+
+def _base(services: Services) -> str:
+    return (services.settings.gallery_url or "").rstrip("/")
+
+
 def _see_other(url: str) -> flask.Response:
     return flask.Response(status=303, headers={"Location": url})
 
@@ -150,7 +345,11 @@ def _not_found() -> flask.Response:
 
 
 def _secured(
-    response: flask.Response, *, nonce: str | None = None, images: str | None = None
+    response: flask.Response,
+    *,
+    nonce: str | None = None,
+    images: str | None = None,
+    scripts: bool = False,
 ) -> flask.Response:
     """Headers every gallery answer carries: no framing, no scripts, no token in a Referer to
     anyone else (`same-origin`; `no-referrer` would make a browser post `Origin: null`), not
@@ -159,6 +358,8 @@ def _secured(
         "default-src 'none'",
         f"img-src {images}" if images else "img-src 'none'",
         f"style-src 'nonce-{nonce}'" if nonce else "style-src 'none'",
+        f"script-src 'nonce-{nonce}'" if scripts and nonce else "script-src 'none'",
+        "connect-src 'self'" if scripts else "connect-src 'none'",
         "form-action 'self'",
         "base-uri 'none'",
         "frame-ancestors 'none'",

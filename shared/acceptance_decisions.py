@@ -29,6 +29,7 @@ class Acceptance(StrEnum):
     REFUSED = "refused"  # the moderation check flagged the prompt; nothing was recorded
     UNREACHABLE = "unreachable"  # not a number we may send to (`problem` says why)
     NO_WHATSAPP = "no_whatsapp"  # WHATSAPP=off
+    CLOSED = "closed"  # the operator paused the service; nothing was recorded
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,10 @@ def creation_answer(outcome: CreationOutcome, record: RequestRecord | None) -> A
         return Accepted(Acceptance.DUPLICATE, record.id, record.status, record.reference)
     if outcome is CreationOutcome.OPTED_OUT:
         return Accepted(Acceptance.OPTED_OUT)
-    if outcome is CreationOutcome.NOT_ALLOWED:
+    if outcome in (CreationOutcome.NOT_ALLOWED, CreationOutcome.BLOCKED):
         return Accepted(Acceptance.NOT_ALLOWED)
+    if outcome is CreationOutcome.PAUSED:
+        return Accepted(Acceptance.CLOSED)
     if outcome.is_limit:
         return Accepted(Acceptance.LIMITED, limit=outcome)
     raise ValueError(f"create_request answered {outcome.value} without its row")
@@ -109,6 +112,8 @@ def operator_answer(accepted: Accepted, settings: Settings) -> tuple[int, dict[s
         return 422, {"error": why, "problem": accepted.problem.value}
     if outcome is Acceptance.NO_WHATSAPP:
         return 422, {"error": "WhatsApp is switched off (WHATSAPP=off)"}
+    if outcome is Acceptance.CLOSED:
+        return 503, {"error": "the service is paused by its operator"}
     return 202, {"request_id": accepted.request_id, "status": RequestStatus.QUEUED.value}
 
 
@@ -127,6 +132,8 @@ def refusal_reply(accepted: Accepted, settings: Settings) -> str | None:
         return explain(accepted.problem, settings.allowed_countries)
     if outcome is Acceptance.NO_WHATSAPP:
         return replies.no_whatsapp()
+    if outcome is Acceptance.CLOSED:
+        return replies.closed_for_now()
     return None
 
 

@@ -252,6 +252,10 @@ def limit_reached(limit: CreationOutcome | None, limits: Limits) -> str:
     return "We've made all the pictures we can for today. Please try again tomorrow."
 
 
+def closed_for_now() -> str:
+    return "Sorry, we're closed for now and aren't making pictures. Please try again later."
+
+
 def no_whatsapp() -> str:
     return "Sorry, we don't send pictures on WhatsApp. Text or call our number instead."
 

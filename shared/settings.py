@@ -58,6 +58,14 @@ class VoiceCallerCheck(StrEnum):
     OFF = "off"  # every caller ID is trusted
 
 
+class WallMode(StrEnum):
+    """The live wall (`gallery`'s /wall) for events (WALL)."""
+
+    OFF = "off"
+    ON = "on"  # every new picture appears
+    APPROVE = "approve"  # a picture appears once an operator approves it in the console
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """What we ask the image provider for."""
@@ -148,6 +156,8 @@ class Settings:
     # What a person's photo is scaled to before it is stored and sent to the provider.
     photo_max_edge: int = 1536
     photo_max_bytes: int = 10_000_000
+    wall: WallMode = WallMode.OFF
+    console_session_hours: int = 12
     secrets: SecretSource | None = None
 
     @property
@@ -400,6 +410,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         photo_max_edge=read.integer("PHOTO_MAX_EDGE", DEFAULTS.photo_max_edge, 256, 4096),
         photo_max_bytes=read.integer(
             "PHOTO_MAX_BYTES", DEFAULTS.photo_max_bytes, 100_000, 20_000_000
+        ),
+        wall=WallMode(
+            read.choice("WALL", DEFAULTS.wall.value, tuple(mode.value for mode in WallMode))
+        ),
+        console_session_hours=read.integer(
+            "CONSOLE_SESSION_HOURS", DEFAULTS.console_session_hours, 1, 24 * 30
         ),
         secrets=SecretSource(
             environ, project=project, endpoint=read.text("SECRET_MANAGER_ENDPOINT")

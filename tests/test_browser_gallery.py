@@ -8,23 +8,16 @@ import re
 
 import pytest
 
-from devstack.stack_client import StackClient, latest_request, signed_post
-from devstack.vendor_calls import incoming_text, reply_text
+from devstack.stack_client import StackClient, drawn, text_reply
 from tests.browser import DESKTOP, PHONE, Browser
 
 pytestmark = pytest.mark.stack
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/p/[A-Za-z0-9_-]{43}")
 
 
-def text(stack: StackClient, caller: str, body: str) -> str:
-    return reply_text(signed_post(stack, incoming_text(caller, body)))
-
-
 def gallery_link(stack: StackClient, caller: str, prompt: str) -> str:
-    assert "on its way" in text(stack, caller, f"DRAW {prompt}")
-    row = latest_request(stack, caller)
-    assert row is not None and stack.wait_finished(str(row["id"]))["status"] == "delivered"
-    found = LINK.search(text(stack, caller, "PICTURES"))
+    drawn(stack, caller, prompt)
+    found = LINK.search(text_reply(stack, caller, "PICTURES"))
     assert found
     return found.group(0)
 
@@ -73,7 +66,7 @@ def test_a_wrong_or_replaced_link_is_not_found_in_the_browser(
     old = gallery_link(stack, caller, "a kite")
     browser.open(old[:-3] + "xyz")
     assert "not found" in browser.text
-    found = LINK.search(text(stack, caller, "NEWLINK"))
+    found = LINK.search(text_reply(stack, caller, "NEWLINK"))
     assert found and found.group(0) != old
     browser.open(old)
     assert "not found" in browser.text

@@ -108,6 +108,8 @@ def test_a_resend_answers_as_the_first_one_did() -> None:
     [
         (CreationOutcome.OPTED_OUT, Acceptance.OPTED_OUT),
         (CreationOutcome.NOT_ALLOWED, Acceptance.NOT_ALLOWED),
+        (CreationOutcome.BLOCKED, Acceptance.NOT_ALLOWED),
+        (CreationOutcome.PAUSED, Acceptance.CLOSED),
     ],
 )
 def test_a_request_not_recorded(outcome: CreationOutcome, acceptance: Acceptance) -> None:
@@ -170,6 +172,7 @@ def test_the_message_id_is_written_only_when_there_is_time(left: float | None, w
             "the prompt was refused (the moderation check)",
         ),
         (Accepted(Acceptance.NO_WHATSAPP), 422, "WhatsApp is switched off (WHATSAPP=off)"),
+        (Accepted(Acceptance.CLOSED), 503, "the service is paused by its operator"),
     ],
 )
 def test_operator_answers(accepted: Accepted, status: int, error: str) -> None:
@@ -209,6 +212,7 @@ def test_a_taken_request_is_202_with_its_id(outcome: Acceptance) -> None:
             explain(RecipientProblem.PREMIUM_OR_SHARED, SETTINGS.allowed_countries),
         ),
         (Accepted(Acceptance.NO_WHATSAPP), replies.no_whatsapp()),
+        (Accepted(Acceptance.CLOSED), replies.closed_for_now()),
     ],
 )
 def test_refusal_replies(accepted: Accepted, reply: str) -> None:

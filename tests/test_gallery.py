@@ -4,30 +4,15 @@ wrong or replaced token gets 404; delete removes a picture and its prompt for go
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 import requests
 
-from devstack.stack_client import StackClient, latest_request, signed_post
-from devstack.vendor_calls import incoming_text, reply_text
+from devstack.stack_client import StackClient, drawn, text_reply
 from shared.store import PictureStore
 
 pytestmark = pytest.mark.stack
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/p/[A-Za-z0-9_-]{43}")
-
-
-def text(stack: StackClient, caller: str, body: str) -> str:
-    return reply_text(signed_post(stack, incoming_text(caller, body)))
-
-
-def delivered_picture(stack: StackClient, caller: str, prompt: str) -> dict[str, Any]:
-    assert "on its way" in text(stack, caller, f"DRAW {prompt}")
-    row = latest_request(stack, caller)
-    assert row is not None
-    done = stack.wait_finished(str(row["id"]))
-    assert done["status"] == "delivered"
-    return done
 
 
 def link_in(reply: str) -> str:
@@ -42,16 +27,16 @@ def stored(stack: StackClient, path: str) -> int:
 
 
 def test_pictures_texts_a_private_link_that_shows_them(stack: StackClient, caller: str) -> None:
-    picture = delivered_picture(stack, caller, "a <b>bold</b> heron & friends")
-    link = link_in(text(stack, caller, "PICTURES"))
-    assert link_in(text(stack, caller, "pictures")) == link  # the same link each time
+    picture = drawn(stack, caller, "a <b>bold</b> heron & friends")
+    link = link_in(text_reply(stack, caller, "PICTURES"))
+    assert link_in(text_reply(stack, caller, "pictures")) == link  # the same link each time
     page = requests.get(link, timeout=10)
     assert page.status_code == 200
     assert "a &lt;b&gt;bold&lt;/b&gt; heron &amp; friends" in page.text  # escaped
     assert "<b>bold</b>" not in page.text
     assert page.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
-    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none'
+    assert "script-src 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["Cache-Control"] == "no-store"
     preview = re.search(r'<img src="([^"]+)"', page.text)
     assert preview and "/storage/v1/object/sign/" in preview.group(1)
@@ -61,10 +46,10 @@ def test_pictures_texts_a_private_link_that_shows_them(stack: StackClient, calle
 
 
 def test_a_wrong_or_replaced_link_is_not_found(stack: StackClient, caller: str) -> None:
-    delivered_picture(stack, caller, "a lantern")
-    old = link_in(text(stack, caller, "PICTURES"))
+    drawn(stack, caller, "a lantern")
+    old = link_in(text_reply(stack, caller, "PICTURES"))
     assert requests.get(old[:-1] + ("A" if old[-1] != "A" else "B"), timeout=10).status_code == 404
-    new = link_in(text(stack, caller, "NEWLINK"))
+    new = link_in(text_reply(stack, caller, "NEWLINK"))
     assert new != old
     assert requests.get(old, timeout=10).status_code == 404
     assert requests.get(new, timeout=10).status_code == 200
@@ -72,8 +57,8 @@ def test_a_wrong_or_replaced_link_is_not_found(stack: StackClient, caller: str) 
 
 
 def test_delete_removes_the_picture_and_its_prompt(stack: StackClient, caller: str) -> None:
-    picture = delivered_picture(stack, caller, "a secret garden")
-    link = link_in(text(stack, caller, "PICTURES"))
+    picture = drawn(stack, caller, "a secret garden")
+    link = link_in(text_reply(stack, caller, "PICTURES"))
     url = f"{link}/delete/{picture['id']}"
     assert requests.post(url, timeout=10).status_code == 403  # not from the gallery page
     forged = requests.post(url, headers={"Origin": "https://evil.example"}, timeout=10)
@@ -87,13 +72,13 @@ def test_delete_removes_the_picture_and_its_prompt(stack: StackClient, caller: s
     assert stored(stack, picture["image_path"]) != 200
     assert stored(stack, PictureStore.original_path_for(picture["image_path"])) != 200
     # A deleted picture is not followed up on.
-    assert "Text DRAW followed by" in text(stack, caller, "make it night")
+    assert "Text DRAW followed by" in text_reply(stack, caller, "make it night")
 
 
 def test_another_persons_picture_cannot_be_deleted(stack: StackClient, caller: str) -> None:
-    mine = delivered_picture(stack, caller, "a teapot")
+    mine = drawn(stack, caller, "a teapot")
     other = "+15552009999"
-    link = link_in(text(stack, other, "PICTURES"))
+    link = link_in(text_reply(stack, other, "PICTURES"))
     origin = stack.env["GALLERY_URL"]
     requests.post(f"{link}/delete/{mine['id']}", headers={"Origin": origin}, timeout=10)
     assert stack.row(str(mine["id"]))["deleted_at"] is None
