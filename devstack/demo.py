@@ -126,7 +126,8 @@ def run_follow_up(stack: Stack, env: dict[str, str], words: str) -> int:
 
 
 def print_gallery_link(env: dict[str, str]) -> int:
-    """The person texts PICTURES and gets the private link to their gallery."""
+    """The person texts PICTURES and gets the private link to their gallery; then where the
+    operator's console is."""
     answer = requests.post(
         f"{env['TWILIO_API_BASE_URL']}/__dev/incoming",
         json={
@@ -143,6 +144,7 @@ def print_gallery_link(env: dict[str, str]) -> int:
         print(f"demo failed: PICTURES got no gallery link: {said}", file=sys.stderr)
         return 1
     print(f"\nGallery link, texted for PICTURES (it works while a stack runs): {link}")
+    print(f"Operator console (sign in with OPERATOR_KEY): {env['GALLERY_URL']}/admin")
     return 0
 
 
