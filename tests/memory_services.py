@@ -308,7 +308,8 @@ class MemoryStore:
 
     def gallery_pictures(self, address: str, sender: str, limit: int) -> list[RequestRecord]:
         mine = self.recent_for(address, sender, len(self.rows))
-        return [r for r in mine if r.has_picture and r.kind is not RequestKind.UNDO][:limit]
+        shown = [r for r in mine if r.has_picture and r.kind is not RequestKind.UNDO]
+        return [r for r in shown if not self.rows[r.id].get("hidden_at")][:limit]
 
     def delete_picture(self, address: str, sender: str, request_id: str) -> tuple[str, ...]:
         row = self.rows.get(request_id)

@@ -267,7 +267,7 @@ def test_deploy_script_is_shellcheck_clean() -> None:
 
 def test_bundles_hold_main_shared_and_pinned_requirements(deployer: Deployer) -> None:
     deployer.run("deploy")
-    for name in ("generate", "composite"):
+    for name in ("generate", "composite", "gallery"):
         bundle = deployer.build / name
         assert (bundle / "main.py").read_text() == (ROOT / name / "main.py").read_text()
         assert sorted(p.name for p in (bundle / "shared").glob("*.*")) == sorted(
@@ -280,6 +280,9 @@ def test_bundles_hold_main_shared_and_pinned_requirements(deployer: Deployer) ->
             if line and not line.startswith("#")
         ]
         assert requirements and all("==" in line for line in requirements)
+    # The gallery's pages travel with it.
+    templates = sorted(p.name for p in (deployer.build / "gallery" / "templates").iterdir())
+    assert templates == sorted(p.name for p in (ROOT / "gallery" / "templates").iterdir())
     generate_requirements = (deployer.build / "generate" / "requirements.txt").read_text()
     # Pillow (with pillow-heif) only for a photo someone sends; loaded when one arrives.
     assert "pillow-heif==" in generate_requirements and "PyJWT" not in generate_requirements
