@@ -204,13 +204,7 @@ def resend_picture(request_id: str, image_path: str, services: Services) -> Call
                 status_callback=message_status_url(services.settings.composite_url, record.id),
             )
         except MessagingError as exc:
-            refusal = refusal_of(exc)
-            if refusal is None:
-                raise
-            if refusal.opted_out:
-                _remember_opt_out(record, services)
-            held.mark_failed(refusal.reason, f"{exc.detail}", notified=False, message_sid=None)
-            return CallbackOutcome.FAILED
+            return _picture_refused(held, exc, services)
         _record_delivered(held, sent.sid, {})
         return CallbackOutcome.DELIVERED
 
@@ -333,14 +327,7 @@ def _send_picture(
             status_callback=message_status_url(settings.composite_url, record.id),
         )
     except MessagingError as exc:
-        refusal = refusal_of(exc)
-        if refusal is None:
-            raise
-        logs.warning("Twilio refused the picture for good", code=exc.code)
-        if refusal.opted_out:
-            _remember_opt_out(record, services)
-        held.mark_failed(refusal.reason, f"{exc.detail}", notified=False, message_sid=None)
-        return CallbackOutcome.FAILED
+        return _picture_refused(held, exc, services)
     timings["send_ms"] = _ms_since(started)
     _record_delivered(held, sent.sid, timings)
     return CallbackOutcome.DELIVERED
@@ -381,6 +368,19 @@ def _send_failure(
                 _remember_opt_out(record, services)
     held.mark_failed(reason, detail, notified=sid is not None, message_sid=sid)
     logs.warning("request failed", reason=reason.value, detail=detail, notified=sid is not None)
+    return CallbackOutcome.FAILED
+
+
+def _picture_refused(held: HeldClaim, error: MessagingError, services: Services) -> CallbackOutcome:
+    """Twilio refused the picture: for good ends the request unannounced (a 21610 also
+    remembers the opt-out); otherwise re-raise, so the claim is given back and QStash retries."""
+    refusal = refusal_of(error)
+    if refusal is None:
+        raise error
+    logs.warning("Twilio refused the picture for good", code=error.code)
+    if refusal.opted_out:
+        _remember_opt_out(held.record, services)
+    held.mark_failed(refusal.reason, f"{error.detail}", notified=False, message_sid=None)
     return CallbackOutcome.FAILED
 
 

@@ -594,28 +594,19 @@ class RequestStore:
     def hide_picture(self, request_id: str) -> bool:
         """Take a picture off the wall and the gallery; False if there is no such request or
         it was hidden already."""
-        if not _is_uuid(request_id):
-            return False
-        query = (
-            self._table()
-            .update({"hidden_at": _now()})
-            .eq("id", request_id)
-            .is_("hidden_at", "null")
-        )
-        return bool(guard("hiding the picture", query.execute).data)
+        return self._stamp_once(request_id, "hidden_at", "hiding the picture")
 
     def approve_picture(self, request_id: str) -> bool:
         """Let a picture on the wall when it shows approved pictures only (WALL=approve);
         False if there is no such request or it was approved already."""
+        return self._stamp_once(request_id, "approved_at", "approving the picture")
+
+    def _stamp_once(self, request_id: str, column: str, action: str) -> bool:
+        """Set a request's `column` to now, unless it is set already."""
         if not _is_uuid(request_id):
             return False
-        query = (
-            self._table()
-            .update({"approved_at": _now()})
-            .eq("id", request_id)
-            .is_("approved_at", "null")
-        )
-        return bool(guard("approving the picture", query.execute).data)
+        query = self._table().update({column: _now()}).eq("id", request_id).is_(column, "null")
+        return bool(guard(action, query.execute).data)
 
     def console_stats(self, budget_usd: float | None) -> dict[str, Any]:
         """The console's figures for the last 24 hours, computed in SQL (`console_stats`):

@@ -16,7 +16,14 @@ import requests
 from PIL import Image
 
 from devstack.serving import serve_in_thread
-from devstack.stack_client import StackClient, latest_request, signed_post, text_in
+from devstack.stack_client import (
+    StackClient,
+    drawn,
+    latest_request,
+    signed_post,
+    text_in,
+    text_reply,
+)
 from devstack.vendor_calls import incoming_text, reply_text, studio_call
 from shared.store import PictureStore
 
@@ -26,11 +33,6 @@ pytestmark = pytest.mark.stack
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def text(stack: StackClient, caller: str, body: str, **form: str) -> str:
-    """Text our number through the signed webhook; the reply's words."""
-    return reply_text(signed_post(stack, incoming_text(caller, body, **form)))
-
-
 def delivered(stack: StackClient, caller: str) -> dict[str, Any]:
     """The caller's newest request, once it has ended delivered."""
     row = latest_request(stack, caller)
@@ -38,11 +40,6 @@ def delivered(stack: StackClient, caller: str) -> dict[str, Any]:
     done = stack.wait_finished(str(row["id"]))
     assert done["status"] == "delivered", done
     return done
-
-
-def draw(stack: StackClient, caller: str, prompt: str = "a fox in the snow") -> dict[str, Any]:
-    assert "on its way" in text(stack, caller, f"DRAW {prompt}")
-    return delivered(stack, caller)
 
 
 def stored(stack: StackClient, path: str) -> bytes:
@@ -131,8 +128,8 @@ def replies_in(answer: dict[str, Any]) -> str:
 def test_a_reply_refines_the_last_picture_from_its_original(
     stack: StackClient, caller: str
 ) -> None:
-    first = draw(stack, caller)
-    reply = text(stack, caller, "make it night")
+    first = drawn(stack, caller, "a fox in the snow")
+    reply = text_reply(stack, caller, "make it night")
     assert "Changing your picture" in reply
     second = delivered(stack, caller)
     assert (second["kind"], second["parent_id"]) == ("refine", first["id"])
@@ -149,8 +146,8 @@ def test_a_reply_refines_the_last_picture_from_its_original(
 def test_again_makes_another_take_and_undo_sends_the_first_back_for_free(
     stack: StackClient, caller: str
 ) -> None:
-    first = draw(stack, caller, "a heron in a teacup")
-    assert "Another take" in text(stack, caller, "again")
+    first = drawn(stack, caller, "a heron in a teacup")
+    assert "Another take" in text_reply(stack, caller, "again")
     take = delivered(stack, caller)
     assert (take["kind"], take["prompt"], take["source_path"]) == (
         "again",
@@ -159,7 +156,7 @@ def test_again_makes_another_take_and_undo_sends_the_first_back_for_free(
     )
     assert len(stack.generations("a heron in a teacup")) == 2
     calls = provider_calls(stack)
-    assert "<Message>" not in text(stack, caller, "UNDO")  # the picture itself is the answer
+    assert "<Message>" not in text_reply(stack, caller, "UNDO")  # the picture itself is the answer
     undone = delivered(stack, caller)
     assert (undone["kind"], undone["parent_id"]) == ("undo", first["id"])
     assert provider_calls(stack) == calls  # nothing was made
@@ -168,8 +165,8 @@ def test_again_makes_another_take_and_undo_sends_the_first_back_for_free(
 
 
 def test_undo_with_nothing_before_says_so(stack: StackClient, caller: str) -> None:
-    draw(stack, caller)
-    assert "nothing to undo" in text(stack, caller, "undo")
+    drawn(stack, caller, "a fox in the snow")
+    assert "nothing to undo" in text_reply(stack, caller, "undo")
     assert len(rows(stack, caller)) == 1
 
 
@@ -177,17 +174,17 @@ def test_undo_with_nothing_before_says_so(stack: StackClient, caller: str) -> No
 def test_a_follow_up_with_no_picture_gets_a_clear_reply(
     stack: StackClient, caller: str, body: str
 ) -> None:
-    assert "no recent picture" in text(stack, caller, body)
+    assert "no recent picture" in text_reply(stack, caller, body)
     assert rows(stack, caller) == []
 
 
 def test_words_after_an_expired_picture_get_the_usage_text(stack: StackClient, caller: str) -> None:
-    first = draw(stack, caller)
+    first = drawn(stack, caller, "a fox in the snow")
     stack.sql(
         "update public.requests set delivered_at = now() - interval '2 hours' where id = %s",
         first["id"],
     )
-    assert "Text DRAW followed by" in text(stack, caller, "make it night")
+    assert "Text DRAW followed by" in text_reply(stack, caller, "make it night")
     assert len(rows(stack, caller)) == 1
 
 
@@ -195,10 +192,10 @@ def test_a_follow_up_after_a_failed_picture_has_nothing_to_follow(
     stack: StackClient, caller: str
 ) -> None:
     stack.fault("openai", kind="moderation_blocked", times=1)
-    text(stack, caller, "DRAW a fox")
+    text_reply(stack, caller, "DRAW a fox")
     row = latest_request(stack, caller)
     assert row is not None and stack.wait_finished(str(row["id"]))["status"] == "failed"
-    assert "no recent picture" in text(stack, caller, "again")
+    assert "no recent picture" in text_reply(stack, caller, "again")
 
 
 # --- styles ------------------------------------------------------------------------------------
@@ -207,19 +204,19 @@ def test_a_follow_up_after_a_failed_picture_has_nothing_to_follow(
 def test_styles_are_listed_and_applied_to_new_and_last_pictures(
     stack: StackClient, caller: str
 ) -> None:
-    assert "watercolor" in text(stack, caller, "STYLES")
-    text(stack, caller, "DRAW watercolor: a heron")
+    assert "watercolor" in text_reply(stack, caller, "STYLES")
+    text_reply(stack, caller, "DRAW watercolor: a heron")
     first = delivered(stack, caller)
     assert "watercolor painting" in first["prompt"]
     assert len(stack.generations("a heron, as a soft watercolor")) == 1
-    text(stack, caller, "comic")
+    text_reply(stack, caller, "comic")
     restyled = delivered(stack, caller)
     assert restyled["kind"] == "refine" and "comic-book" in restyled["prompt"]
     assert edit_of(stack, "comic-book")
 
 
 def test_help_explains_all_of_it_in_one_message(stack: StackClient, caller: str) -> None:
-    help_text = text(stack, caller, "HELP")
+    help_text = text_reply(stack, caller, "HELP")
     for word in ("DRAW", "AGAIN", "UNDO", "STYLES", "photo", "STOP"):
         assert word in help_text
 
@@ -231,18 +228,18 @@ def test_limits_apply_to_follow_ups(
     stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
 ) -> None:
     function_setting("LIMIT_PER_NUMBER_HOUR", "1")
-    draw(stack, caller)
+    drawn(stack, caller, "a fox in the snow")
     calls = provider_calls(stack)
-    assert "1 pictures in the last hour" in text(stack, caller, "make it night")
-    assert "1 pictures in the last hour" in text(stack, caller, "again")
+    assert "1 pictures in the last hour" in text_reply(stack, caller, "make it night")
+    assert "1 pictures in the last hour" in text_reply(stack, caller, "again")
     assert provider_calls(stack) == calls
     assert len(rows(stack, caller)) == 1
 
 
 def test_one_mms_per_follow_up_under_duplicate_callbacks(stack: StackClient, caller: str) -> None:
-    draw(stack, caller)
+    drawn(stack, caller, "a fox in the snow")
     stack.qstash_config(duplicate_deliveries=3)
-    text(stack, caller, "make it snow harder")
+    text_reply(stack, caller, "make it snow harder")
     refined = delivered(stack, caller)
     stack.stack.wait_idle(10)
     pictures = [m for m in stack.messages_to(caller) if m["media"]]
@@ -251,7 +248,7 @@ def test_one_mms_per_follow_up_under_duplicate_callbacks(stack: StackClient, cal
 
 
 def test_twilio_resending_a_follow_up_makes_one_request(stack: StackClient, caller: str) -> None:
-    draw(stack, caller)
+    drawn(stack, caller, "a fox in the snow")
     form = incoming_text(caller, "make it night")
     first = reply_text(signed_post(stack, form))
     again = reply_text(signed_post(stack, form))
@@ -274,7 +271,7 @@ def test_a_studio_text_refines_the_last_picture(stack: StackClient, caller: str)
 def test_a_caller_with_a_picture_is_offered_a_change(stack: StackClient, caller: str) -> None:
     lookup = {"lookup": "1", "to": caller, "from": stack.env["DEMO_FROM"]}
     assert signed_post(stack, lookup).json()["has_picture"] is False
-    first = draw(stack, caller)
+    first = drawn(stack, caller, "a fox in the snow")
     assert signed_post(stack, lookup).json()["has_picture"] is True
     answer = signed_post(stack, studio_call(caller, "make it night", follow_up="1")).json()
     assert answer["accepted"] is True
@@ -311,7 +308,7 @@ def test_a_photo_without_words_waits_for_what_to_do(stack: StackClient, caller: 
     assert "Got your photo" in replies_in(answer)
     assert rows(stack, caller) == []
     [waiting] = stack.sql("select * from public.pending_photos where address = %s", caller)
-    text(stack, caller, "make me a superhero")
+    text_reply(stack, caller, "make me a superhero")
     restyled = delivered(stack, caller)
     assert (restyled["kind"], restyled["source_path"]) == ("restyle", waiting["path"])
     assert stack.sql("select * from public.pending_photos where address = %s", caller) == []
@@ -359,7 +356,7 @@ def test_media_on_a_foreign_host_is_never_fetched(stack: StackClient, caller: st
     try:
         foreign = f"{server.url}/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
         form = {"NumMedia": "1", "MediaUrl0": foreign, "MediaContentType0": "image/jpeg"}
-        reply = text(stack, caller, "as a watercolor", **form)
+        reply = text_reply(stack, caller, "as a watercolor", **form)
     finally:
         server.stop()
     assert "couldn't open that picture" in reply

@@ -476,3 +476,25 @@ def test_a_row_left_queued_by_a_failed_publish_is_left_to_the_sweep() -> None:
         ask(fakes)
     [row] = fakes.store.rows.values()
     assert row["status"] == "queued"
+
+
+def test_an_undo_resends_the_stored_picture_once(fakes: MemoryServices) -> None:
+    from shared.delivery import resend_picture
+
+    record = fakes.store.add(kind="undo")
+    outcome = resend_picture(record.id, "a/b.jpg", fakes.services)
+    assert outcome is CallbackOutcome.DELIVERED
+    [sent] = fakes.messenger.sent
+    assert sent.media_url == fakes.pictures.public_url("a/b.jpg")
+    assert resend_picture(record.id, "a/b.jpg", fakes.services) is CallbackOutcome.ALREADY_DONE
+    assert len(fakes.messenger.sent) == 1
+
+
+def test_an_undo_refused_as_opted_out_is_remembered(fakes: MemoryServices) -> None:
+    from shared.delivery import resend_picture
+
+    record = fakes.store.add(kind="undo")
+    fakes.messenger.refusals.append(MessagingError("refused", retryable=False, code=21610))
+    assert resend_picture(record.id, "a/b.jpg", fakes.services) is CallbackOutcome.FAILED
+    assert (record.recipient, record.sender) in fakes.store.opt_outs
+    assert fakes.store.row(record.id)["failure_reason"] == "opted_out"
