@@ -156,3 +156,14 @@ def test_in_approve_mode_a_picture_waits_for_the_operator(
     assert "Approve for the wall" in operator.get(console(stack), timeout=10).text
     act(operator, stack, f"approve/{row['id']}")
     assert any(p["id"] == str(row["id"]) for p in requests.get(feed_url, timeout=10).json())
+
+
+def test_console_mistakes_get_clear_answers(
+    stack: StackClient, operator: requests.Session, function_setting: Callable[[str, str], None]
+) -> None:
+    assert act(operator, stack, "block", address="not a number").status_code == 400
+    assert act(operator, stack, "launch-rockets").status_code == 404
+    assert operator.get(f"{console(stack)}/pause", timeout=10).status_code == 404
+    assert requests.put(f"{console(stack)}/sign-in", timeout=10).status_code == 404
+    function_setting("WALL", "on")
+    assert requests.post(f"{stack.env['GALLERY_URL']}/wall", timeout=10).status_code == 404

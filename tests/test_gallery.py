@@ -106,3 +106,14 @@ def test_a_picture_that_never_reaches_the_phone_is_texted_as_a_link(
     page = requests.get(link, timeout=10)
     assert page.status_code == 200 and "a lost parcel" in page.text
     assert stack.row(row["id"])["link_sent_at"] is not None
+
+
+def test_an_original_is_only_for_its_owner_and_pages_take_only_their_methods(
+    stack: StackClient, caller: str
+) -> None:
+    mine = drawn(stack, caller, "a private pear")
+    other = link_in(text_reply(stack, "+15552009998", "PICTURES"))
+    assert requests.get(f"{other}/original/{mine['id']}", timeout=10).status_code == 404
+    link = link_in(text_reply(stack, caller, "PICTURES"))
+    assert requests.post(link, timeout=10).status_code == 405
+    assert requests.get(f"{link}/delete/{mine['id']}", timeout=10).status_code == 405
