@@ -179,7 +179,7 @@ def normalise(text: str, default_region: str | None) -> str | None:
     return prefix + phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
 
-def _country_list(allowed_countries: Iterable[str]) -> str:
+def country_list(allowed_countries: Iterable[str]) -> str:
     """ "the US", "the US and Canada", "the US, Canada and the UK", in the order given."""
     names = [_COUNTRY_NAMES.get(code, code) for code in dict.fromkeys(allowed_countries)]
     if len(names) < 2:
@@ -189,7 +189,7 @@ def _country_list(allowed_countries: Iterable[str]) -> str:
 
 def explain(problem: RecipientProblem, allowed_countries: Collection[str]) -> str:
     """One sentence for the person who asked, naming the allowed countries where it helps."""
-    countries = _country_list(allowed_countries)
+    countries = country_list(allowed_countries)
     if problem is RecipientProblem.NOT_A_NUMBER:
         return "That is not a phone number: write it with its country code, like +1 212 555 0123."
     if problem is RecipientProblem.NOT_VALID:

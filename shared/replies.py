@@ -1,13 +1,20 @@
-"""Every sentence the person on the phone reads. Kept together so they stay consistent."""
+"""Every sentence the person on the phone reads, in their language. The words live in the
+catalogues (shared/languages/<code>.toml, read by catalogue.py); these functions choose the
+message and fill it in. Each takes the language last (default: the reference language)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from .catalogue import CATALOGUES, REFERENCE_LANGUAGE, phrasebook
 from .photos import PhotoProblem
+from .recipients import RecipientProblem, country_list
 from .records import CreationOutcome, FailureReason, RequestKind
-from .settings import Limits
+from .settings import Limits, Settings
 from .styles import StyleBook
 
 _PROMPT_PREVIEW = 60
+EN = REFERENCE_LANGUAGE
 
 
 def _preview(prompt: str) -> str:
@@ -18,8 +25,9 @@ def _preview(prompt: str) -> str:
 
 
 # Every message about a request ends with its reference (records.reference_for), so the person
-# can quote it. Crash recovery (delivery.py) finds our own message at Twilio by its whole body:
-# the caption, or one of the failure notices, each built only here.
+# can quote it; the marker is the same in every language. Crash recovery (delivery.py) finds
+# our own message at Twilio by its whole body: the caption, or one of the failure notices, each
+# built only here, in the request's language.
 REFERENCE_MARKER = "Ref"
 
 
@@ -27,238 +35,245 @@ def _referenced(text: str, reference: str) -> str:
     return f"{text} {REFERENCE_MARKER} {reference}"
 
 
-def picture_caption(prompt: str, reference: str) -> str:
+def _open(key: str, keyword: str) -> str:
+    """A message's form for a number with a keyword, or its `_open` form without one."""
+    return key if keyword else f"{key}_open"
+
+
+def keyword_in(language: str, settings: Settings) -> str:
+    """The keyword to show in `language`: SMS_KEYWORD in the number's own language, else that
+    language's keyword (DIBUJA); empty when the number takes every text as a prompt."""
+    if not settings.sms_keyword:
+        return ""
+    if language == settings.default_language:
+        return settings.sms_keyword
+    return phrasebook(language).words.keyword
+
+
+def languages_list() -> str:
+    """The codes a person can choose, as `LANGUAGE <code>` takes them."""
+    return ", ".join(CATALOGUES)
+
+
+def picture_caption(prompt: str, reference: str, language: str = EN) -> str:
     """The MMS's words. They say that a reply changes the picture (conversation.py)."""
-    return _referenced(
-        f"Here is your picture of “{_preview(prompt)}”. Reply to change it, or AGAIN.", reference
-    )
+    return _referenced(phrasebook(language).text("caption", prompt=_preview(prompt)), reference)
 
 
 _FAILURES = {
-    FailureReason.REFUSED: (
-        "Sorry, we can't make a picture of “{prompt}”: the image service turned it down. "
-        "Try describing something else."
-    ),
-    FailureReason.PROVIDER_BUSY: (
-        "Sorry, the image service is too busy right now and your picture of “{prompt}” "
-        "couldn't be made. Please try again in a few minutes."
-    ),
-    FailureReason.PROVIDER_ERROR: (
-        "Sorry, something went wrong making your picture of “{prompt}”. Please try again later."
-    ),
-    FailureReason.BAD_RESPONSE: (
-        "Sorry, something went wrong making your picture of “{prompt}”. Please try again later."
-    ),
-    FailureReason.MODEL_UNAVAILABLE: (
-        "Sorry, the image service we use is being updated and couldn't make your picture of "
-        "“{prompt}”. Please try again later."
-    ),
-    FailureReason.TOO_LARGE: (
-        "Sorry, your picture of “{prompt}” came out too large for us to deliver. "
-        "Please try again later."
-    ),
-    FailureReason.EXPIRED: (
-        "Sorry, your picture of “{prompt}” took too long and was cancelled. Please try again."
-    ),
+    FailureReason.REFUSED: "failure_refused",
+    FailureReason.PROVIDER_BUSY: "failure_busy",
+    FailureReason.PROVIDER_ERROR: "failure_error",
+    FailureReason.BAD_RESPONSE: "failure_error",
+    FailureReason.MODEL_UNAVAILABLE: "failure_model_unavailable",
+    FailureReason.TOO_LARGE: "failure_too_large",
+    FailureReason.EXPIRED: "failure_expired",
 }
 
 
-def failure_notice(reason: FailureReason, prompt: str, reference: str) -> str:
-    template = _FAILURES.get(reason, _FAILURES[FailureReason.PROVIDER_ERROR])
-    return _referenced(template.format(prompt=_preview(prompt)), reference)
+def failure_notice(reason: FailureReason, prompt: str, reference: str, language: str = EN) -> str:
+    key = _FAILURES.get(reason, "failure_error")
+    return _referenced(phrasebook(language).text(key, prompt=_preview(prompt)), reference)
 
 
-def failure_notices(prompt: str, reference: str) -> frozenset[str]:
+def failure_notices(prompt: str, reference: str, language: str = EN) -> frozenset[str]:
     """Every failure notice a request can have been sent. Crash recovery takes only these (or
     the caption) as "already sent": the acknowledgement carries the same Ref, and Twilio keeps
     it as a message too."""
-    return frozenset(failure_notice(reason, prompt, reference) for reason in FailureReason)
+    return frozenset(
+        failure_notice(reason, prompt, reference, language) for reason in FailureReason
+    )
 
 
 # --- Replies to people who call or text us ------------------------------------------------
 
 
 _ACCEPTED_FOLLOW_UP = {
-    RequestKind.AGAIN: "Got it! Another take of “{prompt}” is on its way.",
-    RequestKind.REFINE: "Got it! Changing your picture: “{prompt}”. It's on its way.",
-    RequestKind.RESTYLE: "Got it! Your photo is on its way back: “{prompt}”.",
+    RequestKind.AGAIN: "accepted_again",
+    RequestKind.REFINE: "accepted_refine",
+    RequestKind.RESTYLE: "accepted_restyle",
 }
 
 
-def accepted_follow_up(kind: RequestKind, prompt: str, reference: str) -> str:
+def accepted_follow_up(kind: RequestKind, prompt: str, reference: str, language: str = EN) -> str:
     """A follow-up was taken; the picture comes by MMS in about a minute."""
-    template = _ACCEPTED_FOLLOW_UP.get(kind)
-    if template is None:
-        return accepted_by_text(prompt, reference)
-    return _referenced(template.format(prompt=_preview(prompt)), reference)
+    key = _ACCEPTED_FOLLOW_UP.get(kind, "accepted_by_text")
+    return _referenced(phrasebook(language).text(key, prompt=_preview(prompt)), reference)
 
 
-def accepted_by_text(prompt: str, reference: str) -> str:
-    return _referenced(
-        f"Got it! Your picture of “{_preview(prompt)}” is on its way and should arrive in "
-        "about a minute.",
-        reference,
-    )
+def accepted_by_text(prompt: str, reference: str, language: str = EN) -> str:
+    return accepted_follow_up(RequestKind.NEW, prompt, reference, language)
 
 
-def accepted_by_voice() -> str:
-    return "Your picture is on its way by text message. It should arrive in about a minute."
+def accepted_by_voice(language: str = EN) -> str:
+    return phrasebook(language).text("accepted_by_voice")
 
 
-def usage(keyword: str) -> str:
-    how = f"Text {keyword} followed by" if keyword else "Text us"
-    example = (
-        f"{keyword} a crab holding a light saber" if keyword else "a crab holding a light saber"
-    )
-    return (
-        f"{how} what you'd like to see, e.g. “{example}”, and we'll send you a picture. "
-        "Reply STOP to opt out."
-    )
+def usage(keyword: str, language: str = EN) -> str:
+    return phrasebook(language).text(_open("usage", keyword), keyword=keyword)
 
 
-def help_text(keyword: str, styles: StyleBook) -> str:
+def _example_style(styles: StyleBook) -> str:
+    return styles.names[0] if styles.names else "watercolor"
+
+
+def help_text(keyword: str, styles: StyleBook, language: str = EN) -> str:
     """HELP: everything a person can do, in one message."""
-    how = f"Text {keyword} followed by" if keyword else "Text us"
-    draw = f"{keyword} " if keyword else ""
-    example_style = styles.names[0] if styles.names else "watercolor"
-    return (
-        f"{how} what you'd like to see, e.g. “{draw}a fox in the snow”. Then reply to change "
-        "it (“make it night”), AGAIN for another take, or UNDO to go back. Add a style: "
-        f"“{draw}{example_style}: a fox” (STYLES lists them), or send a photo to restyle it. "
-        "Reply STOP to opt out."
+    return phrasebook(language).text(
+        _open("help", keyword),
+        keyword=keyword,
+        style=_example_style(styles),
+        languages=languages_list(),
     )
 
 
-def styles_list(keyword: str, styles: StyleBook) -> str:
+def styles_list(keyword: str, styles: StyleBook, language: str = EN) -> str:
+    book = phrasebook(language)
     if not styles.names:
-        return "There are no styles to choose from right now."
-    draw = f"{keyword} " if keyword else ""
-    first = styles.names[0]
-    return (
-        f"Styles: {', '.join(styles.names)}. Text “{draw}{first}: a fox”, or reply "
-        f"“{first}” to restyle your last picture."
+        return book.text("no_styles")
+    return book.text(
+        _open("styles_list", keyword),
+        keyword=keyword,
+        styles=", ".join(styles.names),
+        style=styles.names[0],
     )
 
 
-def nothing_to_follow(keyword: str) -> str:
-    how = f"Text {keyword} and" if keyword else "Text"
-    return f"You have no recent picture to change. {how} what you'd like to see to start one."
+def nothing_to_follow(keyword: str, language: str = EN) -> str:
+    return phrasebook(language).text(_open("nothing_to_follow", keyword), keyword=keyword)
 
 
-def gallery_link(link: str, new: bool) -> str:
-    what = "Your new private link" if new else "Your pictures, at full size"
-    return f"{what}: {link} Keep it to yourself; text NEWLINK for a new one."
+def language_set(language: str) -> str:
+    """The confirmation of `LANGUAGE <code>`, in the language chosen."""
+    return phrasebook(language).text("language_set")
 
 
-def picture_by_link(prompt: str, link: str) -> str:
+def language_unknown(language: str = EN) -> str:
+    return phrasebook(language).text("language_unknown", languages=languages_list())
+
+
+def gallery_link(link: str, new: bool, language: str = EN) -> str:
+    return phrasebook(language).text("gallery_new_link" if new else "gallery_link", link=link)
+
+
+def picture_by_link(prompt: str, link: str, language: str = EN) -> str:
     """For a picture whose MMS never reached the phone."""
-    return (
-        f"Your picture of “{_preview(prompt)}” couldn't reach your phone as a picture "
-        f"message. See it here: {link}"
-    )
+    return phrasebook(language).text("picture_by_link", prompt=_preview(prompt), link=link)
 
 
-def no_gallery() -> str:
-    return "Sorry, there is no gallery on this number."
+def no_gallery(language: str = EN) -> str:
+    return phrasebook(language).text("no_gallery")
 
 
-def nothing_to_undo() -> str:
-    return "There's nothing to undo: this is the first version of your picture."
+def nothing_to_undo(language: str = EN) -> str:
+    return phrasebook(language).text("nothing_to_undo")
 
 
-def still_making() -> str:
-    return "Your picture is still being made; reply once it arrives to change it."
+def still_making(language: str = EN) -> str:
+    return phrasebook(language).text("still_making")
 
 
-def photo_received() -> str:
-    return (
-        "Got your photo! Reply with what to do with it, e.g. “as a watercolor” or "
-        "“make me a superhero”."
-    )
+def photo_received(language: str = EN) -> str:
+    return phrasebook(language).text("photo_received")
 
 
 _PHOTO_REFUSALS = {
-    PhotoProblem.FOREIGN_HOST: "Sorry, we couldn't open that picture. Please send it again.",
-    PhotoProblem.UNREACHABLE: "Sorry, we couldn't open that picture. Please send it again.",
-    PhotoProblem.NOT_AN_IMAGE: "Sorry, that isn't a picture we can use. Please send a photo.",
-    PhotoProblem.TOO_LARGE: "Sorry, that picture is too large. Please send a smaller one.",
-    PhotoProblem.UNREADABLE: "Sorry, we couldn't read that picture. Please send another.",
+    PhotoProblem.FOREIGN_HOST: "photo_unreachable",
+    PhotoProblem.UNREACHABLE: "photo_unreachable",
+    PhotoProblem.NOT_AN_IMAGE: "photo_not_an_image",
+    PhotoProblem.TOO_LARGE: "photo_too_large",
+    PhotoProblem.UNREADABLE: "photo_unreadable",
 }
 
 
-def photo_refused(problem: PhotoProblem) -> str:
-    return _PHOTO_REFUSALS[problem]
+def photo_refused(problem: PhotoProblem, language: str = EN) -> str:
+    return phrasebook(language).text(_PHOTO_REFUSALS[problem])
 
 
-def empty_prompt(keyword: str) -> str:
-    example = f"{keyword} a fox in the snow" if keyword else "a fox in the snow"
-    return f"Tell us what to draw, e.g. “{example}”."
+def empty_prompt(keyword: str, language: str = EN) -> str:
+    return phrasebook(language).text(_open("empty_prompt", keyword), keyword=keyword)
 
 
-def prompt_too_long(length: int, limit: int) -> str:
-    return f"That's {length} characters; please describe your picture in {limit} or fewer."
+def prompt_too_long(length: int, limit: int, language: str = EN) -> str:
+    book = phrasebook(language)
+    return book.count("prompt_too_long", limit, length=book.number(length))
 
 
-def text_us_instead(keyword: str) -> str:
+def text_us_instead(keyword: str, language: str = EN) -> str:
     """For a caller whose number their carrier does not vouch for (SHAKEN/STIR): we cannot
     tell it is theirs, and the picture would go to whoever owns it."""
-    how = f"text {keyword} and what you'd like to see" if keyword else "text what you'd like to see"
-    return (
-        "Sorry, we can't confirm this call comes from the number it shows, so we can't send a "
-        f"picture to it. Please {how} to this number instead."
-    )
+    return phrasebook(language).text(_open("text_us_instead", keyword), keyword=keyword)
 
 
-def opted_out_by_voice() -> str:
-    return (
-        "You have opted out of text messages from this number, so we can't send you a picture. "
-        "Text START to this number, then call again."
-    )
+def opted_out_by_voice(language: str = EN) -> str:
+    return phrasebook(language).text("opted_out_by_voice")
 
 
-def hidden_number() -> str:
+def hidden_number(language: str = EN) -> str:
     """For a caller who withheld their number: Twilio hands us a stand-in that reaches nobody.
     Written to be said on the call; a text always carries the sender's number."""
-    return (
-        "We can't send a picture to a hidden number. "
-        "Call again without hiding your number, or text us."
-    )
+    return phrasebook(language).text("hidden_number")
 
 
-def cannot_take_request() -> str:
-    return "Sorry, we couldn't take your request right now. Please try again in a few minutes."
+def cannot_take_request(language: str = EN) -> str:
+    return phrasebook(language).text("cannot_take_request")
 
 
-def earlier_request_failed() -> str:
-    return "Sorry, we couldn't make that picture. Please try again."
+def earlier_request_failed(language: str = EN) -> str:
+    return phrasebook(language).text("earlier_request_failed")
 
 
-def not_available() -> str:
-    return "Sorry, this picture service isn't available to your number."
+def not_available(language: str = EN) -> str:
+    return phrasebook(language).text("not_available")
 
 
-def limit_reached(limit: CreationOutcome | None, limits: Limits) -> str:
+def limit_reached(limit: CreationOutcome | None, limits: Limits, language: str = EN) -> str:
     """Why we will not make another picture right now, and when to try again."""
+    book = phrasebook(language)
     if limit is CreationOutcome.PER_NUMBER_HOUR:
-        return (
-            f"You've had {limits.per_number_hour} pictures in the last hour, the most we make "
-            "for one number. Please try again in a little while."
-        )
+        return book.count("limit_per_hour", limits.per_number_hour or 0)
     if limit is CreationOutcome.PER_NUMBER_DAY:
-        return (
-            f"You've had {limits.per_number_day} pictures today, the most we make for one "
-            "number. Please try again tomorrow."
-        )
-    return "We've made all the pictures we can for today. Please try again tomorrow."
+        return book.count("limit_per_day", limits.per_number_day or 0)
+    return book.text("limit_everyone")
 
 
-def closed_for_now() -> str:
-    return "Sorry, we're closed for now and aren't making pictures. Please try again later."
+_RECIPIENT_PROBLEMS = {
+    RecipientProblem.NOT_A_NUMBER: "recipient_not_a_number",
+    RecipientProblem.NOT_VALID: "recipient_not_valid",
+    RecipientProblem.PREMIUM_OR_SHARED: "recipient_premium",
+    RecipientProblem.COUNTRY_NOT_ALLOWED: "recipient_country_not_allowed",
+}
 
 
-def no_whatsapp() -> str:
-    return "Sorry, we don't send pictures on WhatsApp. Text or call our number instead."
+def unreachable(problem: RecipientProblem, allowed: Collection[str], language: str = EN) -> str:
+    """Why we cannot send a picture to the number, naming the countries we can send to."""
+    book = phrasebook(language)
+    key = _RECIPIENT_PROBLEMS.get(problem, "recipient_not_mobile")
+    if not allowed and key in ("recipient_country_not_allowed", "recipient_not_mobile"):
+        return book.text("recipient_no_country")
+    return book.text(key, countries=countries_in(allowed, language))
 
 
-def prompt_refused() -> str:
-    return "Sorry, we can't make a picture of that. Try describing something else."
+def countries_in(allowed: Collection[str], language: str) -> str:
+    """The countries as the language lists them: "the US and Canada", "Estados Unidos y
+    Canadá" (Babel's CLDR names and list patterns; English keeps the names people say)."""
+    if language == EN:
+        return country_list(allowed)
+    from babel.core import Locale
+    from babel.lists import format_list
+
+    names = Locale.parse(language).territories
+    listed = [names.get(code, code) for code in dict.fromkeys(allowed)]
+    return str(format_list(listed, locale=language))
+
+
+def closed_for_now(language: str = EN) -> str:
+    return phrasebook(language).text("closed_for_now")
+
+
+def no_whatsapp(language: str = EN) -> str:
+    return phrasebook(language).text("no_whatsapp")
+
+
+def prompt_refused(language: str = EN) -> str:
+    return phrasebook(language).text("prompt_refused")

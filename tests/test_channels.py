@@ -49,7 +49,7 @@ def test_whatsapp_messages_come_back_on_whatsapp(stack: StackClient, caller: str
         ("HELP", "Text DRAW followed by"),
         ("hello there", "Text DRAW followed by"),
         ("DRAW", "Tell us what to draw"),
-        ("DRAW " + "x" * 1200, "1200 characters"),
+        ("DRAW " + "x" * 1200, "1,200 characters"),  # numbers as English writes them
     ],
 )
 def test_texts_that_are_not_prompts_get_a_helpful_reply_and_cost_nothing(
@@ -178,7 +178,7 @@ def test_a_studio_message_request_follows_the_keyword_rules(
 
 
 @pytest.mark.parametrize(
-    ("prompt", "expected"), [("", "Tell us what to draw"), ("z" * 1500, "1500 characters")]
+    ("prompt", "expected"), [("", "Tell us what to draw"), ("z" * 1500, "1,500 characters")]
 )
 def test_a_studio_call_with_an_unusable_prompt_gets_words_to_say(
     stack: StackClient, caller: str, prompt: str, expected: str

@@ -133,7 +133,7 @@ def test_a_limited_texter_is_told_kindly_and_nothing_is_spent(
     stack.stack.wait_idle(10)
     published = len(stack.qstash_messages())
     second = reply_text(signed_post(stack, incoming_text(caller, "DRAW another fox")))
-    assert "1 pictures in the last hour" in second
+    assert "1 picture in the last hour" in second
     assert len(stack.qstash_messages()) == published
     assert len(stack.sql("select id from public.requests where recipient = %s", caller)) == 1
 
