@@ -10,6 +10,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from .catalogue import (
+    CATALOGUES,
+    REFERENCE_LANGUAGE,
+    fold,
+    language_named,
+    phrasebook,
+)
 from .errors import BadRequest, EmptyPrompt, HiddenNumber, PromptTooLong
 from .recipients import normalise
 from .records import WHATSAPP_PREFIX, Channel, RequestKind
@@ -155,6 +162,7 @@ class PictureRequest:
     parent_id: str | None = None
     source_path: str | None = None
     resend_path: str | None = None  # UNDO: the framed picture to send again
+    language: str = REFERENCE_LANGUAGE  # what every word about it is written in
 
     @property
     def is_edit(self) -> bool:
@@ -197,6 +205,17 @@ def parse_picture_request(
     prompt = clean_prompt(payload.get("prompt"), max_prompt_chars)
     channel = Channel.WHATSAPP if recipient.startswith(WHATSAPP_PREFIX) else Channel.API
     return PictureRequest(recipient=recipient, sender=sender, prompt=prompt, channel=channel)
+
+
+def requested_language(payload: Any) -> tuple[str, ...]:
+    """The operator's optional `"language"` ("es"): the language of the caption and notices.
+    Absent, the person's own (or the number's) applies."""
+    value = payload.get("language") if isinstance(payload, dict) else None
+    if value is None:
+        return ()
+    if not isinstance(value, str) or value.strip().lower() not in CATALOGUES:
+        raise BadRequest(f"'language' must be one of {', '.join(CATALOGUES)}")
+    return (value.strip().lower(),)
 
 
 def parse_studio_request(form: Mapping[str, str], max_prompt_chars: int) -> PictureRequest:
@@ -248,36 +267,48 @@ class Command(StrEnum):
     STYLES = "styles"  # list the style presets
     PICTURES = "pictures"  # the link to their gallery
     NEW_LINK = "new_link"  # a new gallery link; the old one stops working
+    LANGUAGE = "language"  # LANGUAGE <code>: the language of every reply from now on
 
 
-# Whole-message follow-up words, matched like Twilio's keywords (case and punctuation aside).
-AGAIN_WORDS = frozenset(
-    {"AGAIN", "ANOTHER", "ANOTHER ONE", "ONE MORE", "RETRY", "REROLL", "TRY AGAIN"}
-)
-UNDO_WORDS = frozenset({"UNDO", "BACK", "GO BACK", "PREVIOUS"})
-STYLES_WORDS = frozenset({"STYLES", "STYLE"})
-PICTURES_WORDS = frozenset({"PICTURES", "MY PICTURES", "GALLERY"})
-NEW_LINK_WORDS = frozenset({"NEWLINK", "NEW LINK"})
-_SEPARATORS = re.compile(r"[\W_]+")
+# Whole-message commands in every language (shared/languages/*.toml), matched like Twilio's
+# keywords: case, punctuation and accents aside ("¡Otra!" is OTRA).
+_COMMANDS = {
+    "again": Command.AGAIN,
+    "undo": Command.UNDO,
+    "styles": Command.STYLES,
+    "pictures": Command.PICTURES,
+    "new_link": Command.NEW_LINK,
+    "help": Command.HELP,
+}
+
+
+def _command_words() -> dict[str, tuple[Command, tuple[str, ...]]]:
+    """Each folded word: its command, and the languages that use it (catalogue order)."""
+    found: dict[str, tuple[Command, tuple[str, ...]]] = {}
+    for book in CATALOGUES.values():
+        for name, command in _COMMANDS.items():
+            for word in book.words.commands[name]:
+                languages = found.get(word, (command, ()))[1]
+                found[word] = (command, (*languages, book.code))
+    return found
+
+
+COMMAND_WORDS = _command_words()
+# English's words, as the tests and the docs name them.
+AGAIN_WORDS = frozenset(phrasebook(REFERENCE_LANGUAGE).words.commands["again"])
+UNDO_WORDS = frozenset(phrasebook(REFERENCE_LANGUAGE).words.commands["undo"])
 
 
 def follow_up_command(body: str) -> Command | None:
     """AGAIN, UNDO, STYLES, PICTURES or NEWLINK when the whole message is one of their words
-    ("Again!")."""
-    words = _SEPARATORS.sub(" ", body).strip().upper()
-    if not words.isascii():
-        return None
-    if words in AGAIN_WORDS:
-        return Command.AGAIN
-    if words in UNDO_WORDS:
-        return Command.UNDO
-    if words in STYLES_WORDS:
-        return Command.STYLES
-    if words in PICTURES_WORDS:
-        return Command.PICTURES
-    if words in NEW_LINK_WORDS:
-        return Command.NEW_LINK
-    return None
+    in any language ("Again!", "¡Otra!")."""
+    command = written_command(body)
+    return command[0] if command and command[0] is not Command.HELP else None
+
+
+def written_command(body: str) -> tuple[Command, tuple[str, ...]] | None:
+    """The command the whole message is a word of, and the languages that word is in."""
+    return COMMAND_WORDS.get(fold(body))
 
 
 # Twilio's default keywords; this is the project's one copy of them. Opt-out: STOP, UNSUBSCRIBE,
@@ -350,49 +381,88 @@ class IncomingCommand:
     # Words that are no command (no keyword before them): a change to the last picture, if
     # there is one (conversation.py). Set on HELP for such words, and on a keyword-less PROMPT.
     follow_up: str | None = None
+    # The languages the message's own words are in (its keyword or command word), most
+    # likely first; empty when they do not say. For LANGUAGE, the one chosen (empty: unknown).
+    languages: tuple[str, ...] = ()
 
 
 def interpret_message(
-    body: str, keyword: str, max_prompt_chars: int, opt_out_type: str | None = None
+    body: str,
+    keyword: str,
+    max_prompt_chars: int,
+    opt_out_type: str | None = None,
+    default_language: str = REFERENCE_LANGUAGE,
 ) -> IncomingCommand:
     """What an incoming text asks for. With a keyword (e.g. DRAW) only "DRAW <prompt>" is a
-    prompt; other words get the usage text, unless they follow up on a picture (`follow_up`,
-    see conversation.py). STOP/START/HELP words are never prompts; AGAIN, UNDO and STYLES
-    words are commands."""
+    prompt, or the keyword of another language ("DIBUJA <prompt>"); other words get the usage
+    text, unless they follow up on a picture (`follow_up`, see conversation.py). STOP/START/HELP
+    words are never prompts; AGAIN, UNDO, STYLES... words are commands in every language.
+    `keyword` (SMS_KEYWORD) is a keyword of `default_language`."""
     if opt_out_type in ("STOP", "START", "HELP"):
         return IncomingCommand(Command(opt_out_type.lower()))
     if (twilio_keyword := keyword_command(body)) is not None:
         return IncomingCommand(twilio_keyword)
-    if (follow_up := follow_up_command(body)) is not None:
-        return IncomingCommand(follow_up)
+    if (written := written_command(body)) is not None:
+        return IncomingCommand(written[0], languages=written[1])
+    if (chosen := language_choice(body)) is not None:
+        return chosen
     text = body.strip()
+    said = keyword_language(text, keyword, default_language)
+    languages = (said[0],) if said else ()
     if keyword:
-        match = re.match(rf"^{re.escape(keyword)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)
-        if match is None:
+        if said is None:
             return IncomingCommand(Command.HELP, follow_up=_words(text, max_prompt_chars))
-        text = text[match.end() :]
+        text = text[said[1] :]
     try:
         prompt = clean_prompt(text, max_prompt_chars)
     except EmptyPrompt:
-        return IncomingCommand(Command.EMPTY_PROMPT)
+        return IncomingCommand(Command.EMPTY_PROMPT, languages=languages)
     except PromptTooLong as exc:
-        return IncomingCommand(Command.TOO_LONG, length=exc.length)
-    return IncomingCommand(Command.PROMPT, prompt=prompt, follow_up=None if keyword else prompt)
+        return IncomingCommand(Command.TOO_LONG, length=exc.length, languages=languages)
+    follow_up = None if keyword else prompt
+    return IncomingCommand(Command.PROMPT, prompt=prompt, follow_up=follow_up, languages=languages)
 
 
-# On a call, "new" (or "new picture of") starts over; anything else changes the last picture.
-_SPOKEN_NEW = re.compile(r"^\s*new\b(?:\s+picture)?(?:\s+of)?[\s,:.]*", re.IGNORECASE)
+def keyword_language(text: str, keyword: str, default_language: str) -> tuple[str, int] | None:
+    """The language of the keyword `text` starts with, and where the prompt after it starts:
+    SMS_KEYWORD is `default_language`'s, each catalogue's keyword its own."""
+    keywords = {book.words.keyword: book.code for book in CATALOGUES.values()}
+    if keyword:
+        keywords.setdefault(keyword.upper(), default_language)
+    for word, language in keywords.items():
+        match = re.match(rf"{re.escape(word)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)
+        if match is not None:
+            return language, match.end()
+    return None
 
 
-def spoken_command(words: str) -> IncomingCommand:
-    """What a caller who has a picture said: "again", "undo", "new <picture>", or a change."""
+def language_choice(body: str) -> IncomingCommand | None:
+    """`LANGUAGE es`, `IDIOMA español`, or a language's name alone ("Deutsch"): Command.LANGUAGE
+    with the language chosen, or with none when the words name no language we speak."""
+    words = fold(body)
+    if " " not in words and (named := language_named(words)) is not None:
+        return IncomingCommand(Command.LANGUAGE, languages=(named,))
+    first, _, rest = words.partition(" ")
+    for book in CATALOGUES.values():
+        if first in book.words.commands["language"]:
+            named = language_named(rest) if rest else None
+            return IncomingCommand(Command.LANGUAGE, languages=(named,) if named else ())
+    return None
+
+
+def spoken_command(words: str, language: str = REFERENCE_LANGUAGE) -> IncomingCommand:
+    """What a caller who has a picture said, in the call's language: "again", "undo", "new
+    <picture>" (or "otra", "nueva imagen de ..."), or a change."""
     if (command := follow_up_command(words)) in (Command.AGAIN, Command.UNDO):
-        return IncomingCommand(command)
-    if match := _SPOKEN_NEW.match(words):
-        rest = words[match.end() :].strip()
-        if rest:
-            return IncomingCommand(Command.PROMPT, prompt=rest)
-    return IncomingCommand(Command.HELP, follow_up=words)
+        return IncomingCommand(command, languages=(language,))
+    spoken = words.strip()
+    for phrase in phrasebook(language).words.spoken_new:
+        match = re.match(rf"{re.escape(phrase)}\b[\s,:.]*", spoken, re.IGNORECASE)
+        if match is not None:
+            rest = spoken[match.end() :].strip()
+            if rest:
+                return IncomingCommand(Command.PROMPT, prompt=rest, languages=(language,))
+    return IncomingCommand(Command.HELP, follow_up=words, languages=(language,))
 
 
 def _words(text: str, max_prompt_chars: int) -> str | None:
