@@ -43,7 +43,7 @@ PLAIN_SETTINGS=(SUPABASE_URL SUPABASE_BUCKET TWILIO_ACCOUNT_SID TWILIO_FROM_NUMB
   STORE_TIMEOUT_SECONDS MODERATION VOICE_CALLER_CHECK ALLOWED_COUNTRIES WHATSAPP
   LIMIT_PER_NUMBER_HOUR LIMIT_PER_NUMBER_DAY LIMIT_GLOBAL_DAY DAILY_BUDGET_USD MMS_COST_USD
   ALLOWLIST SWEEP_AFTER_MINUTES RETENTION_DAYS FOLLOW_UP_MINUTES IMAGE_EDIT_MODEL
-  PHOTO_MAX_BYTES PHOTO_MAX_EDGE WALL CONSOLE_SESSION_HOURS)
+  PHOTO_MAX_BYTES PHOTO_MAX_EDGE WALL CONSOLE_SESSION_HOURS DEFAULT_LANGUAGE)
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com secretmanager.googleapis.com logging.googleapis.com)
 
@@ -129,6 +129,8 @@ stage() {
   run mkdir -p "$dir/shared"
   run cp "$ROOT/$name/main.py" "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
   run cp "$ROOT"/shared/*.py "$ROOT"/shared/*.json "$dir/shared/"  # code, and the style presets
+  run mkdir -p "$dir/shared/languages"
+  run cp "$ROOT"/shared/languages/*.toml "$dir/shared/languages/"  # every word, per language
   if [[ -d "$ROOT/$name/templates" ]]; then
     run cp -R "$ROOT/$name/templates" "$dir/templates"
   fi

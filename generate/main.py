@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from dataclasses import replace
 
 import flask
 import functions_framework
@@ -23,7 +24,12 @@ from werkzeug.datastructures import CombinedMultiDict
 from shared import logs
 from shared.accept import accept_picture_request
 from shared.acceptance_decisions import operator_answer
-from shared.channels import answer_incoming_message, answer_studio, is_studio_form
+from shared.channels import (
+    answer_incoming_message,
+    answer_studio,
+    is_studio_form,
+    settle_language,
+)
 from shared.deadline import STUDIO_BUDGET_S, WEBHOOK_BUDGET_S, Deadline
 from shared.edge import (
     UnsupportedMediaType,
@@ -34,7 +40,7 @@ from shared.edge import (
     verify_twilio_request,
 )
 from shared.errors import ConfigError, Unauthorized
-from shared.intake import parse_picture_request
+from shared.intake import parse_picture_request, requested_language
 from shared.services import Services, get_services
 from shared.settings import Settings
 from shared.twilio_webhooks import FLOW_KEY_FIELD, twiml_message
@@ -66,6 +72,11 @@ def _from_operator(request: flask.Request, services: Services) -> flask.Response
         settings.twilio_from_number,
         default_region=settings.allowed_countries[0],
     )
+    said = requested_language(payload)
+    # The operator's choice is for this picture; it does not become the person's language.
+    recipient, sender = picture_request.recipient, picture_request.sender
+    language = settle_language(recipient, sender, said, services, remember=False)
+    picture_request = replace(picture_request, language=language)
     accepted = accept_picture_request(picture_request, services)
     status, body = operator_answer(accepted, settings)
     return json_response(status, body)

@@ -72,6 +72,7 @@ def accept_picture_request(
             kind=request.kind,
             parent_id=request.parent_id,
             source_path=request.source_path,
+            language=request.language,
         )
     )
     record = creation.record

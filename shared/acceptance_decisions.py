@@ -117,23 +117,23 @@ def operator_answer(accepted: Accepted, settings: Settings) -> tuple[int, dict[s
     return 202, {"request_id": accepted.request_id, "status": RequestStatus.QUEUED.value}
 
 
-def refusal_reply(accepted: Accepted, settings: Settings) -> str | None:
-    """The words for a person whose request was not taken because of an allowlist, a limit,
-    the moderation check, their number or the WhatsApp switch; None when it was taken (or
-    is a resend, or they opted out: each channel answers those in its own way)."""
+def refusal_reply(accepted: Accepted, settings: Settings, language: str = replies.EN) -> str | None:
+    """The words, in `language`, for a person whose request was not taken because of an
+    allowlist, a limit, the moderation check, their number or the WhatsApp switch; None when
+    it was taken (or is a resend, or they opted out: each channel answers those its own way)."""
     outcome = accepted.outcome
     if outcome is Acceptance.NOT_ALLOWED:
-        return replies.not_available()
+        return replies.not_available(language)
     if outcome is Acceptance.LIMITED:
-        return replies.limit_reached(accepted.limit, settings.limits)
+        return replies.limit_reached(accepted.limit, settings.limits, language)
     if outcome is Acceptance.REFUSED:
-        return replies.prompt_refused()
+        return replies.prompt_refused(language)
     if outcome is Acceptance.UNREACHABLE and accepted.problem is not None:
-        return explain(accepted.problem, settings.allowed_countries)
+        return replies.unreachable(accepted.problem, settings.allowed_countries, language)
     if outcome is Acceptance.NO_WHATSAPP:
-        return replies.no_whatsapp()
+        return replies.no_whatsapp(language)
     if outcome is Acceptance.CLOSED:
-        return replies.closed_for_now()
+        return replies.closed_for_now(language)
     return None
 
 

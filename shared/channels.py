@@ -54,6 +54,7 @@ from .intake import (
     twilio_sid,
     webhook_media,
 )
+from .person_language import first_guess, reply_language, worth_remembering
 from .photos import fetch_media, prepare_photo
 from .records import (
     WHATSAPP_PREFIX,
@@ -75,6 +76,10 @@ PHOTO_FETCH_TIMEOUT_S = 5.0
 # change; `follow_up=1` says the words are a change (or "again", or "new ...").
 LOOKUP_FIELD = "lookup"
 FOLLOW_UP_FIELD = "follow_up"
+# The call's language (the flow's branch: the lookup's first guess, or the caller's menu
+# choice), and the caller's country for that first guess ({{trigger.call.FromCountry}}).
+LANGUAGE_FIELD = "language"
+COUNTRY_FIELD = "country"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class StudioAnswer:
     message: str
     request_id: str | None = None
     has_picture: bool | None = None  # for the flow's lookup: offer a change on the call
+    language: str | None = None  # for the flow's lookup: the language to greet the caller in
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {"accepted": self.accepted, "message": self.message}
@@ -92,6 +98,8 @@ class StudioAnswer:
             body["request_id"] = self.request_id
         if self.has_picture is not None:
             body["has_picture"] = self.has_picture
+        if self.language is not None:
+            body["language"] = self.language
         return body
 
 
@@ -114,11 +122,12 @@ def answer_studio(
     """
     if LOOKUP_FIELD in form:
         return _lookup(form, services)
+    settings = services.settings
     if "body" in form:
         try:
             sender = parse_address(form.get("to"), "to")
         except HiddenNumber:
-            return StudioAnswer(False, replies.hidden_number())
+            return StudioAnswer(False, replies.hidden_number(settings.default_language))
         return _answer_text(
             sender=sender,
             ours=parse_address(form.get("from"), "from"),
@@ -129,47 +138,58 @@ def answer_studio(
             deadline=deadline,
             media=studio_media(form),
         )
-    settings = services.settings
+    # The flow's branch says the call's language; the words come back in it.
+    call_language = reply_language((form.get(LANGUAGE_FIELD, ""),), None, settings.default_language)
     try:
         request = parse_studio_request(form, settings.max_prompt_chars)
     except HiddenNumber:
-        return StudioAnswer(False, replies.hidden_number())
+        return StudioAnswer(False, replies.hidden_number(call_language))
     except EmptyPrompt:
-        return StudioAnswer(False, replies.empty_prompt(""))
+        return StudioAnswer(False, replies.empty_prompt("", call_language))
     except PromptTooLong as exc:
-        return StudioAnswer(False, replies.prompt_too_long(exc.length, settings.max_prompt_chars))
+        limit = settings.max_prompt_chars
+        return StudioAnswer(False, replies.prompt_too_long(exc.length, limit, call_language))
+    said = (form.get(LANGUAGE_FIELD, ""),) if request.channel is Channel.VOICE else ()
+    language = settle_language(request.recipient, request.sender, said, services)
+    request = replace(request, language=language)
     if not caller_trusted(request, settings.voice_caller_check):
         # Nothing recorded, nothing spent: texting proves the number better than a call.
         logs.info("caller ID not attested", verdict=request.caller_verdict or "none")
-        return StudioAnswer(False, replies.text_us_instead(settings.sms_keyword))
+        keyword = replies.keyword_in(language, settings)
+        return StudioAnswer(False, replies.text_us_instead(keyword, language))
     if form.get(FOLLOW_UP_FIELD) == "1":
         return _spoken_follow_up(request, services, deadline)
     accepted = accept_picture_request(request, services, deadline)
     if accepted.outcome is Acceptance.OPTED_OUT:
-        return StudioAnswer(False, replies.opted_out_by_voice())
-    if refusal := refusal_reply(accepted, settings):
+        return StudioAnswer(False, replies.opted_out_by_voice(language))
+    if refusal := refusal_reply(accepted, settings, language):
         return StudioAnswer(False, refusal)
     if earlier_failed(accepted):
-        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
-    return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
+        return StudioAnswer(False, replies.earlier_request_failed(language), accepted.request_id)
+    return StudioAnswer(True, replies.accepted_by_voice(language), accepted.request_id)
 
 
 def _lookup(form: Mapping[str, str], services: Services) -> StudioAnswer:
     """The flow's first question on a call: has this caller a picture to change? A hidden or
     untrusted caller has none (the flow then asks for a new one, and the usual checks apply)."""
+    default = services.settings.default_language
+    country = form.get(COUNTRY_FIELD)
+    guess = first_guess(None, country, default)
     try:
         caller = parse_address(form.get("to"), "to")
         ours = parse_address(form.get("from"), "from")
         check_pair(caller, ours)
     except BadRequest:
-        return StudioAnswer(True, "", has_picture=False)
+        return StudioAnswer(True, "", has_picture=False, language=guess)
     try:
         conversation = read_conversation(caller, ours, services)
+        remembered = services.store.language_for(caller, ours)
     except UpstreamError as exc:
         logs.warning("could not read the conversation for a call", error=exc.message)
-        return StudioAnswer(True, "", has_picture=False)
+        return StudioAnswer(True, "", has_picture=False, language=guess)
     has_picture = conversation.last_picture() is not None and not conversation.in_progress()
-    return StudioAnswer(True, "", has_picture=has_picture)
+    language = first_guess(remembered, country, default)
+    return StudioAnswer(True, "", has_picture=has_picture, language=language)
 
 
 def _spoken_follow_up(
@@ -177,11 +197,12 @@ def _spoken_follow_up(
 ) -> StudioAnswer:
     """A caller who had a picture said a change, "again", or "new" and a new picture."""
     settings = services.settings
+    language = request.language
     try:
         conversation = read_conversation(request.recipient, request.sender, services)
     except UpstreamError:
-        return StudioAnswer(False, replies.cannot_take_request())
-    command = spoken_command(request.prompt)
+        return StudioAnswer(False, replies.cannot_take_request(language))
+    command = spoken_command(request.prompt, language)
     decision = decide_text(
         command,
         conversation,
@@ -190,24 +211,25 @@ def _spoken_follow_up(
         source_ref=request.source_ref,
     )
     if isinstance(decision, AnswerAgain):
-        if decision.earlier.status is RequestStatus.FAILED:
-            return StudioAnswer(False, replies.earlier_request_failed(), decision.earlier.id)
-        return StudioAnswer(True, replies.accepted_by_voice(), decision.earlier.id)
+        earlier = decision.earlier
+        if earlier.status is RequestStatus.FAILED:
+            return StudioAnswer(False, replies.earlier_request_failed(language), earlier.id)
+        return StudioAnswer(True, replies.accepted_by_voice(language), earlier.id)
     if isinstance(decision, Reply | KeepPhoto | ShowGallery):
-        message = reply_for(decision, settings) if isinstance(decision, Reply) else ""
+        message = reply_for(decision, settings, language) if isinstance(decision, Reply) else ""
         return StudioAnswer(False, message)
     follow_up = picture_request_for(
-        decision, request.recipient, request.sender, Channel.VOICE, request.source_ref
+        decision, request.recipient, request.sender, Channel.VOICE, request.source_ref, language
     )
     follow_up = replace(follow_up, caller_verdict=request.caller_verdict)
     accepted = accept_picture_request(follow_up, services, deadline)
     if accepted.outcome is Acceptance.OPTED_OUT:
-        return StudioAnswer(False, replies.opted_out_by_voice())
-    if refusal := refusal_reply(accepted, settings):
+        return StudioAnswer(False, replies.opted_out_by_voice(language))
+    if refusal := refusal_reply(accepted, settings, language):
         return StudioAnswer(False, refusal)
     if earlier_failed(accepted):
-        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
-    return StudioAnswer(True, replies.accepted_by_voice(), accepted.request_id)
+        return StudioAnswer(False, replies.earlier_request_failed(language), accepted.request_id)
+    return StudioAnswer(True, replies.accepted_by_voice(language), accepted.request_id)
 
 
 def answer_incoming_message(
@@ -217,7 +239,7 @@ def answer_incoming_message(
     try:
         sender = parse_address(form.get("From"), "From")
     except HiddenNumber:
-        return replies.hidden_number()
+        return replies.hidden_number(services.settings.default_language)
     answer = _answer_text(
         sender=sender,
         ours=parse_address(form.get("To"), "To"),
@@ -246,7 +268,13 @@ def _answer_text(
     their last picture (conversation.py), or a photo to restyle."""
     check_pair(sender, ours)
     settings = services.settings
-    command = interpret_message(body, settings.sms_keyword, settings.max_prompt_chars, opt_out_type)
+    command = interpret_message(
+        body,
+        settings.sms_keyword,
+        settings.max_prompt_chars,
+        opt_out_type,
+        default_language=settings.default_language,
+    )
     logs.info("incoming message", command=command.command.value, sender=sender)
     if command.command in (Command.STOP, Command.START):
         # Twilio itself confirms STOP/START to the person; we only remember it.
@@ -255,6 +283,11 @@ def _answer_text(
         if stop:
             stop_waiting_requests(sender, ours, services)
         return StudioAnswer(False, "")
+    language = settle_language(sender, ours, command.languages, services)
+    if command.command is Command.LANGUAGE:
+        if not command.languages:
+            return StudioAnswer(False, replies.language_unknown(language))
+        return StudioAnswer(False, replies.language_set(language))
     photo_path: str | None = None
     try:
         if media is not None:
@@ -262,10 +295,10 @@ def _answer_text(
         conversation = read_conversation(sender, ours, services)
     except PhotoRefused as exc:
         logs.info("photo refused", problem=exc.problem.value)
-        return StudioAnswer(False, replies.photo_refused(exc.problem))
+        return StudioAnswer(False, replies.photo_refused(exc.problem, language))
     except UpstreamError as exc:
         logs.error("could not read the conversation", error=exc.message, detail=exc.detail)
-        return StudioAnswer(False, replies.cannot_take_request())
+        return StudioAnswer(False, replies.cannot_take_request(language))
     decision = decide_text(
         command,
         conversation,
@@ -277,50 +310,79 @@ def _answer_text(
     if isinstance(decision, AnswerAgain):
         return answer_again(decision.earlier)
     if isinstance(decision, Reply):
-        return StudioAnswer(False, reply_for(decision, settings))
+        return StudioAnswer(False, reply_for(decision, settings, language))
     if isinstance(decision, ShowGallery):
-        return StudioAnswer(False, send_gallery_link(sender, ours, decision.new_link, services))
+        link = send_gallery_link(sender, ours, decision.new_link, services, language)
+        return StudioAnswer(False, link)
     if isinstance(decision, KeepPhoto):
         if services.store.is_opted_out(sender, ours):
             return StudioAnswer(False, "")  # Twilio would refuse any reply
         if replaced := services.store.keep_photo(sender, ours, decision.path):
             services.pictures.remove([replaced])
-        return StudioAnswer(False, replies.photo_received())
+        return StudioAnswer(False, replies.photo_received(language))
     channel = Channel.WHATSAPP if sender.startswith(WHATSAPP_PREFIX) else Channel.SMS
-    request = picture_request_for(decision, sender, ours, channel, source_ref)
+    request = picture_request_for(decision, sender, ours, channel, source_ref, language)
     try:
         accepted = accept_picture_request(request, services, deadline)
     except UpstreamError:
         # Recorded as failed (or never recorded); the person is told right here.
-        return StudioAnswer(False, replies.cannot_take_request())
+        return StudioAnswer(False, replies.cannot_take_request(language))
     if accepted.outcome is Acceptance.OPTED_OUT:
         return StudioAnswer(False, "")  # Twilio would refuse any reply; they must text START
-    if refusal := refusal_reply(accepted, settings):
+    if refusal := refusal_reply(accepted, settings, language):
         return StudioAnswer(False, refusal)
     if earlier_failed(accepted):
-        return StudioAnswer(False, replies.earlier_request_failed(), accepted.request_id)
+        return StudioAnswer(False, replies.earlier_request_failed(language), accepted.request_id)
     if isinstance(decision, MakePicture) and decision.uses_pending_photo:
         services.store.forget_photo(sender, ours)
     if request.kind is RequestKind.UNDO:
         return StudioAnswer(True, "", accepted.request_id)  # the picture itself is the answer
-    reply = replies.accepted_follow_up(request.kind, request.prompt, accepted.reference or "")
+    reference = accepted.reference or ""
+    reply = replies.accepted_follow_up(request.kind, request.prompt, reference, language)
     return StudioAnswer(True, reply, accepted.request_id)
 
 
-def send_gallery_link(address: str, ours: str, new_link: bool, services: Services) -> str:
+def settle_language(
+    address: str, ours: str, said: tuple[str, ...], services: Services, *, remember: bool = True
+) -> str:
+    """The language to answer this person in (person_language.py), remembered for our
+    number when their words chose a new one (and `remember`). Supabase failing costs only
+    the choice: the answer is then in the language their words say, or the number's."""
+    default = services.settings.default_language
+    try:
+        remembered = services.store.language_for(address, ours)
+    except UpstreamError as exc:
+        logs.warning("could not read the person's language", error=exc.message)
+        return reply_language(said, None, default)
+    language = reply_language(said, remembered, default)
+    if remember and worth_remembering(language, said, remembered):
+        try:
+            services.store.remember_language(address, ours, language)
+        except UpstreamError as exc:
+            logs.warning("could not remember the person's language", error=exc.message)
+    return language
+
+
+def send_gallery_link(
+    address: str, ours: str, new_link: bool, services: Services, language: str
+) -> str:
     """The words with the person's private gallery link (NEWLINK: a new one)."""
     link = gallery_link_for(address, ours, services, new_link=new_link)
-    return replies.gallery_link(link, new=new_link) if link else replies.no_gallery()
+    if not link:
+        return replies.no_gallery(language)
+    return replies.gallery_link(link, new=new_link, language=language)
 
 
 def answer_again(earlier: RequestRecord) -> StudioAnswer:
     """The answer to a message Twilio sent twice, as the first one was answered."""
     logs.info("Twilio sent this message again; answering as before", status=earlier.status)
     if earlier.status is RequestStatus.FAILED:
-        return StudioAnswer(False, replies.earlier_request_failed(), earlier.id)
+        return StudioAnswer(False, replies.earlier_request_failed(earlier.language), earlier.id)
     if earlier.kind is RequestKind.UNDO:
         return StudioAnswer(True, "", earlier.id)
-    reply = replies.accepted_follow_up(earlier.kind, earlier.prompt, earlier.reference)
+    reply = replies.accepted_follow_up(
+        earlier.kind, earlier.prompt, earlier.reference, earlier.language
+    )
     return StudioAnswer(True, reply, earlier.id)
 
 
@@ -330,6 +392,7 @@ def picture_request_for(
     ours: str,
     channel: Channel,
     source_ref: str | None,
+    language: str,
 ) -> PictureRequest:
     """The request a conversation's decision records (an UNDO resends a stored picture)."""
     if isinstance(decision, SendAgain):
@@ -344,6 +407,7 @@ def picture_request_for(
             parent_id=picture.id,
             source_path=picture.source_path,
             resend_path=picture.image_path,
+            language=language,
         )
     return PictureRequest(
         sender,
@@ -354,6 +418,7 @@ def picture_request_for(
         kind=decision.kind,
         parent_id=decision.parent.id if decision.parent else None,
         source_path=decision.source_path,
+        language=language,
     )
 
 
@@ -372,25 +437,25 @@ def read_conversation(address: str, ours: str, services: Services) -> Conversati
     )
 
 
-def reply_for(reply: Reply, settings: Settings) -> str:
-    """The words for a text that needs only a reply."""
-    keyword = settings.sms_keyword
+def reply_for(reply: Reply, settings: Settings, language: str) -> str:
+    """The words for a text that needs only a reply, in the person's language."""
+    keyword = replies.keyword_in(language, settings)
     match reply.reason:
         case ReplyReason.HELP:
-            return replies.help_text(keyword, settings.styles)
+            return replies.help_text(keyword, settings.styles, language)
         case ReplyReason.STYLES:
-            return replies.styles_list(keyword, settings.styles)
+            return replies.styles_list(keyword, settings.styles, language)
         case ReplyReason.EMPTY_PROMPT:
-            return replies.empty_prompt(keyword)
+            return replies.empty_prompt(keyword, language)
         case ReplyReason.TOO_LONG:
-            return replies.prompt_too_long(reply.length, settings.max_prompt_chars)
+            return replies.prompt_too_long(reply.length, settings.max_prompt_chars, language)
         case ReplyReason.NOTHING_TO_FOLLOW:
-            return replies.nothing_to_follow(keyword)
+            return replies.nothing_to_follow(keyword, language)
         case ReplyReason.NOTHING_TO_UNDO:
-            return replies.nothing_to_undo()
+            return replies.nothing_to_undo(language)
         case ReplyReason.STILL_MAKING:
-            return replies.still_making()
-    return replies.usage(keyword)
+            return replies.still_making(language)
+    return replies.usage(keyword, language)
 
 
 def store_photo(media: IncomingMedia, source_ref: str | None, services: Services) -> str:

@@ -199,7 +199,7 @@ def resend_picture(request_id: str, image_path: str, services: Services) -> Call
             sent = services.messenger.send(
                 to=record.recipient,
                 from_=record.sender,
-                body=picture_caption(record.prompt, record.reference),
+                body=picture_caption(record.prompt, record.reference, record.language),
                 media_url=services.pictures.public_url(image_path),
                 status_callback=message_status_url(services.settings.composite_url, record.id),
             )
@@ -225,7 +225,7 @@ def offer_gallery_link(request_id: str, message_sid: str, services: Services) ->
         services.messenger.send(
             to=record.recipient,
             from_=record.sender,
-            body=picture_by_link(record.prompt, link),
+            body=picture_by_link(record.prompt, link, record.language),
         )
     except MessagingError as exc:
         logs.error("could not text the gallery link", code=exc.code, detail=exc.detail)
@@ -322,7 +322,7 @@ def _send_picture(
         sent = services.messenger.send(
             to=record.recipient,
             from_=record.sender,
-            body=picture_caption(record.prompt, record.reference),
+            body=picture_caption(record.prompt, record.reference, record.language),
             media_url=media_url,
             status_callback=message_status_url(settings.composite_url, record.id),
         )
@@ -356,7 +356,7 @@ def _send_failure(
             sid = services.messenger.send(
                 to=record.recipient,
                 from_=record.sender,
-                body=failure_notice(reason, record.prompt, record.reference),
+                body=failure_notice(reason, record.prompt, record.reference, record.language),
                 status_callback=message_status_url(services.settings.composite_url, record.id),
             ).sid
         except MessagingError as exc:
@@ -418,7 +418,7 @@ def _remember_opt_out(record: RequestRecord, services: Services) -> None:
 
 def _sent_picture(record: RequestRecord, services: Services) -> str | None:
     """The SID of this request's picture at Twilio, if an earlier run sent it."""
-    caption = picture_caption(record.prompt, record.reference)
+    caption = picture_caption(record.prompt, record.reference, record.language)
     return services.messenger.find_sent(
         to=record.recipient, from_=record.sender, bodies={caption}, created_at=record.created_at
     )
@@ -426,7 +426,7 @@ def _sent_picture(record: RequestRecord, services: Services) -> str | None:
 
 def _sent_notice(record: RequestRecord, services: Services) -> str | None:
     """The SID of this request's failure notice at Twilio, if an earlier run sent one."""
-    notices = failure_notices(record.prompt, record.reference)
+    notices = failure_notices(record.prompt, record.reference, record.language)
     return services.messenger.find_sent(
         to=record.recipient, from_=record.sender, bodies=notices, created_at=record.created_at
     )

@@ -9,6 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from .catalogue import REFERENCE_LANGUAGE
+
 
 class RequestStatus(StrEnum):
     QUEUED = "queued"
@@ -137,6 +139,7 @@ class RequestRecord:
     source_path: str | None = None  # the picture in Storage an edit starts from
     source_ref: str | None = None  # Twilio's MessageSid or CallSid that asked for it
     deleted_at: datetime | None = None  # the person deleted it from their gallery
+    language: str = REFERENCE_LANGUAGE  # what its caption and notices are written in (catalogue.py)
 
     @property
     def has_picture(self) -> bool:
@@ -181,4 +184,5 @@ class RequestRecord:
             source_path=row.get("source_path"),
             source_ref=row.get("source_ref"),
             deleted_at=_time(row.get("deleted_at")),
+            language=str(row.get("language") or REFERENCE_LANGUAGE),
         )

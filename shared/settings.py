@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from . import image_models
+from .catalogue import CATALOGUES, REFERENCE_LANGUAGE, is_language
 from .errors import ConfigError
 from .image_models import GPT_IMAGE_2_PRICES, Quality, TokenPrices
 from .recipients import DEFAULT_ALLOWED_COUNTRIES, parse_country_list
@@ -134,6 +135,9 @@ class Settings:
     twilio_from_number: str | None = None
     twilio_messaging_service_sid: str | None = None
     sms_keyword: str = "DRAW"
+    # The language of the number: what a caller hears first and a new texter reads, until
+    # their own words (or the call's menu) say otherwise. A catalogue's code (catalogue.py).
+    default_language: str = REFERENCE_LANGUAGE
     voice_caller_check: VoiceCallerCheck = VoiceCallerCheck.ATTESTED
     # Where pictures may go: MMS works in the US and Canada only [DOC Twilio].
     allowed_countries: tuple[str, ...] = DEFAULT_ALLOWED_COUNTRIES
@@ -376,6 +380,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
         # An empty SMS_KEYWORD makes every message a prompt.
         sms_keyword=environ.get("SMS_KEYWORD", DEFAULTS.sms_keyword).strip().upper(),
+        default_language=environ.get("DEFAULT_LANGUAGE", DEFAULTS.default_language).strip().lower(),
         allowed_countries=_countries(read),
         allow_test_recipients=read.flag("ALLOW_TEST_RECIPIENTS"),
         whatsapp=read.flag("WHATSAPP", default=DEFAULTS.whatsapp),
@@ -432,6 +437,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read.problems.append("TWILIO_FROM_NUMBER must be an E.164 number like +15551234567")
     if " " in settings.sms_keyword:
         read.problems.append("SMS_KEYWORD must be one word")
+    if not is_language(settings.default_language):
+        read.problems.append(
+            f"DEFAULT_LANGUAGE must be one of {', '.join(CATALOGUES)} (shared/languages/)"
+        )
     for name, retries in (
         ("GENERATION_RETRIES", settings.generation_retries),
         ("CALLBACK_RETRIES", settings.callback_retries),

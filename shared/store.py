@@ -18,6 +18,7 @@ from postgrest.exceptions import APIError
 from storage3.utils import StorageException
 from supabase import Client, ClientOptions, create_client
 
+from .catalogue import REFERENCE_LANGUAGE
 from .errors import StoreError
 from .records import (
     WHATSAPP_PREFIX,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 TABLE = "requests"
 SELF_TESTS = "self_tests"
 PENDING_PHOTOS = "pending_photos"
+PERSON_LANGUAGES = "person_languages"
 GALLERY_LINKS = "gallery_links"
 DELETED_PROMPT = "(deleted)"
 PHOTOS_PREFIX = "photos/"  # the people's own photos, beside the pictures we made
@@ -64,6 +66,7 @@ class NewRequest:
     kind: RequestKind = RequestKind.NEW
     parent_id: str | None = None
     source_path: str | None = None  # the picture in Storage an edit starts from
+    language: str = REFERENCE_LANGUAGE  # what its caption and notices are written in
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ class RequestStore:
             "p_kind": new.kind.value,
             "p_parent_id": new.parent_id,
             "p_source_path": new.source_path,
+            "p_language": new.language,
         }
         call = self._client.rpc("create_request", params).execute
         return read_creation(guard("recording the request", call).data)
@@ -443,6 +447,23 @@ class RequestStore:
         if not rows:
             return None
         return str(rows[0]["path"]), datetime.fromisoformat(rows[0]["received_at"])
+
+    def language_for(self, address: str, sender: str) -> str | None:
+        """The language this person chose for our number (None: they never said)."""
+        query = (
+            self._client.table(PERSON_LANGUAGES)
+            .select("language")
+            .eq("address", address)
+            .eq("sender", sender)
+            .limit(1)
+        )
+        rows: Any = guard("reading the person's language", query.execute).data
+        return str(rows[0]["language"]) if rows else None
+
+    def remember_language(self, address: str, sender: str, language: str) -> None:
+        row = {"address": address, "sender": sender, "language": language, "chosen_at": _now()}
+        upsert = self._client.table(PERSON_LANGUAGES).upsert(row).execute
+        guard("remembering the person's language", upsert)
 
     def keep_photo(self, address: str, sender: str, path: str) -> str | None:
         """Remember a photo until the person says what to do with it; return the path of

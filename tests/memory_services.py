@@ -66,6 +66,7 @@ class MemoryStore:
         self.published: dict[str, str] = {}
         self.photos: dict[tuple[str, str], tuple[str, datetime]] = {}
         self.gallery_links: dict[tuple[str, str], tuple[int, str]] = {}
+        self.languages: dict[tuple[str, str], str] = {}
         self.paused = False
         self.blocked: dict[str, str | None] = {}  # address -> the operator's note
         # Set to make `create` answer this instead of recording (a limit, say).
@@ -116,6 +117,7 @@ class MemoryStore:
             kind=new.kind.value,
             parent_id=new.parent_id,
             source_path=new.source_path,
+            language=new.language,
         )
         return Creation(CreationOutcome.CREATED, record)
 
@@ -283,6 +285,12 @@ class MemoryStore:
 
     def forget_photo(self, address: str, sender: str) -> None:
         self.photos.pop((address, sender), None)
+
+    def language_for(self, address: str, sender: str) -> str | None:
+        return self.languages.get((address, sender))
+
+    def remember_language(self, address: str, sender: str, language: str) -> None:
+        self.languages[(address, sender)] = language
 
     def photos_before(self, cutoff: datetime, limit: int) -> list[tuple[str, str, str]]:
         old = [(a, s, p) for (a, s), (p, when) in self.photos.items() if when < cutoff]
