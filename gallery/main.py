@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,7 +35,8 @@ import flask
 import functions_framework
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared import console_view, logs
+from shared import console_view, logs, replies
+from shared.catalogue import phrasebook
 from shared.console_sessions import (
     COOKIE,
     COOKIE_PATH,
@@ -51,9 +53,10 @@ from shared.edge import handler
 from shared.errors import BadRequest
 from shared.gallery_links import gallery_link, token_hash
 from shared.intake import parse_address
+from shared.person_language import reply_language
 from shared.records import RequestRecord
 from shared.services import Services, get_services
-from shared.settings import WallMode
+from shared.settings import Settings, WallMode
 from shared.store import PictureStore
 
 MAX_BODY_BYTES = 16 * 1024
@@ -99,17 +102,22 @@ def _page(owner: tuple[str, str], token: str, services: Services) -> flask.Respo
     address, sender = owner
     page = gallery_link(services.settings.gallery_url or "", token)
     records = services.store.gallery_pictures(address, sender, PICTURES_SHOWN)
+    # The page speaks the person's language: the one they chose, else the number's.
+    language = reply_language(
+        (), services.store.language_for(address, sender), services.settings.default_language
+    )
     nonce = secrets.token_urlsafe(16)
     html = _TEMPLATES.get_template("pictures.html").render(
         brand=services.settings.brand_name,
         nonce=nonce,
-        pictures=[_shown(record, page, services) for record in records],
+        pictures=[_shown(record, page, services, language) for record in records],
+        **page_words(language, services.settings, empty="page_empty"),
     )
     response = flask.Response(html, status=200, mimetype="text/html")
     return _secured(response, nonce=nonce, images=_storage_origin(services))
 
 
-def _shown(record: RequestRecord, page: str, services: Services) -> dict[str, str]:
+def _shown(record: RequestRecord, page: str, services: Services, language: str) -> dict[str, str]:
     assert record.image_path is not None  # gallery_pictures lists delivered pictures only
     when = record.delivered_at or record.created_at
     return {
@@ -119,7 +127,7 @@ def _shown(record: RequestRecord, page: str, services: Services) -> dict[str, st
         "original_path": f"{page}/original/{record.id}",
         "delete_path": f"{page}/delete/{record.id}",
         "when_iso": when.isoformat() if when else "",
-        "when_text": f"{when:%d %b %Y, %H:%M} UTC" if when else "",
+        "when_text": date_and_time(when, language) if when else "",
     }
 
 
@@ -327,9 +335,30 @@ def _wall(request: flask.Request, services: Services) -> flask.Response:
         pictures=pictures,
         feed=f"{_base(services)}{WALL}/pictures.json",
         refresh_ms=WALL_REFRESH_MS,
+        # The wall is nobody's in particular: it speaks the number's language.
+        **page_words(settings.default_language, settings, empty="wall_empty"),
     )
     response = flask.Response(html, status=200, mimetype="text/html")
     return _secured(response, nonce=nonce, images=_storage_origin(services), scripts=True)
+
+
+def page_words(language: str, settings: Settings, *, empty: str) -> dict[str, object]:
+    """What a page says, in `language`: `lang` for <html lang>, and `words` by message key."""
+    book = phrasebook(language)
+    keys = ("page_title", "page_intro", "page_download", "page_delete", "wall_tagline")
+    words = {key: book.text(key) for key in keys}
+    keyword = replies.keyword_in(language, settings)
+    if empty == "page_empty" and not keyword:
+        empty = "page_empty_open"
+    words["empty"] = book.text(empty, keyword=keyword)
+    return {"lang": language, "words": words}
+
+
+def date_and_time(when: datetime, language: str) -> str:
+    """A picture's date as the language writes it (Babel's CLDR formats), in UTC."""
+    from babel.dates import format_datetime
+
+    return f"{format_datetime(when, 'medium', tzinfo=UTC, locale=language)} UTC"
 
 
 def _base(services: Services) -> str:
