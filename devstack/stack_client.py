@@ -90,7 +90,8 @@ class StackClient:
             request_id,
         )
         sid = self.env["TWILIO_ACCOUNT_SID"]
-        caption = picture_caption(self.row(request_id)["prompt"], reference_for(request_id))
+        row = self.row(request_id)
+        caption = picture_caption(row["prompt"], reference_for(request_id), row["language"])
         message = self.http.post(
             f"{self.env['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{sid}/Messages.json",
             data={"To": to, "From": self.env["DEMO_FROM"], "Body": caption},

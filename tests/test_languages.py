@@ -1,0 +1,217 @@
+"""Texts in every language, end to end on the local stack: the keyword of a language sets the
+language of the reply, the picture's caption and a failure notice; the language is remembered
+for a follow-up without a keyword; LANGUAGE <code> sets it by hand; the gallery page speaks it;
+crash recovery finds a caption in the request's language. Parametrized over the catalogues, so
+a seventh language is covered by adding its file."""
+
+from __future__ import annotations
+
+import re
+from xml.etree import ElementTree
+
+import pytest
+
+from devstack.stack_client import (
+    StackClient,
+    age,
+    latest_request,
+    pictures_to,
+    queued_row,
+    run_sweep,
+)
+from devstack.stack_client import (
+    text_reply as twiml_reply,
+)
+from shared import replies
+from shared.catalogue import CATALOGUES, phrasebook
+from shared.records import FailureReason, RequestKind, reference_for
+from shared.styles import DEFAULT_STYLES
+
+pytestmark = pytest.mark.stack
+LANGUAGES = list(CATALOGUES)
+# What a person might ask for in each language (as typed; the model draws from it as is).
+PROMPTS = {
+    "en": "a fox in the snow",
+    "es": "un zorro en la nieve",
+    "fr": "un renard dans la neige",
+    "de": "ein Fuchs im Schnee",
+    "pt": "uma raposa na neve",
+    "it": "una volpe nella neve",
+}
+
+
+def prompt_in(language: str, tag: str = "") -> str:
+    return f"{PROMPTS.get(language, 'a fox in the snow')} {tag}".strip()
+
+
+def text_reply(stack: StackClient, caller: str, body: str, **form: str) -> str:
+    """The words of our TwiML answer to `caller` texting `body` ("" for no message)."""
+    answer = ElementTree.fromstring(twiml_reply(stack, caller, body, **form))  # noqa: S314 - ours
+    return "".join(message.text or "" for message in answer.iter("Message"))
+
+
+def keyword_of(language: str) -> str:
+    return phrasebook(language).words.keyword
+
+
+def requested(stack: StackClient, caller: str) -> dict[str, object]:
+    row = latest_request(stack, caller)
+    assert row is not None
+    return row
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_text_with_a_languages_keyword_is_answered_and_captioned_in_it(
+    stack: StackClient, caller: str, language: str
+) -> None:
+    prompt = prompt_in(language)
+    reply = text_reply(stack, caller, f"{keyword_of(language)} {prompt}")
+    row = requested(stack, caller)
+    reference = reference_for(str(row["id"]))
+    assert reply == replies.accepted_by_text(prompt, reference, language)
+    assert (row["prompt"], row["language"]) == (prompt, language)  # drawn from as written
+    done = stack.wait_finished(str(row["id"]))
+    assert done["status"] == "delivered"
+    [picture] = pictures_to(stack, caller)
+    assert picture["body"] == replies.picture_caption(prompt, reference, language)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_failure_notice_is_written_in_the_language_of_the_request(
+    stack: StackClient, caller: str, language: str
+) -> None:
+    prompt = prompt_in(language, f"refused {language}")
+    stack.fault("openai", kind="moderation_blocked", times=-1, prompt_contains=prompt)
+    text_reply(stack, caller, f"{keyword_of(language)} {prompt}")
+    row = stack.wait_finished(str(requested(stack, caller)["id"]))
+    assert (row["status"], row["failure_reason"]) == ("failed", "refused")
+    notice = stack.messages_to(caller)[-1]
+    expected = replies.failure_notice(
+        FailureReason.REFUSED, prompt, reference_for(str(row["id"])), language
+    )
+    assert notice["body"] == expected
+    assert not notice.get("media")
+
+
+def test_a_follow_up_without_a_keyword_is_answered_in_the_remembered_language(
+    stack: StackClient, caller: str
+) -> None:
+    text_reply(stack, caller, f"DIBUJA {prompt_in('es')}")
+    stack.wait_finished(str(requested(stack, caller)["id"]))
+    reply = text_reply(stack, caller, "hazlo de noche")
+    change = requested(stack, caller)
+    reference = reference_for(str(change["id"]))
+    assert reply == replies.accepted_follow_up(
+        RequestKind.REFINE, "hazlo de noche", reference, "es"
+    )
+    assert (change["kind"], change["language"]) == ("refine", "es")
+    done = stack.wait_finished(str(change["id"]))
+    assert pictures_to(stack, caller)[-1]["body"] == replies.picture_caption(
+        "hazlo de noche", reference, "es"
+    )
+    assert done["status"] == "delivered"
+    # A command word of the language keeps it; Twilio's own HELP keyword says nothing about it.
+    help_es = replies.help_text("DIBUJA", DEFAULT_STYLES, "es")
+    assert text_reply(stack, caller, "ayuda") == help_es
+    assert text_reply(stack, caller, "HELP") == help_es
+
+
+def test_language_code_sets_the_language_by_hand_and_a_keyword_changes_it_again(
+    stack: StackClient, caller: str
+) -> None:
+    assert text_reply(stack, caller, "LANGUAGE fr") == replies.language_set("fr")
+    assert text_reply(stack, caller, "STYLES") == replies.styles_list(
+        "DESSINE", DEFAULT_STYLES, "fr"
+    )
+    assert text_reply(stack, caller, "Sprache Deutsch") == replies.language_set("de")
+    assert text_reply(stack, caller, "LANGUAGE xx") == replies.language_unknown("de")
+    text_reply(stack, caller, f"DISEGNA {prompt_in('it')}")
+    row = requested(stack, caller)
+    assert row["language"] == "it"
+    stack.wait_finished(str(row["id"]))
+    # The last language their words chose is theirs: a change without a keyword is Italian.
+    reply = text_reply(stack, caller, "di notte")
+    change = requested(stack, caller)
+    assert change["language"] == "it"
+    reference = reference_for(str(change["id"]))
+    assert reply == replies.accepted_follow_up(RequestKind.REFINE, "di notte", reference, "it")
+
+
+def test_the_language_is_remembered_per_pair_of_numbers(stack: StackClient, caller: str) -> None:
+    text_reply(stack, caller, "IDIOMA español")
+    rows = stack.sql(
+        "select address, sender, language from public.person_languages where address = %s", caller
+    )
+    assert rows == [{"address": caller, "sender": stack.env["DEMO_FROM"], "language": "es"}]
+    # Another number of ours has not heard from them: it answers in its own language.
+    other = text_reply(stack, caller, "HELP", To="+15005550009")
+    assert other == replies.help_text("DRAW", DEFAULT_STYLES, "en")
+
+
+def test_the_gallery_page_speaks_its_owners_language(stack: StackClient, caller: str) -> None:
+    text_reply(stack, caller, f"DESENHE {prompt_in('pt')}")
+    stack.wait_finished(str(requested(stack, caller)["id"]))
+    reply = text_reply(stack, caller, "MINHAS IMAGENS")
+    link = re.search(r"https?://\S+", reply)
+    assert link is not None, reply
+    assert reply == replies.gallery_link(link[0], new=False, language="pt")
+    page = stack.http.get(link[0], timeout=10)
+    assert page.status_code == 200
+    book = phrasebook("pt")
+    assert '<html lang="pt">' in page.text
+    assert book.text("page_title") in page.text and book.text("page_delete") in page.text
+    assert prompt_in("pt") in page.text
+
+
+def test_an_operator_may_choose_the_language_of_one_picture(
+    stack: StackClient, caller: str
+) -> None:
+    body = {"to": caller, "from": stack.env["DEMO_FROM"], "prompt": "un chat", "language": "fr"}
+    headers = {"X-Operator-Key": stack.env["OPERATOR_KEY"]}
+    answer = stack.http.post(stack.env["GENERATE_URL"], json=body, headers=headers, timeout=10)
+    assert answer.status_code == 202, answer.text
+    request_id = answer.json()["request_id"]
+    stack.wait_finished(request_id)
+    [picture] = pictures_to(stack, caller)
+    assert picture["body"] == replies.picture_caption("un chat", reference_for(request_id), "fr")
+    # The operator's choice is not the person's: nothing is remembered for them.
+    assert stack.sql("select 1 from public.person_languages where address = %s", caller) == []
+    wrong = stack.http.post(
+        stack.env["GENERATE_URL"], json={**body, "language": "xx"}, headers=headers, timeout=10
+    )
+    assert wrong.status_code == 400
+    assert "'language' must be one of en, es" in wrong.json()["error"]
+
+
+def test_the_sweep_finds_a_caption_sent_in_the_requests_language(
+    stack: StackClient, caller: str
+) -> None:
+    """A run died right after Twilio took a Spanish caption: the sweep must recognise it as
+    the picture (matching the Spanish words), not send the picture again."""
+    request_id = queued_row(stack, caller, "un barco de papel")
+    stack.sql("update public.requests set language = 'es' where id = %s", request_id)
+    sent = stack.half_sent(request_id, caller)
+    age(stack, request_id, 90)
+    run_sweep(stack)
+    row = stack.row(request_id)
+    assert (row["status"], row["message_sid"]) == ("delivered", sent)
+    assert len(stack.messages_to(caller)) == 1
+
+
+def test_the_sweeps_failure_notice_is_in_the_requests_language(
+    stack: StackClient, caller: str
+) -> None:
+    request_id = queued_row(stack, caller, "ein verlorener Drachen")
+    stack.sql("update public.requests set language = 'de' where id = %s", request_id)
+    age(stack, request_id, 90)
+    run_sweep(stack)
+    row = stack.row(request_id)
+    assert row["status"] == "failed"
+    [notice] = stack.messages_to(caller)
+    expected = replies.failure_notice(
+        FailureReason(row["failure_reason"]),
+        "ein verlorener Drachen",
+        reference_for(request_id),
+        "de",
+    )
+    assert notice["body"] == expected
