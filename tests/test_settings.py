@@ -194,3 +194,10 @@ def test_every_default_is_the_fields_own() -> None:
             assert getattr(loaded, field.name) == field.default, field.name
     assert loaded.image == ImageOptions()
     assert loaded.limits == Limits()
+
+
+def test_default_language_is_one_of_the_catalogues() -> None:
+    assert load_settings(MINIMAL).default_language == "en"
+    assert load_settings({**MINIMAL, "DEFAULT_LANGUAGE": " ES "}).default_language == "es"
+    with pytest.raises(ConfigError, match="DEFAULT_LANGUAGE must be one of en, es, fr, de, pt, it"):
+        load_settings({**MINIMAL, "DEFAULT_LANGUAGE": "nl"})
