@@ -338,10 +338,16 @@ def _image_options(read: _Reader, message_limit: int) -> ImageOptions:
 DEFAULTS = Settings
 
 
+def _keyword_of(language: str) -> str:
+    book = CATALOGUES.get(language)
+    return book.words.keyword if book else DEFAULTS.sms_keyword
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build `Settings` from the environment, or raise `ConfigError` listing every problem.
     Each default is the field's own (`DEFAULTS`)."""
     read = _Reader(environ)
+    default_language = environ.get("DEFAULT_LANGUAGE", DEFAULTS.default_language).strip().lower()
     composite_url = read.url("COMPOSITE_URL", required=True)
     if composite_url and urlsplit(composite_url).query:
         read.problems.append("COMPOSITE_URL must not have a query string")
@@ -378,9 +384,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_prompt_chars=read.integer("MAX_PROMPT_CHARS", DEFAULTS.max_prompt_chars, 1, 4000),
         twilio_from_number=read.text("TWILIO_FROM_NUMBER"),
         twilio_messaging_service_sid=read.text("TWILIO_MESSAGING_SERVICE_SID"),
-        # An empty SMS_KEYWORD makes every message a prompt.
-        sms_keyword=environ.get("SMS_KEYWORD", DEFAULTS.sms_keyword).strip().upper(),
-        default_language=environ.get("DEFAULT_LANGUAGE", DEFAULTS.default_language).strip().lower(),
+        # An empty SMS_KEYWORD makes every message a prompt; unset, it is the keyword of the
+        # number's language (DRAW, DIBUJA...).
+        sms_keyword=environ.get("SMS_KEYWORD", _keyword_of(default_language)).strip().upper(),
+        default_language=default_language,
         allowed_countries=_countries(read),
         allow_test_recipients=read.flag("ALLOW_TEST_RECIPIENTS"),
         whatsapp=read.flag("WHATSAPP", default=DEFAULTS.whatsapp),

@@ -201,3 +201,10 @@ def test_default_language_is_one_of_the_catalogues() -> None:
     assert load_settings({**MINIMAL, "DEFAULT_LANGUAGE": " ES "}).default_language == "es"
     with pytest.raises(ConfigError, match="DEFAULT_LANGUAGE must be one of en, es, fr, de, pt, it"):
         load_settings({**MINIMAL, "DEFAULT_LANGUAGE": "nl"})
+
+
+def test_the_keyword_defaults_to_the_numbers_languages() -> None:
+    assert load_settings({**MINIMAL, "DEFAULT_LANGUAGE": "es"}).sms_keyword == "DIBUJA"
+    chosen = {**MINIMAL, "DEFAULT_LANGUAGE": "es", "SMS_KEYWORD": "pinta"}
+    assert load_settings(chosen).sms_keyword == "PINTA"
+    assert load_settings({**MINIMAL, "DEFAULT_LANGUAGE": "es", "SMS_KEYWORD": ""}).sms_keyword == ""
