@@ -7,6 +7,7 @@ a seventh language is covered by adding its file."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from xml.etree import ElementTree
 
 import pytest
@@ -215,3 +216,15 @@ def test_the_sweeps_failure_notice_is_in_the_requests_language(
         "de",
     )
     assert notice["body"] == expected
+
+
+def test_a_number_whose_language_is_spanish_answers_a_new_texter_in_spanish(
+    stack: StackClient, caller: str, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("DEFAULT_LANGUAGE", "es")
+    assert text_reply(stack, caller, "hola") == replies.usage("DIBUJA", "es")
+    assert text_reply(stack, caller, "HELP") == replies.help_text("DIBUJA", DEFAULT_STYLES, "es")
+    # A keyword of another language still wins, and is remembered.
+    text_reply(stack, caller, f"DRAW {prompt_in('en')}")
+    assert requested(stack, caller)["language"] == "en"
+    assert text_reply(stack, caller, "STYLES") == replies.styles_list("DRAW", DEFAULT_STYLES, "en")
