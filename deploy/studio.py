@@ -3,8 +3,10 @@
 Reads the account SID from TWILIO_ACCOUNT_SID, the auth token from TWILIO_AUTH_TOKEN and the
 flow key from STUDIO_FLOW_KEY (the environment, never the command line). The flow key goes into
 the flow's requests to `generate`, which takes it as proof the request came from our flow.
-Running it again changes nothing unless the flow file, the function URL, the flow key or the
-number's webhooks changed.
+DEFAULT_LANGUAGE (as the functions have it; default `en`) is the language callers hear first
+when neither `generate` nor their country says otherwise. Running it again changes nothing
+unless the flow file, the function URL, the flow key, the default language or the number's
+webhooks changed.
 """
 
 from __future__ import annotations
@@ -20,25 +22,35 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from shared.catalogue import REFERENCE_LANGUAGE
 from shared.messaging import RedirectingHttpClient
+from studio.build_flow import (
+    FLOW_FILE,
+    FLOW_KEY_PLACEHOLDER,
+    URL_PLACEHOLDER,
+    point_default_language,
+)
+
+__all__ = ["FLOW_FILE", "FLOW_KEY_PLACEHOLDER", "URL_PLACEHOLDER", "load_flow", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOW_FILE = ROOT / "studio" / "flow.json"
-# The one thing to change after importing the flow; this script fills it in.
-URL_PLACEHOLDER = "https://YOUR-GENERATE-FUNCTION-URL"
-FLOW_KEY_PLACEHOLDER = "YOUR-STUDIO-FLOW-KEY"
 FLOW_NAME = "Picture Line"
 
 
 def load_flow(
-    generate_url: str, flow_key: str | None = None, path: Path = FLOW_FILE
+    generate_url: str,
+    flow_key: str | None = None,
+    path: Path = FLOW_FILE,
+    default_language: str = REFERENCE_LANGUAGE,
 ) -> dict[str, Any]:
-    """The Studio flow definition with `generate`'s URL and the flow key filled in."""
-    text = path.read_text()
+    """The Studio flow definition with `generate`'s URL and the flow key filled in, greeting
+    callers of no known language in `default_language` (ValueError if the flow lacks it)."""
+    text = path.read_text(encoding="utf-8")
     if URL_PLACEHOLDER not in text:
         raise ValueError(f"{path} has no {URL_PLACEHOLDER} placeholder")
     flow: dict[str, Any] = json.loads(text.replace(URL_PLACEHOLDER, generate_url))
     _fill_flow_key(flow, flow_key)
+    point_default_language(flow, default_language)
     return flow
 
 
@@ -121,8 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as missing:
         print(f"deploy studio: {missing.args[0]} is not set", file=sys.stderr)
         return 2
+    default_language = os.environ.get("DEFAULT_LANGUAGE") or REFERENCE_LANGUAGE
+    try:
+        definition = load_flow(
+            args.generate_url, os.environ.get("STUDIO_FLOW_KEY"), args.flow_file, default_language
+        )
+    except ValueError as exc:
+        print(f"deploy studio: DEFAULT_LANGUAGE={default_language}: {exc}", file=sys.stderr)
+        return 2
     client = twilio_client(account_sid, auth_token, os.environ.get("TWILIO_API_BASE_URL"))
-    definition = load_flow(args.generate_url, os.environ.get("STUDIO_FLOW_KEY"), args.flow_file)
     try:
         done, webhook_url = publish_flow(client, definition, args.dry_run)
         print(f"==> {done}")

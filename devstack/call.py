@@ -3,6 +3,8 @@ flow (studio/flow.json) into the local stack, print the conversation, then the p
 
 The Studio runner executes the flow as Twilio Studio would: it follows the transitions,
 renders Liquid, and signs its HTTP requests to `generate` with the account's auth token.
+`--language es` makes the caller choose Spanish in the call's language menu: they press * at
+the greeting, listen until Spanish's line, and press its key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import psycopg
 
 from deploy.studio import load_flow
+from shared.catalogue import CATALOGUES, REFERENCE_LANGUAGE
 
 from .stack import DEMO_FROM, DEMO_TO, ROOT, Ports, Stack
 from .studio_runner import (
@@ -39,26 +42,45 @@ def account_for(env: dict[str, str]) -> TwilioAccount:
     )
 
 
+def studio_flow(env: dict[str, str]) -> dict[str, Any]:
+    """studio/flow.json as `./deploy.sh studio` would publish it for this stack."""
+    default_language = env.get("DEFAULT_LANGUAGE") or REFERENCE_LANGUAGE
+    return load_flow(
+        env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"), default_language=default_language
+    )
+
+
+def choosing(language: str) -> list[str | None]:
+    """What a caller does to choose `language` in the call's menu: press * at the greeting,
+    listen to the menu (one line per language, in the catalogues' order) until the line of
+    `language`, and press its key."""
+    position = list(CATALOGUES).index(language)
+    return ["dtmf:*", *[None] * position, f"dtmf:{CATALOGUES[language].menu_key}"]
+
+
 def play_call(
     env: dict[str, str],
     said: list[str | None],
     caller: str = DEMO_TO,
     stir_verstat: str | None = "TN-Validation-Passed-A",
+    from_country: str | None = None,
 ) -> Execution:
-    flow = load_flow(env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"))
+    """A call from `caller` (in `from_country`, if given) who says (or keys in) `said`."""
     return run_call(
-        flow,
+        studio_flow(env),
         from_=caller,
         to=DEMO_FROM,
         caller=Caller(said),
         account=account_for(env),
         stir_verstat=stir_verstat,
+        from_country=from_country,
     )
 
 
 def send_text(env: dict[str, str], body: str, sender: str = DEMO_TO) -> Execution:
-    flow = load_flow(env["GENERATE_URL"], env.get("STUDIO_FLOW_KEY"))
-    return run_message(flow, from_=sender, to=DEMO_FROM, body=body, account=account_for(env))
+    return run_message(
+        studio_flow(env), from_=sender, to=DEMO_FROM, body=body, account=account_for(env)
+    )
 
 
 def wait_for_picture(stack: Stack, number: str, after: int = 0) -> dict[str, Any] | None:
@@ -81,10 +103,12 @@ def wait_for_picture(stack: Stack, number: str, after: int = 0) -> dict[str, Any
 
 def forget_earlier_calls(env: dict[str, str]) -> None:
     """Start each `make call` afresh: the pictures of earlier runs are gone from the outbox
-    and Storage, so their rows must not be offered for a change."""
+    and Storage, so their rows must not be offered for a change, and the language an earlier
+    call chose is not remembered."""
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("delete from public.requests where recipient = %s", (DEMO_TO,))
         conn.execute("delete from public.pending_photos where address = %s", (DEMO_TO,))
+        conn.execute("delete from public.person_languages where address = %s", (DEMO_TO,))
 
 
 def show(execution: Execution, stack: Stack, after: int = 0) -> int:
@@ -111,6 +135,11 @@ def main() -> int:
         default="",
         help="then call (or text) again and say this: a change, or 'again'",
     )
+    parser.add_argument(
+        "--language",
+        choices=list(CATALOGUES),
+        help="the caller chooses this language in the call's menu (* then its key)",
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / ".devstack" / "call")
     args = parser.parse_args()
 
@@ -129,7 +158,9 @@ def main() -> int:
                 execution = send_text(env, words)
             else:
                 print(f"{DEMO_TO} calls {DEMO_FROM}\n")
-                execution = play_call(env, [words])
+                # The second call is greeted in the language the first one chose.
+                keys = choosing(args.language) if args.language and not turn else []
+                execution = play_call(env, [*keys, words])
             if (failed := show(execution, stack, after=turn)) != 0:
                 return failed
         return 0

@@ -1,7 +1,8 @@
 """Check a Twilio Studio flow definition (Flow API v2 JSON) the way Studio validates one.
 
 :func:`check_flow` reports structural problems Studio's validator (or a Studio run) would trip
-over, plus a few rules of our own (failure branches handled, no Twilio credentials sent). The
+over, plus a few rules of our own (failure branches handled, no Twilio credentials sent, and
+the voices and languages Twilio refuses on the call, which Studio itself only reports then). The
 Twilio stand-in's Studio Flows API runs it on every definition it receives and answers a
 failing one with Studio's 81022; the tests run it on studio/flow.json.
 
@@ -200,6 +201,132 @@ _OPERATORS = frozenset(
 )
 # Studio knows these too; the runner cannot evaluate them.
 _DATE_OPERATORS = frozenset({"is_before_date", "is_after_date", "is_before_time", "is_after_time"})
+
+
+# --------------------------------------------------------------------------------------------
+# Voices and languages (the runner refuses the same at run time)
+# --------------------------------------------------------------------------------------------
+
+# Amazon Polly's voices and the languages each speaks, from "Available voices" in the Amazon
+# Polly Developer Guide (https://docs.aws.amazon.com/polly/latest/dg/available-voices.html).
+# Twilio names them Polly.<Name>; Polly.<Name>-Neural (and -Generative) is the same voice on
+# another engine. Not every voice: the ones of our languages and their neighbours.
+POLLY_VOICES: dict[str, frozenset[str]] = {
+    name: frozenset(languages.split())
+    for name, languages in {
+        # English
+        "Joanna": "en-US",
+        "Matthew": "en-US",
+        "Ivy": "en-US",
+        "Kendra": "en-US",
+        "Kimberly": "en-US",
+        "Salli": "en-US",
+        "Joey": "en-US",
+        "Justin": "en-US",
+        "Kevin": "en-US",
+        "Ruth": "en-US",
+        "Stephen": "en-US",
+        "Danielle": "en-US",
+        "Gregory": "en-US",
+        "Amy": "en-GB",
+        "Emma": "en-GB",
+        "Brian": "en-GB",
+        "Arthur": "en-GB",
+        "Nicole": "en-AU",
+        "Olivia": "en-AU",
+        "Russell": "en-AU",
+        "Aria": "en-NZ",
+        "Ayanda": "en-ZA",
+        "Niamh": "en-IE",
+        "Raveena": "en-IN",
+        "Aditi": "en-IN hi-IN",
+        "Kajal": "en-IN hi-IN",
+        # Spanish
+        "Lupe": "es-US",
+        "Penelope": "es-US",
+        "Miguel": "es-US",
+        "Pedro": "es-US",
+        "Mia": "es-MX",
+        "Andres": "es-MX",
+        "Lucia": "es-ES",
+        "Conchita": "es-ES",
+        "Enrique": "es-ES",
+        "Sergio": "es-ES",
+        # French
+        "Lea": "fr-FR",
+        "Celine": "fr-FR",
+        "Mathieu": "fr-FR",
+        "Remi": "fr-FR",
+        "Chantal": "fr-CA",
+        "Gabrielle": "fr-CA",
+        "Liam": "fr-CA",
+        "Isabelle": "fr-BE",
+        # German
+        "Vicki": "de-DE",
+        "Marlene": "de-DE",
+        "Hans": "de-DE",
+        "Daniel": "de-DE",
+        "Hannah": "de-AT",
+        "Sabrina": "de-CH",
+        # Portuguese
+        "Camila": "pt-BR",
+        "Vitoria": "pt-BR",
+        "Ricardo": "pt-BR",
+        "Thiago": "pt-BR",
+        "Ines": "pt-PT",
+        "Cristiano": "pt-PT",
+        # Italian
+        "Bianca": "it-IT",
+        "Carla": "it-IT",
+        "Giorgio": "it-IT",
+        "Adriano": "it-IT",
+    }.items()
+}
+_POLLY_ENGINES = ("-Neural", "-Generative")
+# Twilio's own voices, which speak many languages; and Google's, named after their locale.
+_BASIC_VOICES = frozenset({"man", "woman", "alice"})
+# Twilio takes a full BCP-47 language-COUNTRY tag: "en" is refused, "en-US" taken
+# [DOC twilio.com/docs/api/errors/13512, 13331].
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}-[A-Z]{2}")
+# The warnings Twilio reports on the call (and the gather or say then fails).
+GATHER_LANGUAGE_WARNING = "13331 Gather: Invalid language value"  # 13512 in older docs
+SAY_VOICE_WARNING = "13511 Say: Invalid voice value"
+GATHER_SAY_VOICE_WARNING = "13321 Gather->Say: Invalid voice value"
+
+
+def is_language_tag(value: str) -> bool:
+    """Whether `value` is a language-COUNTRY tag Twilio takes ("en-US", not "en")."""
+    return _LANGUAGE_TAG.fullmatch(value) is not None
+
+
+def polly_languages(voice: str) -> frozenset[str] | None:
+    """The languages Polly voice `voice` ("Polly.Lupe", "Polly.Lupe-Neural") speaks; None
+    when it is no Polly voice we know."""
+    name = voice.removeprefix("Polly.")
+    for engine in _POLLY_ENGINES:
+        name = name.removesuffix(engine)
+    return POLLY_VOICES.get(name) if voice.startswith("Polly.") else None
+
+
+def voice_problem(voice: str, language: str) -> str | None:
+    """Why Twilio would not speak with `voice` in `language` (either may be empty: not set),
+    or None. A Polly voice speaks its own languages only; the TTS language must be a full
+    tag ("Using an invalid combination of voice and language may result in error and <Say>
+    instruction failure" [DOC twilio.com/docs/voice/twiml/say])."""
+    if language and not is_language_tag(language):
+        return f"language {language!r} is not a language-COUNTRY tag like en-US"
+    if not voice or voice in _BASIC_VOICES or voice.startswith("Google."):
+        return None
+    languages = polly_languages(voice)
+    if languages is None:
+        return f"{voice!r} is not a voice Twilio has"
+    if language and language not in languages:
+        return f"{voice} speaks {', '.join(sorted(languages))}, not {language}"
+    return None
+
+
+def _has_liquid(value: str) -> bool:
+    return "{{" in value or "{%" in value
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,7 +609,32 @@ def _check_send_message(state: State, label: str, problems: list[str]) -> None:
         problems.append(f"{label}: body is required")
 
 
+def _check_speech(state: State, label: str, problems: list[str]) -> None:
+    """Voices, TTS languages and speech languages Twilio would refuse on the call. These are
+    runtime warnings at Twilio, not Studio validation errors: checked here too, so a flow
+    that would fail on every call is caught before it is published."""
+    props = widget_properties(state)
+    gather = state["type"] == "gather-input-on-call"
+    voice, language = props.get("voice", ""), props.get("language", "")
+    if not isinstance(voice, str) or not isinstance(language, str):
+        return  # reported as a wrong JSON type
+    if props.get("say") and not _has_liquid(voice + language):
+        problem = voice_problem(voice, language)
+        warning = GATHER_SAY_VOICE_WARNING if gather else SAY_VOICE_WARNING
+        if problem is not None:
+            where = "language" if problem.startswith("language") else "voice"
+            problems.append(f"{label}: property {where!r}: {problem} (Twilio warning {warning})")
+    heard = props.get("gather_language")
+    if gather and isinstance(heard, str) and not _has_liquid(heard) and not is_language_tag(heard):
+        problems.append(
+            f"{label}: property 'gather_language': {heard!r} is not a language-COUNTRY tag"
+            f" like en-US (Twilio warning {GATHER_LANGUAGE_WARNING})"
+        )
+
+
 _WIDGET_CHECKS: dict[str, Callable[[State, str, list[str]], None]] = {
+    "gather-input-on-call": _check_speech,
+    "say-play": _check_speech,
     "make-http-request": _check_http,
     "split-based-on": _check_split,
     "set-variables": _check_set_variables,

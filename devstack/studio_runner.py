@@ -26,6 +26,10 @@ Chosen where Studio's behaviour is not pinned down (see the project's Twilio not
   case-insensitive and ignore surrounding whitespace; ``regex`` is a Python ``re.search`` on the
   raw input; ``less_than``/``greater_than`` compare numbers and are false for non-numbers.
 * send-message: an empty ``from``/``to`` falls back to the flow/contact address.
+* A say-play or gather whose voice Twilio lacks, whose Polly voice does not speak its
+  ``language``, or whose ``language``/``gather_language`` is no language-COUNTRY tag ("en"
+  instead of "en-US") fails the execution with Twilio's warning code (13511, 13321, 13331):
+  Twilio reports these as warnings of the call, and the say or gather fails.
 """
 
 from __future__ import annotations
@@ -49,13 +53,18 @@ from werkzeug.datastructures import MultiDict
 from .flow_checker import (
     CONTENT_TYPES,
     FORM,
+    GATHER_LANGUAGE_WARNING,
+    GATHER_SAY_VOICE_WARNING,
     JSON_TYPE,
+    SAY_VOICE_WARNING,
     State,
     Transition,
+    is_language_tag,
     key_value_items,
     media_type,
     next_widget,
     transition_for,
+    voice_problem,
     widget_properties,
     widget_transitions,
 )
@@ -93,6 +102,10 @@ class Turn:
     # status), "sms" (message sent by a send-message widget), "end"
     who: str
     text: str
+    # What the flow spoke with (its voice and TTS language), or the language speech was
+    # recognised in (a caller's words); "" when the widget leaves it to Twilio's default.
+    voice: str = ""
+    language: str = ""
 
 
 @dataclass
@@ -171,8 +184,8 @@ class _Run:
         value = widget_properties(state).get(name)
         return self.render(default if value is None else value, f"{state['name']}.{name}")
 
-    def say(self, text: str) -> None:
-        self.transcript.append(Turn("flow", text))
+    def say(self, text: str, voice: str = "", language: str = "") -> None:
+        self.transcript.append(Turn("flow", text, voice, language))
 
     def require_call(self, state: State) -> dict[str, str]:
         if self.trigger_key != "call":
@@ -252,12 +265,24 @@ def _prompt(run: _Run, state: State) -> str | None:
     return None
 
 
+def _speaking(run: _Run, state: State, warning: str) -> tuple[str, str]:
+    """The voice and language a widget's `say` is spoken with; a voice Twilio lacks or one
+    that does not speak the language fails the widget, as Twilio's `warning` does the call."""
+    voice, language = run.prop(state, "voice").strip(), run.prop(state, "language").strip()
+    if widget_properties(state).get("say"):
+        problem = voice_problem(voice, language)
+        if problem is not None:
+            raise _RunnerError(f"widget {state['name']!r}: Twilio warning {warning}: {problem}")
+    return voice, language
+
+
 def _run_say_play(run: _Run, state: State) -> Transition | None:
     run.require_call(state)
+    voice, language = _speaking(run, state, SAY_VOICE_WARNING)
     prompt = _prompt(run, state)
     for _ in range(_loop_count(state)):
         if prompt is not None:
-            run.say(prompt)
+            run.say(prompt, voice, language)
     if widget_properties(state).get("digits"):
         run.say(f"[sends digits {run.prop(state, 'digits')}]")
     run.widgets[state["name"]] = {}
@@ -287,8 +312,22 @@ def _keys(state: State, digits: str) -> str:
     return digits
 
 
+def _hearing(run: _Run, state: State) -> str:
+    """The gather's speech-recognition language; one that is no language-COUNTRY tag fails
+    the gather, as Twilio's warning 13331 does."""
+    language = run.prop(state, "gather_language").strip()
+    if language and not is_language_tag(language):
+        raise _RunnerError(
+            f"widget {state['name']!r}: Twilio warning {GATHER_LANGUAGE_WARNING}:"
+            f" {language!r} is not a language-COUNTRY tag like en-US"
+        )
+    return language
+
+
 def _run_gather(run: _Run, state: State) -> Transition | None:
     call = run.require_call(state)
+    voice, language = _speaking(run, state, GATHER_SAY_VOICE_WARNING)
+    hearing = _hearing(run, state)
     outputs: dict[str, Any] = {key: call[key] for key in ("CallSid", "From", "To")}
     run.widgets[state["name"]] = outputs
     heard = run.next_input()
@@ -298,7 +337,7 @@ def _run_gather(run: _Run, state: State) -> Transition | None:
     prompt = _prompt(run, state)
     for _ in range(1 if answered else _loop_count(state)):
         if prompt is not None:
-            run.say(prompt)
+            run.say(prompt, voice, language)
     if heard is None:
         run.transcript.append(Turn("caller", "(silence)"))
         return transition_for(state, "timeout")
@@ -310,7 +349,7 @@ def _run_gather(run: _Run, state: State) -> Transition | None:
     if not speech_on:
         run.transcript.append(Turn("caller", f"{heard} (not heard: speech is not wired)"))
         return transition_for(state, "timeout")
-    run.transcript.append(Turn("caller", heard))
+    run.transcript.append(Turn("caller", heard, language=hearing))
     filtered = widget_properties(state).get("profanity_filter") == "true"
     outputs["SpeechResult"] = _mask_profanity(heard) if filtered else heard
     confidence = run.caller.confidence if run.caller else 0.0
@@ -629,10 +668,13 @@ def run_call(
     http: requests.Session | None = None,
     max_steps: int = 200,
     stir_verstat: str | None = "TN-Validation-Passed-A",
+    from_country: str | None = None,
 ) -> Execution:
     """Execute `flow` for an inbound call from `from_` to our number `to`. `stir_verstat` is
     the SHAKEN/STIR verdict Twilio adds to a call that carries one [DOC voice webhooks]; None
-    leaves it out, as for a call without SHAKEN/STIR data."""
+    leaves it out, as for a call without SHAKEN/STIR data. `from_country` is the caller's
+    country as Twilio's geo lookup gives it (`{{trigger.call.FromCountry}}`, ISO 3166: "MX");
+    None leaves it out, as for a number Twilio cannot place."""
     call = {
         "From": from_,
         "To": to,
@@ -646,6 +688,8 @@ def run_call(
     }
     if stir_verstat is not None:
         call["StirVerstat"] = stir_verstat
+    if from_country is not None:
+        call["FromCountry"] = from_country
     run = _Run(account, http or requests.Session(), "call", call, caller)
     return _run_flow(flow, run, "incomingCall", http, max_steps)
 
@@ -680,9 +724,16 @@ _LABELS = {"flow": "Bot:", "caller": "Caller:", "http": "HTTP:", "sms": "SMS:", 
 
 
 def format_transcript(execution: Execution) -> str:
-    """The transcript as aligned lines, e.g. ``  Caller: a crab holding a light saber``."""
+    """The transcript as aligned lines, e.g. ``  Caller: a crab holding a light saber``; a
+    ``Voice:`` line says what the flow speaks with whenever that changes."""
     lines: list[str] = []
+    speaking = ("", "")
     for turn in execution.transcript:
+        if turn.who == "flow" and (turn.voice, turn.language) != speaking:
+            speaking = (turn.voice, turn.language)
+            if any(speaking):
+                voice, language = turn.voice or "Twilio's default", turn.language or "default"
+                lines.append(f"  {'Voice:':<8}{voice}, {language}")
         label = _LABELS.get(turn.who, f"{turn.who}:")
         first, *rest = turn.text.splitlines() or [""]
         lines.append(f"  {label:<8}{first}")

@@ -230,8 +230,8 @@ def test_limits_apply_to_follow_ups(
     function_setting("LIMIT_PER_NUMBER_HOUR", "1")
     drawn(stack, caller, "a fox in the snow")
     calls = provider_calls(stack)
-    assert "1 pictures in the last hour" in text_reply(stack, caller, "make it night")
-    assert "1 pictures in the last hour" in text_reply(stack, caller, "again")
+    assert "1 picture in the last hour" in text_reply(stack, caller, "make it night")
+    assert "1 picture in the last hour" in text_reply(stack, caller, "again")
     assert provider_calls(stack) == calls
     assert len(rows(stack, caller)) == 1
 

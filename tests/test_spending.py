@@ -24,7 +24,7 @@ def test_a_caller_their_carrier_vouches_for_gets_the_picture_and_the_verdict_is_
     stack: StackClient, caller: str, verdict: str
 ) -> None:
     execution = play_call(stack.env, ["a fox in the snow"], caller, stir_verstat=verdict)
-    request_id = execution.widgets["request_by_call"]["parsed"]["request_id"]
+    request_id = execution.widgets["request_by_call_en"]["parsed"]["request_id"]
     row = stack.wait_finished(request_id)
     assert (row["status"], row["caller_verdict"]) == ("delivered", verdict)
 
@@ -57,7 +57,7 @@ def test_with_the_check_off_every_caller_id_is_trusted(
 ) -> None:
     function_setting("VOICE_CALLER_CHECK", "off")
     execution = play_call(stack.env, ["a fox in the snow"], caller, stir_verstat=None)
-    request_id = execution.widgets["request_by_call"]["parsed"]["request_id"]
+    request_id = execution.widgets["request_by_call_en"]["parsed"]["request_id"]
     row = stack.wait_finished(request_id)
     assert (row["status"], row["caller_verdict"]) == ("delivered", None)
 

@@ -11,6 +11,7 @@ from devstack.call import play_call, send_text
 from devstack.flow_checker import check_flow
 from devstack.stack_client import StackClient
 from devstack.studio_runner import format_transcript
+from shared.catalogue import CATALOGUES
 from shared.twilio_webhooks import FLOW_KEY_FIELD
 
 pytestmark = pytest.mark.stack
@@ -21,15 +22,15 @@ def said(execution: object) -> str:
 
 
 def test_the_flow_file_is_a_valid_studio_flow() -> None:
-    flow = json.loads(FLOW_FILE.read_text())
+    flow = json.loads(FLOW_FILE.read_text(encoding="utf-8"))
     assert check_flow(flow) == []
     assert flow["initial_state"] == "Trigger"
 
 
 def test_only_the_function_url_needs_filling_in() -> None:
-    text = FLOW_FILE.read_text()
-    # The call's lookup, its request, its change, and the text request.
-    assert text.count(URL_PLACEHOLDER) == 4
+    text = FLOW_FILE.read_text(encoding="utf-8")
+    # The call's lookup, each language's request and change, and the text request.
+    assert text.count(URL_PLACEHOLDER) == 2 + 2 * len(CATALOGUES)
     flow = load_flow("https://generate-abc-uc.a.run.app")
     requests_ = [s for s in flow["states"] if s["type"] == "make-http-request"]
     assert {s["properties"]["url"] for s in requests_} == {"https://generate-abc-uc.a.run.app"}
@@ -59,14 +60,14 @@ def test_a_call_ends_with_a_picture(local_stack: StackClient, caller: str) -> No
     assert execution.status == "ended", transcript
     assert 'I heard: a crab holding a "light saber" & a shield.' in transcript
     assert "on its way by text message" in transcript
-    request_id = execution.widgets["request_by_call"]["parsed"]["request_id"]
+    request_id = execution.widgets["request_by_call_en"]["parsed"]["request_id"]
     row = local_stack.wait_finished(request_id)
     assert (row["status"], row["channel"], row["prompt"]) == (
         "delivered",
         "voice",
         'a crab holding a "light saber" & a shield',
     )
-    assert row["source_ref"] == execution.widgets["ask_for_picture"]["CallSid"]
+    assert row["source_ref"] == execution.widgets["ask_for_picture_en"]["CallSid"]
     messages = local_stack.messages_to(caller)
     assert len(messages) == 1 and messages[0]["media"]
 
@@ -76,7 +77,7 @@ def test_a_silent_caller_is_asked_once_more(local_stack: StackClient, caller: st
     transcript = said(execution)
     assert "didn't catch that" in transcript
     assert "I heard: a lighthouse." in transcript
-    local_stack.wait_finished(execution.widgets["request_by_call"]["parsed"]["request_id"])
+    local_stack.wait_finished(execution.widgets["request_by_call_en"]["parsed"]["request_id"])
     assert len(local_stack.messages_to(caller)) == 1
 
 
@@ -85,14 +86,14 @@ def test_a_caller_who_never_speaks_is_said_goodbye_to(
 ) -> None:
     execution = play_call(local_stack.env, [None, None], caller)
     assert "didn't hear a description" in said(execution)
-    assert "request_by_call" not in execution.path
+    assert "request_by_call_en" not in execution.path
     assert local_stack.sql("select id from public.requests where recipient = %s", caller) == []
 
 
 def test_an_outage_is_apologised_for_on_the_call(stack: StackClient, caller: str) -> None:
     stack.fault("supabase", service="rest", kind="503", times=1, path_contains="create_request")
     execution = play_call(stack.env, ["a fox"], caller)
-    assert execution.path[-1] == "say_sorry"
+    assert execution.path[-1] == "say_sorry_en"
     assert "something went wrong" in said(execution)
 
 

@@ -495,6 +495,118 @@ def test_to_json_filter_quotes_values(account):
     assert texts(call(flow, account), "flow") == [f'"{ALICE}" null']
 
 
+def test_the_callers_country_reaches_liquid_when_twilio_knows_it(account):
+    flow = call_flow(say("show", "[{{trigger.call.FromCountry}}]"), first="show")
+
+    assert texts(call(flow, account, from_country="MX"), "flow") == ["[MX]"]
+    assert texts(call(flow, account), "flow") == ["[]"]  # a number Twilio cannot place
+
+
+# --- voices and languages ---------------------------------------------------------------------
+
+
+def spanish_gather(**properties: Any) -> Flow:
+    """A flow that asks in Spanish and says back what it heard."""
+    asked = {"voice": "Polly.Lupe", "language": "es-US", "gather_language": "es-US"}
+    return call_flow(
+        gather("ask", "Describe tu imagen.", "echo", None, **{**asked, **properties}),
+        say("echo", "Entendí: {{widgets.ask.SpeechResult}}.", voice="Polly.Lupe", language="es-US"),
+        first="ask",
+    )
+
+
+def test_each_turn_records_the_voice_and_the_language(account):
+    execution = call(spanish_gather(), account, "un zorro en la nieve")
+
+    assert execution.status == "ended", execution.error
+    assert [(t.text, t.voice, t.language) for t in execution.transcript[:3]] == [
+        ("Describe tu imagen.", "Polly.Lupe", "es-US"),
+        ("un zorro en la nieve", "", "es-US"),  # heard in the gather's language
+        ("Entendí: un zorro en la nieve.", "Polly.Lupe", "es-US"),
+    ]
+    assert format_transcript(execution).splitlines()[:2] == [
+        "  Voice:  Polly.Lupe, es-US",
+        "  Bot:    Describe tu imagen.",
+    ]
+
+
+def test_a_neural_polly_voice_is_the_same_voice(account):
+    execution = call(spanish_gather(voice="Polly.Lupe-Neural"), account, "un zorro")
+
+    assert execution.status == "ended", execution.error
+
+
+@pytest.mark.parametrize("language", ["es", "spanish", "es_US"])
+def test_a_gather_language_that_is_no_language_country_tag_fails_the_gather(account, language):
+    flow = spanish_gather(gather_language=language)
+
+    execution = call(flow, account, "un zorro en la nieve")
+
+    assert execution.status == "failed"
+    assert "13331" in (execution.error or "") and repr(language) in (execution.error or "")
+    assert execution.path == ["Trigger", "ask"]
+    assert any(
+        "'gather_language'" in problem and "13331" in problem for problem in check_flow(flow)
+    )
+
+
+def test_a_polly_voice_that_does_not_speak_the_language_fails_the_say(account):
+    flow = call_flow(say("hello", "Hello!", voice="Polly.Lupe", language="en-US"), first="hello")
+
+    execution = call(flow, account)
+
+    assert execution.status == "failed"
+    assert "13511" in (execution.error or "") and "Polly.Lupe speaks es-US" in (
+        execution.error or ""
+    )
+    assert texts(execution, "flow") == []  # nothing was said
+    assert any("'voice'" in problem and "13511" in problem for problem in check_flow(flow))
+
+
+@pytest.mark.parametrize(
+    ("voice", "language", "wanted"),
+    [
+        ("Polly.Lupe", "en-US", "Polly.Lupe speaks es-US, not en-US"),
+        ("Polly.Nobody", "en-US", "'Polly.Nobody' is not a voice Twilio has"),
+        ("Joanna", "en-US", "'Joanna' is not a voice Twilio has"),
+        ("Polly.Joanna", "en", "language 'en' is not a language-COUNTRY tag"),
+    ],
+)
+def test_a_gather_prompt_in_a_voice_twilio_refuses_fails_the_gather(
+    account, voice, language, wanted
+):
+    flow = spanish_gather(voice=voice, language=language)
+
+    execution = call(flow, account, "un zorro")
+
+    assert execution.status == "failed"
+    assert "13321" in (execution.error or "") and wanted in (execution.error or "")
+    assert any("13321" in problem and wanted in problem for problem in check_flow(flow))
+
+
+def test_voices_are_checked_once_liquid_is_rendered(account):
+    flow = call_flow(
+        set_variables("pick", "hello", voice="Polly.Lupe"),
+        say("hello", "Hello!", voice="{{flow.variables.voice}}", language="en-US"),
+        first="pick",
+    )
+
+    assert check_flow(flow) == []  # nothing to judge before the call
+    assert "13511" in (call(flow, account).error or "")
+
+
+def test_twilios_own_voices_and_unset_languages_are_left_to_twilio(account):
+    flow = call_flow(
+        say("man", "Hello.", "woman", voice="man", language="en-GB"),
+        say("woman", "Hallo.", "polly", voice="woman", language="de-DE"),
+        say("polly", "Ciao.", None, voice="Polly.Bianca"),
+        first="man",
+    )
+
+    assert call(flow, account).status == "ended"
+    assert check_flow(flow) == []
+
+
 # --- make-http-request ----------------------------------------------------------------------
 
 
@@ -966,6 +1078,30 @@ BROKEN: list[tuple[str, Mutation, str]] = [
             type="sounds_like"
         ),
         "unknown condition type 'sounds_like'",
+    ),
+]
+
+
+BROKEN += [
+    (
+        "gather language without country",
+        lambda f: set_prop(f, "ask", "gather_language", "en"),
+        "property 'gather_language': 'en' is not a language-COUNTRY tag",
+    ),
+    (
+        "say language without country",
+        lambda f: find(f, "thanks")["properties"].update(voice="Polly.Joanna", language="en"),
+        "'thanks' (say-play): property 'language': language 'en' is not a language-COUNTRY",
+    ),
+    (
+        "voice of another language",
+        lambda f: find(f, "sorry")["properties"].update(voice="Polly.Mia", language="fr-FR"),
+        "Polly.Mia speaks es-MX, not fr-FR (Twilio warning 13511",
+    ),
+    (
+        "gather voice unknown",
+        lambda f: find(f, "ask")["properties"].update(voice="Polly.Zorro", language="es-ES"),
+        "property 'voice': 'Polly.Zorro' is not a voice Twilio has (Twilio warning 13321",
     ),
 ]
 
