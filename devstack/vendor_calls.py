@@ -187,3 +187,19 @@ def reply_text(response: requests.Response) -> str:
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/xml")
     return response.text
+
+
+# What a person might ask for in each language, as they would type or say it (the model is
+# given it as is). A language not listed asks in English: any words will do.
+PROMPTS_BY_LANGUAGE = {
+    "en": "a fox in the snow",
+    "es": "un zorro en la nieve",
+    "fr": "un renard dans la neige",
+    "de": "ein Fuchs im Schnee",
+    "pt": "uma raposa na neve",
+    "it": "una volpe nella neve",
+}
+
+
+def prompt_in(language: str) -> str:
+    return PROMPTS_BY_LANGUAGE.get(language, PROMPTS_BY_LANGUAGE["en"])

@@ -23,6 +23,7 @@ from devstack.stack_client import (
 from devstack.stack_client import (
     text_reply as twiml_reply,
 )
+from devstack.vendor_calls import prompt_in as vendor_prompt_in
 from shared import replies
 from shared.catalogue import CATALOGUES, phrasebook
 from shared.records import FailureReason, RequestKind, reference_for
@@ -30,19 +31,10 @@ from shared.styles import DEFAULT_STYLES
 
 pytestmark = pytest.mark.stack
 LANGUAGES = list(CATALOGUES)
-# What a person might ask for in each language (as typed; the model draws from it as is).
-PROMPTS = {
-    "en": "a fox in the snow",
-    "es": "un zorro en la nieve",
-    "fr": "un renard dans la neige",
-    "de": "ein Fuchs im Schnee",
-    "pt": "uma raposa na neve",
-    "it": "una volpe nella neve",
-}
 
 
 def prompt_in(language: str, tag: str = "") -> str:
-    return f"{PROMPTS.get(language, 'a fox in the snow')} {tag}".strip()
+    return f"{vendor_prompt_in(language)} {tag}".strip()
 
 
 def text_reply(stack: StackClient, caller: str, body: str, **form: str) -> str:
@@ -228,3 +220,17 @@ def test_a_number_whose_language_is_spanish_answers_a_new_texter_in_spanish(
     text_reply(stack, caller, f"DRAW {prompt_in('en')}")
     assert requested(stack, caller)["language"] == "en"
     assert text_reply(stack, caller, "STYLES") == replies.styles_list("DRAW", DEFAULT_STYLES, "en")
+
+
+def test_a_language_that_cannot_be_read_costs_only_the_choice_of_language(
+    stack: StackClient, caller: str
+) -> None:
+    """Supabase failing on the person's language: the text is still taken, answered in the
+    language its own words say."""
+    stack.fault("supabase", service="rest", kind="503", times=-1, path_contains="person_languages")
+    prompt = prompt_in("fr", "sans langue")
+    reply = text_reply(stack, caller, f"DESSINE {prompt}")
+    row = requested(stack, caller)
+    assert row["language"] == "fr"
+    assert reply == replies.accepted_by_text(prompt, reference_for(str(row["id"])), "fr")
+    assert stack.wait_finished(str(row["id"]))["status"] == "delivered"

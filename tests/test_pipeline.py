@@ -187,7 +187,7 @@ def test_store_outage_at_generate_is_a_503_and_nothing_is_published(
     stack: StackClient, caller: str
 ) -> None:
     published = len(stack.qstash_messages())
-    stack.fault("supabase", service="rest", kind="503", times=1)
+    stack.fault("supabase", service="rest", kind="503", times=1, path_contains="create_request")
     response = stack.submit("a quiet harbour", to=caller)
     assert response.status_code == 503
     assert response.json()["retryable"] is True

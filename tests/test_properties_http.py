@@ -491,7 +491,7 @@ def assert_says_what_is_wrong(command: Command | None, message: str, max_chars: 
     if command is Command.EMPTY_PROMPT:
         assert "Tell us what to draw" in message, message
     if command is Command.TOO_LONG:
-        assert f"in {max_chars} or fewer" in message, message
+        assert f"in {max_chars:,} or fewer" in message, message  # as English writes numbers
 
 
 @pytest.mark.usefixtures("deployed_stdout")

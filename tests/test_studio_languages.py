@@ -22,22 +22,15 @@ from devstack.serving import RunningServer, serve_in_thread
 from devstack.stack_client import StackClient, pictures_to
 from devstack.studio_runner import Caller, Execution, Turn, TwilioAccount, run_call
 from devstack.twilio import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, TwilioConfig, create_app
+from devstack.vendor_calls import prompt_in
 from shared.catalogue import CATALOGUES, REFERENCE_LANGUAGE, Phrasebook
 from shared.records import reference_for
 from shared.replies import accepted_by_voice, picture_caption
 from studio.build_flow import build_flow, flow_text
 
 LANGUAGES = list(CATALOGUES)
-# What a caller asks for, and the change they ask for next; a language not listed here is
-# asked in English (any words will do).
-PROMPTS = {
-    "en": "a fox in the snow",
-    "es": "un zorro en la nieve",
-    "fr": "un renard dans la neige",
-    "de": "ein Fuchs im Schnee",
-    "pt": "uma raposa na neve",
-    "it": "una volpe nella neve",
-}
+# The change a caller asks for after their picture (the picture: vendor_calls.prompt_in); a
+# language not listed here is asked in English (any words will do).
 CHANGES = {
     "en": "make it a starry night",  # not "make it night": test_conversations looks for that edit
     "es": "hazla de noche",
@@ -47,10 +40,6 @@ CHANGES = {
     "it": "rendila notturna",
 }
 NUMBER = "+15005550006"
-
-
-def prompt_in(code: str) -> str:
-    return PROMPTS.get(code, PROMPTS[REFERENCE_LANGUAGE])
 
 
 def change_in(code: str) -> str:
