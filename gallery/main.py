@@ -50,7 +50,7 @@ from shared.console_sessions import (
     read_session,
 )
 from shared.edge import handler
-from shared.errors import BadRequest
+from shared.errors import BadRequest, StoreError
 from shared.gallery_links import gallery_link, token_hash
 from shared.intake import parse_address
 from shared.person_language import reply_language
@@ -110,25 +110,53 @@ def _page(owner: tuple[str, str], token: str, services: Services) -> flask.Respo
     html = _TEMPLATES.get_template("pictures.html").render(
         brand=services.settings.brand_name,
         nonce=nonce,
-        pictures=[_shown(record, page, services, language) for record in records],
+        pictures=_shown_all(records, page, services, language),
         **page_words(language, services.settings, empty="page_empty"),
     )
     response = flask.Response(html, status=200, mimetype="text/html")
     return _secured(response, nonce=nonce, images=_storage_origin(services))
 
 
-def _shown(record: RequestRecord, page: str, services: Services, language: str) -> dict[str, str]:
-    assert record.image_path is not None  # gallery_pictures lists delivered pictures only
+def _shown_all(
+    records: list[RequestRecord], page: str, services: Services, language: str
+) -> list[dict[str, str]]:
+    # gallery_pictures lists delivered pictures only, each with its file
+    urls = _signed_urls([str(record.image_path) for record in records], services)
+    return [
+        _shown(record, urls[str(record.image_path)], page, language)
+        for record in records
+        if str(record.image_path) in urls
+    ]
+
+
+def _shown(record: RequestRecord, preview: str, page: str, language: str) -> dict[str, str]:
     when = record.delivered_at or record.created_at
     return {
         "id": record.id,
         "prompt": record.prompt,
-        "preview_url": services.pictures.signed_url(record.image_path, SIGNED_URL_S),
+        "preview_url": preview,
         "original_path": f"{page}/original/{record.id}",
         "delete_path": f"{page}/delete/{record.id}",
         "when_iso": when.isoformat() if when else "",
         "when_text": date_and_time(when, language) if when else "",
     }
+
+
+def _signed_urls(paths: list[str], services: Services) -> dict[str, str]:
+    """Signed URLs of the pictures Storage will sign. One whose file is gone is left out (a
+    lost file takes that picture off a page, not the page out of service); when none can be
+    signed, Storage itself is failing, and that is the page's error (503)."""
+    urls: dict[str, str] = {}
+    failure: StoreError | None = None
+    for path in paths:
+        try:
+            urls[path] = services.pictures.signed_url(path, SIGNED_URL_S)
+        except StoreError as exc:
+            logs.warning("a picture could not be signed; it is left out", error=exc.message)
+            failure = exc
+    if failure is not None and not urls:
+        raise failure
+    return urls
 
 
 def _original(owner: tuple[str, str], request_id: str, services: Services) -> flask.Response:
@@ -317,13 +345,11 @@ def _wall(request: flask.Request, services: Services) -> flask.Response:
         return _not_found()
     approved_only = settings.wall is WallMode.APPROVE
     rows = services.store.wall_pictures(None, approved_only, WALL_PICTURES)
+    urls = _signed_urls([str(row["image_path"]) for row in rows], services)
     pictures = [
-        {
-            "id": str(row["id"]),
-            "prompt": str(row["prompt"]),
-            "url": services.pictures.signed_url(str(row["image_path"]), SIGNED_URL_S),
-        }
+        {"id": str(row["id"]), "prompt": str(row["prompt"]), "url": urls[str(row["image_path"])]}
         for row in rows
+        if str(row["image_path"]) in urls
     ]
     if request.path.endswith(".json"):
         response = flask.Response(json.dumps(pictures), status=200, mimetype="application/json")

@@ -117,3 +117,26 @@ def test_an_original_is_only_for_its_owner_and_pages_take_only_their_methods(
     link = link_in(text_reply(stack, caller, "PICTURES"))
     assert requests.post(link, timeout=10).status_code == 405
     assert requests.get(f"{link}/delete/{mine['id']}", timeout=10).status_code == 405
+
+
+def test_a_picture_whose_file_is_gone_is_left_out_and_the_rest_still_show(
+    stack: StackClient, caller: str
+) -> None:
+    kept = drawn(stack, caller, "a picture that stays")
+    lost = drawn(stack, caller, "a picture whose file is gone")
+    stack.sql(
+        "update public.requests set image_path = 'gone/' || media_token || '.jpg' where id = %s",
+        lost["id"],
+    )
+    page = requests.get(link_in(text_reply(stack, caller, "PICTURES")), timeout=10)
+    assert page.status_code == 200
+    assert "a picture that stays" in page.text
+    assert "a picture whose file is gone" not in page.text
+    assert str(kept["id"]) in page.text
+
+
+def test_when_storage_signs_nothing_the_gallery_is_a_503(stack: StackClient, caller: str) -> None:
+    drawn(stack, caller, "a picture behind an outage")
+    link = link_in(text_reply(stack, caller, "PICTURES"))
+    stack.fault("supabase", service="storage", kind="503", times=-1, path_contains="/sign/")
+    assert requests.get(link, timeout=10).status_code == 503

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from xml.etree import ElementTree
 
 import pytest
+from markupsafe import escape  # as the pages escape text (Jinja)
 
 from devstack.stack_client import (
     StackClient,
@@ -152,8 +153,9 @@ def test_the_gallery_page_speaks_its_owners_language(stack: StackClient, caller:
     assert page.status_code == 200
     book = phrasebook("pt")
     assert '<html lang="pt">' in page.text
-    assert book.text("page_title") in page.text and book.text("page_delete") in page.text
-    assert prompt_in("pt") in page.text
+    for key in ("page_title", "page_intro", "page_download", "page_delete"):
+        assert escape(book.text(key)) in page.text, key
+    assert escape(prompt_in("pt")) in page.text
 
 
 def test_an_operator_may_choose_the_language_of_one_picture(
@@ -234,3 +236,14 @@ def test_a_language_that_cannot_be_read_costs_only_the_choice_of_language(
     assert row["language"] == "fr"
     assert reply == replies.accepted_by_text(prompt, reference_for(str(row["id"])), "fr")
     assert stack.wait_finished(str(row["id"]))["status"] == "delivered"
+
+
+def test_the_wall_speaks_the_numbers_language(
+    stack: StackClient, function_setting: Callable[[str, str], None]
+) -> None:
+    function_setting("WALL", "on")
+    function_setting("DEFAULT_LANGUAGE", "it")
+    page = stack.http.get(f"{stack.env['GALLERY_URL']}/wall", timeout=10)
+    assert page.status_code == 200
+    assert '<html lang="it">' in page.text
+    assert escape(phrasebook("it").text("wall_tagline")) in page.text
