@@ -381,10 +381,14 @@ def page_words(language: str, settings: Settings, *, empty: str) -> dict[str, ob
 
 
 def date_and_time(when: datetime, language: str) -> str:
-    """A picture's date as the language writes it (Babel's CLDR formats), in UTC."""
-    from babel.dates import format_datetime
+    """A picture's date and time (to the minute, UTC) as the language writes them: Babel's
+    CLDR medium date, short time, and the language's way of joining the two."""
+    from babel.dates import format_date, format_time, get_datetime_format
 
-    return f"{format_datetime(when, 'medium', tzinfo=UTC, locale=language)} UTC"
+    date = format_date(when, "medium", locale=language)
+    time = format_time(when, "short", tzinfo=UTC, locale=language)
+    joined = str(get_datetime_format("medium", locale=language))
+    return f"{joined.replace('{1}', date).replace('{0}', time)} UTC"
 
 
 def _base(services: Services) -> str:

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from devstack.stack_client import StackClient, drawn, text_reply
+from devstack.stack_client import StackClient, drawn, latest_request, text_reply
+from shared.catalogue import phrasebook
 from tests.browser import DESKTOP, PHONE, Browser
 
 pytestmark = pytest.mark.stack
@@ -73,3 +74,28 @@ def test_a_wrong_or_replaced_link_is_not_found_in_the_browser(
     browser.open(found.group(0))
     browser.wait_for("figure img")
     assert "a kite" in browser.text
+
+
+def test_the_gallery_speaks_the_language_its_owner_writes_in(
+    stack: StackClient, caller: str, browser: Browser
+) -> None:
+    """A person who texts in German sees their page in German: its words, its date as German
+    writes dates, and delete in German too."""
+    text_reply(stack, caller, "ZEICHNE ein Fuchs im Schnee")
+    row = latest_request(stack, caller)
+    assert row is not None
+    when = stack.wait_finished(str(row["id"]))["delivered_at"]
+    found = LINK.search(text_reply(stack, caller, "MEINE BILDER"))
+    assert found
+    book = phrasebook("de")
+    browser.open(found.group(0))
+    browser.wait_for("figure img")
+    assert browser.title.startswith(book.text("page_title"))
+    assert browser.run_js("return document.documentElement.lang") == "de"
+    assert book.text("page_intro") in browser.text
+    assert f"{when:%d.%m.%Y}, {when:%H:%M} UTC" in browser.text  # "01.12.2026, 14:03", not "Dec 1"
+    for size in (PHONE, DESKTOP):
+        with browser.at_width(size):
+            browser.screenshot("gallery-de", full_page=True)
+    browser.click("button.delete")
+    browser.wait_for_text(book.text("page_empty", keyword="ZEICHNE"))
