@@ -13,6 +13,7 @@ from xml.etree import ElementTree
 import pytest
 from markupsafe import escape  # as the pages escape text (Jinja)
 
+from devstack.call import send_text
 from devstack.stack_client import (
     StackClient,
     age,
@@ -247,3 +248,16 @@ def test_the_wall_speaks_the_numbers_language(
     assert page.status_code == 200
     assert '<html lang="it">' in page.text
     assert escape(phrasebook("it").text("wall_tagline")) in page.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_text_through_the_studio_flow_is_answered_in_its_language(
+    stack: StackClient, caller: str, language: str
+) -> None:
+    prompt = prompt_in(language, "studio")
+    execution = send_text(stack.env, f"{keyword_of(language)} {prompt}", caller)
+    assert execution.status == "ended", execution.error
+    row = requested(stack, caller)
+    # Studio's send-message widget sent the reply: Twilio holds it as a message to the texter.
+    [sent] = [m for m in stack.messages_to(caller) if not m["media"]]
+    assert sent["body"] == replies.accepted_by_text(prompt, reference_for(str(row["id"])), language)
