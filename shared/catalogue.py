@@ -93,6 +93,12 @@ class Phrasebook:
     speech: Speech
     words: Words
     messages: Mapping[str, str | Mapping[str, str]] = field(repr=False)
+    # The style presets' names in this language ("watercolor" -> "acuarela"); a style it
+    # does not name (an operator's own) keeps its name.
+    style_names: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def style_name(self, name: str) -> str:
+        return self.style_names.get(name, name)
 
     def text(self, key: str, /, **values: object) -> str:
         """Message `key`, its placeholders filled with `values` and this language's words."""
@@ -166,6 +172,7 @@ def _read(path: Path) -> Phrasebook:
                 hints_change=str(words["hints_change"]),
             ),
             messages=_messages(messages, path.name),
+            style_names=_style_names(data.get("styles", {}), path.name),
         )
     except KeyError as exc:
         raise ConfigError(f"{path.name} has no {exc.args[0]!r}") from exc
@@ -189,6 +196,12 @@ def _messages(table: Any, name: str) -> dict[str, str | Mapping[str, str]]:
         else:
             raise ConfigError(f"{name}: messages.{key} must be text or a table of plural forms")
     return messages
+
+
+def _style_names(table: Any, name: str) -> dict[str, str]:
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ConfigError(f"{name}: [styles] maps a style's name to its name in this language")
+    return {str(style): local.strip().lower() for style, local in table.items()}
 
 
 def _check_shape(book: Phrasebook, name: str) -> None:
@@ -257,6 +270,11 @@ def check_catalogues(books: Iterable[Phrasebook]) -> list[str]:
     problems += _clashes("menu key", ((b.menu_key, b.code) for b in books))
     problems += _clashes("country", ((c, b.code) for b in books for c in b.countries))
     problems += _clashes("keyword", ((b.words.keyword, b.code) for b in books))
+    named: dict[str, str] = {}
+    for book in books:
+        for style, local in book.style_names.items():
+            if (first := named.setdefault(fold(local), style)) != style:
+                problems.append(f"{book.code}: the style name {local} is both {first} and {style}")
     meanings: dict[str, str] = {}
     for book in books:
         for command, words in book.words.commands.items():
@@ -270,8 +288,8 @@ def _clashes(what: str, pairs: Iterable[tuple[str, str]]) -> list[str]:
     owner: dict[str, str] = {}
     problems = []
     for value, code in pairs:
-        if owner.setdefault(value, code) != code:
-            problems.append(f"{what} {value} is both {owner[value]}'s and {code}'s")
+        if (first := owner.setdefault(value, code)) != code:
+            problems.append(f"{what} {value} is both {first}'s and {code}'s")
     return problems
 
 
@@ -303,6 +321,15 @@ def language_named(words: str) -> str | None:
         if wanted in (book.code.upper(), fold(book.name), fold(book.english_name)):
             return book.code
     return None
+
+
+def style_aliases() -> dict[str, str]:
+    """Every language's name for a style preset, folded, to the preset's own name."""
+    return {
+        fold(local): style
+        for book in CATALOGUES.values()
+        for style, local in book.style_names.items()
+    }
 
 
 def language_of_country(country: str | None) -> str | None:

@@ -113,8 +113,8 @@ def usage(keyword: str, language: str = EN) -> str:
     return phrasebook(language).text(_open("usage", keyword), keyword=keyword)
 
 
-def _example_style(styles: StyleBook) -> str:
-    return styles.names[0] if styles.names else "watercolor"
+def _example_style(styles: StyleBook, language: str) -> str:
+    return phrasebook(language).style_name(styles.names[0] if styles.names else "watercolor")
 
 
 def help_text(keyword: str, styles: StyleBook, language: str = EN) -> str:
@@ -122,7 +122,7 @@ def help_text(keyword: str, styles: StyleBook, language: str = EN) -> str:
     return phrasebook(language).text(
         _open("help", keyword),
         keyword=keyword,
-        style=_example_style(styles),
+        style=_example_style(styles, language),
         languages=languages_list(),
     )
 
@@ -131,11 +131,9 @@ def styles_list(keyword: str, styles: StyleBook, language: str = EN) -> str:
     book = phrasebook(language)
     if not styles.names:
         return book.text("no_styles")
+    names = [book.style_name(name) for name in styles.names]
     return book.text(
-        _open("styles_list", keyword),
-        keyword=keyword,
-        styles=", ".join(styles.names),
-        style=styles.names[0],
+        _open("styles_list", keyword), keyword=keyword, styles=", ".join(names), style=names[0]
     )
 
 

@@ -10,9 +10,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .catalogue import fold, style_aliases
 from .errors import ConfigError
 
 DEFAULT_STYLES_FILE = Path(__file__).with_name("styles.json")
+# The presets' names in each language (shared/languages/*.toml [styles]).
+STYLE_ALIASES = style_aliases()
 MAX_STYLES = 20
 MAX_LOOK_CHARS = 200
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
@@ -37,7 +40,10 @@ class StyleBook:
     styles: tuple[Style, ...] = ()
 
     def find(self, name: str) -> Style | None:
+        """The style called `name`, in its own name or a language's ("acuarela", any case
+        or accents)."""
         wanted = name.strip().lower()
+        wanted = STYLE_ALIASES.get(fold(wanted), wanted)
         return next((style for style in self.styles if style.name == wanted), None)
 
     @property

@@ -23,6 +23,7 @@ from shared.catalogue import (
 )
 from shared.errors import ConfigError
 from shared.intake import START_WORDS, STOP_WORDS
+from shared.styles import DEFAULT_STYLES
 
 LANGUAGES = list(CATALOGUES)
 SAMPLE_VALUES = {
@@ -228,3 +229,24 @@ def test_the_shown_command_word_keeps_its_accents() -> None:
 
 def test_placeholders_are_read_from_format_strings() -> None:
     assert placeholders("Ref {reference}: {prompt} {AGAIN}") == {"reference", "prompt", "AGAIN"}
+
+
+def test_a_style_name_given_to_two_styles_fails_the_check(tmp_path: Path) -> None:
+    folder = copy_of_catalogues(tmp_path)
+    edit(folder, "fr", 'oil = "huile"', 'oil = "acuarela"')  # Spanish for watercolor
+    assert problems_of(folder) == ["fr: the style name acuarela is both watercolor and oil"]
+
+
+@pytest.mark.parametrize(
+    ("said", "style"),
+    [("acuarela", "watercolor"), ("Óleo", "oil"), ("OLBILD", "oil"), ("fumetto", "comic")],
+)
+def test_a_style_is_found_by_its_name_in_any_language(said: str, style: str) -> None:
+    found = DEFAULT_STYLES.find(said)
+    assert found is not None and found.name == style
+
+
+def test_every_shipped_style_has_a_name_in_every_language_but_english() -> None:
+    for book in CATALOGUES.values():
+        if book.code != REFERENCE_LANGUAGE:
+            assert set(book.style_names) == set(DEFAULT_STYLES.names), book.code

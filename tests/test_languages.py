@@ -261,3 +261,23 @@ def test_a_text_through_the_studio_flow_is_answered_in_its_language(
     # Studio's send-message widget sent the reply: Twilio holds it as a message to the texter.
     [sent] = [m for m in stack.messages_to(caller) if not m["media"]]
     assert sent["body"] == replies.accepted_by_text(prompt, reference_for(str(row["id"])), language)
+
+
+def test_styles_are_named_and_chosen_in_the_persons_language(
+    stack: StackClient, caller: str
+) -> None:
+    book = phrasebook("es")
+    assert text_reply(stack, caller, "ESTILOS") == replies.styles_list(
+        "DIBUJA", DEFAULT_STYLES, "es"
+    )
+    text_reply(stack, caller, "DIBUJA acuarela: un faro")
+    first = requested(stack, caller)
+    watercolor = DEFAULT_STYLES.find("watercolor")
+    assert watercolor is not None
+    assert first["prompt"] == watercolor.draw_prompt("un faro")
+    stack.wait_finished(str(first["id"]))
+    text_reply(stack, caller, book.style_name("oil").upper())  # "ÓLEO": restyle the last one
+    change = requested(stack, caller)
+    oil = DEFAULT_STYLES.find("oil")
+    assert oil is not None
+    assert (change["kind"], change["prompt"]) == ("refine", oil.edit_instruction())
