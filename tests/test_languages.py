@@ -1,7 +1,8 @@
 """Texts in every language, end to end on the local stack: the keyword of a language sets the
 language of the reply, the picture's caption and a failure notice; the language is remembered
 for a follow-up without a keyword; LANGUAGE <code> sets it by hand; the gallery page speaks it;
-crash recovery finds a caption in the request's language. Parametrized over the catalogues, so
+the sweep tells a stuck request's person in its language (test_sweep.py: crash recovery finds
+a caption in the request's language). Parametrized over the catalogues, so
 a seventh language is covered by adding its file."""
 
 from __future__ import annotations
@@ -177,21 +178,6 @@ def test_an_operator_may_choose_the_language_of_one_picture(
     )
     assert wrong.status_code == 400
     assert "'language' must be one of en, es" in wrong.json()["error"]
-
-
-def test_the_sweep_finds_a_caption_sent_in_the_requests_language(
-    stack: StackClient, caller: str
-) -> None:
-    """A run died right after Twilio took a Spanish caption: the sweep must recognise it as
-    the picture (matching the Spanish words), not send the picture again."""
-    request_id = queued_row(stack, caller, "un barco de papel")
-    stack.sql("update public.requests set language = 'es' where id = %s", request_id)
-    sent = stack.half_sent(request_id, caller)
-    age(stack, request_id, 90)
-    run_sweep(stack)
-    row = stack.row(request_id)
-    assert (row["status"], row["message_sid"]) == ("delivered", sent)
-    assert len(stack.messages_to(caller)) == 1
 
 
 def test_the_sweeps_failure_notice_is_in_the_requests_language(

@@ -37,10 +37,13 @@ def test_a_request_stuck_past_its_deadline_ends_failed_and_told(
     assert "took too long" in notice["body"]
 
 
+@pytest.mark.parametrize("language", ["en", "es"])
 def test_a_stuck_request_whose_picture_was_sent_ends_delivered(
-    stack: StackClient, caller: str
+    stack: StackClient, caller: str, language: str
 ) -> None:
+    """The caption at Twilio is found by its words, in the request's language."""
     request_id = queued_row(stack, caller, "a paper plane")
+    stack.sql("update public.requests set language = %s where id = %s", language, request_id)
     sent = stack.half_sent(request_id, caller)
     age(stack, request_id, 90)
     run_sweep(stack)
