@@ -69,7 +69,7 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy shared devstack bench deploy tests
+	$(PY) -m mypy shared devstack bench deploy studio tests
 	# Each function's entry module is called main: check them one at a time.
 	$(PY) -m mypy generate/main.py
 	$(PY) -m mypy composite/main.py

@@ -13,7 +13,7 @@ ROOT_DIR = Path(__file__).resolve().parent.parent
 CHECKS = {
     "ruff check": ["ruff", "check", "."],
     "ruff format": ["ruff", "format", "--check", "."],
-    "mypy": ["mypy", "shared", "devstack", "bench", "deploy", "tests"],
+    "mypy": ["mypy", "shared", "devstack", "bench", "deploy", "studio", "tests"],
     # Both functions' entry modules are called main, so each is checked on its own.
     "mypy generate": ["mypy", "generate/main.py"],
     "mypy composite": ["mypy", "composite/main.py"],
