@@ -77,7 +77,10 @@ PHOTO_FETCH_TIMEOUT_S = 5.0
 LOOKUP_FIELD = "lookup"
 FOLLOW_UP_FIELD = "follow_up"
 # The call's language (the flow's branch: the lookup's first guess, or the caller's menu
-# choice), and the caller's country for that first guess ({{trigger.call.FromCountry}}).
+# choice), and the caller's country for that first guess: {{trigger.call.FromCountry}}, the
+# ISO code Twilio adds to an inbound call from the caller's number [DOC voice webhook
+# parameters]. Twilio may leave it empty (a number it cannot place); the guess then is
+# DEFAULT_LANGUAGE.
 LANGUAGE_FIELD = "language"
 COUNTRY_FIELD = "country"
 
