@@ -121,13 +121,13 @@ enable_apis() {
 
 # --- deploy -----------------------------------------------------------------------------
 
-# A deployable folder per function: its main.py, a real copy of shared/ (gcloud drops
-# symlinked folders), its own pinned requirements.txt, and its .gcloudignore.
+# A deployable folder per function: its main.py (and the modules beside it), a real copy of
+# shared/ (gcloud drops symlinked folders), its own pinned requirements.txt, its .gcloudignore.
 stage() {
   local name="$1" dir="$BUILD/$1"
   run rm -rf "$dir"
   run mkdir -p "$dir/shared"
-  run cp "$ROOT/$name/main.py" "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
+  run cp "$ROOT/$name"/*.py "$ROOT/$name/requirements.txt" "$ROOT/$name/.gcloudignore" "$dir/"
   run cp "$ROOT"/shared/*.py "$ROOT"/shared/*.json "$dir/shared/"  # code, and the style presets
   run mkdir -p "$dir/shared/languages"
   run cp "$ROOT"/shared/languages/*.toml "$dir/shared/languages/"  # every word, per language

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from devstack.qstash import DEV_CURRENT_SIGNING_KEY, make_signature
-from devstack.stack_client import StackClient, queued_row
+from devstack.stack_client import StackClient, latest_request, queued_row, text_reply
 from devstack.vendor_calls import callback_payload, provider_success
 from tests.deployer import Deployer
 
@@ -127,3 +128,25 @@ def test_the_composite_bundle_delivers_a_picture_on_its_own(
     assert response.json()["outcome"] == "delivered"
     local_stack.stack.wait_idle(10)
     assert len(local_stack.messages_to(caller)) == 1
+
+
+def test_the_gallery_bundle_shows_a_persons_page_and_the_wall_on_its_own(
+    run_bundle: StartBundle, local_stack: StackClient, caller: str
+) -> None:
+    """Its modules beside main.py, its templates, Babel's dates and the catalogues all ship."""
+    port = _free_port()
+    url = run_bundle(
+        "gallery", port, GALLERY_URL=f"http://127.0.0.1:{port}", WALL="on", DEFAULT_LANGUAGE="it"
+    )
+    text_reply(local_stack, caller, "ZEICHNE ein Fuchs im Bundle")
+    row = latest_request(local_stack, caller)
+    assert row is not None
+    assert local_stack.wait_finished(str(row["id"]))["status"] == "delivered"
+    link = re.search(r"/p/[A-Za-z0-9_-]{43}", text_reply(local_stack, caller, "MEINE BILDER"))
+    assert link is not None
+    page = requests.get(f"{url}{link[0]}", timeout=30)
+    assert page.status_code == 200, page.text
+    assert '<html lang="de">' in page.text and "ein Fuchs im Bundle" in page.text
+    wall = requests.get(f"{url}/wall", timeout=30)
+    assert wall.status_code == 200 and '<html lang="it">' in wall.text
+    assert requests.get(f"{url}/admin/sign-in", timeout=30).status_code == 200
