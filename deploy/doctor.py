@@ -86,8 +86,17 @@ STUDIO_LIMIT_S = 10.0
 # A model that shuts down within this many days is a warning [DOC: at least 3 months' notice].
 SHUTDOWN_WARNING_DAYS = 30
 SELF_TEST_TIMEOUT_S = 30.0
-# Tables that hold phone numbers and prompts: row level security must be on.
-RLS_TABLES = ("requests", "opt_outs")
+# Tables that hold phone numbers, prompts, tokens or the service's state: row level security
+# must be on (doctor_schema() reports them; see the languages migration).
+RLS_TABLES = (
+    "requests",
+    "opt_outs",
+    "pending_photos",
+    "gallery_links",
+    "person_languages",
+    "blocked_numbers",
+    "service_state",
+)
 # Roles that let a member read a secret's value [DOC secret-manager/docs/access-control].
 SECRET_READER_ROLES = frozenset(
     {"roles/secretmanager.secretAccessor", "roles/secretmanager.admin", "roles/owner"}
@@ -591,6 +600,13 @@ def judge_rls(schema: Any) -> Line:
         return fail(
             subject, "unknown: doctor_schema() did not answer", "apply the migrations (see above)"
         )
+    missing = [table for table in RLS_TABLES if table not in rls]
+    if missing:
+        return fail(
+            subject,
+            f"no table {', '.join(missing)}: the migrations are not all applied",
+            "apply the migrations (see above)",
+        )
     off = [table for table in RLS_TABLES if rls.get(table) is not True]
     if off:
         tables = ", ".join(off)
@@ -600,7 +616,7 @@ def judge_rls(schema: Any) -> Line:
             "Supabase → SQL editor: "
             + " ".join(f"alter table public.{table} enable row level security;" for table in off),
         )
-    return ok(subject, f"row level security is on for {' and '.join(RLS_TABLES)}")
+    return ok(subject, f"row level security is on for {', '.join(RLS_TABLES)}")
 
 
 def judge_bucket(name: str, public: bool, error: str | None, t: Target) -> Line:

@@ -233,9 +233,18 @@ def test_judge_migrations(schema: dict[str, Any], mark: str) -> None:
 
 
 def test_judge_rls_names_the_open_table() -> None:
-    judged = doctor.judge_rls({"rls": {"requests": True, "opt_outs": False}})
-    assert judged.mark == FAIL and "opt_outs" in judged.found
-    assert doctor.judge_rls({"rls": {"requests": True, "opt_outs": True}}).mark == OK
+    every = dict.fromkeys(doctor.RLS_TABLES, True)
+    judged = doctor.judge_rls({"rls": {**every, "person_languages": False}})
+    assert judged.mark == FAIL and "person_languages" in judged.found
+    assert "alter table public.person_languages enable row level security" in str(judged.fix)
+    assert doctor.judge_rls({"rls": every}).mark == OK
+
+
+def test_judge_rls_says_a_missing_table_is_a_missing_migration() -> None:
+    """A database from before the languages migration does not report person_languages."""
+    judged = doctor.judge_rls({"rls": {"requests": True, "opt_outs": True}})
+    assert judged.mark == FAIL
+    assert "person_languages" in judged.found and "not all applied" in judged.found
 
 
 def test_the_env_file_reads_back_what_the_stack_writes(tmp_path: Path) -> None:

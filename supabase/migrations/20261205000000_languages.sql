@@ -126,3 +126,30 @@ grant execute on function public.create_request(
   text, text, text, text, text, text, text, text, numeric, jsonb, text, text, uuid, text, text)
   to service_role;
 
+
+-- The doctor's view of the schema, as before, plus: this migration's version (its presence
+-- proves at least this much), and RLS for every table that holds a phone number, a token or
+-- the service's state, not only the first three.
+create or replace function public.doctor_schema() returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_latest text;
+begin
+  if to_regclass('supabase_migrations.schema_migrations') is not null then
+    execute 'select max(version) from supabase_migrations.schema_migrations' into v_latest;
+  end if;
+  return jsonb_build_object(
+    'latest_migration', v_latest,
+    'doctor_migration', '20261205000000',
+    'rls', (
+      select coalesce(jsonb_object_agg(c.relname, c.relrowsecurity), '{}'::jsonb)
+        from pg_catalog.pg_class c
+        join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'public' and c.relkind = 'r'
+         and c.relname in ('requests', 'opt_outs', 'self_tests', 'pending_photos',
+                           'gallery_links', 'service_state', 'blocked_numbers',
+                           'person_languages')
+    )
+  );
+end;
+$$;
