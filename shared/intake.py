@@ -294,9 +294,6 @@ def _command_words() -> dict[str, tuple[Command, tuple[str, ...]]]:
 
 
 COMMAND_WORDS = _command_words()
-# English's words, as the tests and the docs name them.
-AGAIN_WORDS = frozenset(phrasebook(REFERENCE_LANGUAGE).words.commands["again"])
-UNDO_WORDS = frozenset(phrasebook(REFERENCE_LANGUAGE).words.commands["undo"])
 
 
 def follow_up_command(body: str) -> Command | None:
