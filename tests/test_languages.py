@@ -22,6 +22,7 @@ from devstack.stack_client import (
     pictures_to,
     queued_row,
     run_sweep,
+    signed_post,
 )
 from devstack.stack_client import (
     text_reply as twiml_reply,
@@ -267,3 +268,31 @@ def test_styles_are_named_and_chosen_in_the_persons_language(
     oil = DEFAULT_STYLES.find("oil")
     assert oil is not None
     assert (change["kind"], change["prompt"]) == ("refine", oil.edit_instruction())
+
+
+def test_a_language_that_cannot_be_remembered_still_answers_in_it(
+    stack: StackClient, caller: str
+) -> None:
+    """Only the write fails: the reply is in the words' language, nothing is kept."""
+    stack.fault(
+        "supabase",
+        service="rest",
+        kind="503",
+        times=-1,
+        method="POST",
+        path_contains="person_languages",
+    )
+    assert text_reply(stack, caller, "LANGUAGE pt") == replies.language_set("pt")
+    stack.clear_faults()
+    assert stack.sql("select 1 from public.person_languages where address = %s", caller) == []
+
+
+def test_a_callers_first_guess_survives_a_store_that_cannot_be_read(
+    stack: StackClient, caller: str
+) -> None:
+    lookup = {"lookup": "1", "to": caller, "from": stack.env["DEMO_FROM"], "country": "MX"}
+    assert signed_post(stack, lookup).json()["language"] == "es"
+    stack.fault("supabase", service="rest", kind="503", times=-1, path_contains="requests")
+    answer = signed_post(stack, lookup).json()
+    assert (answer["language"], answer["has_picture"]) == ("es", False)
+    assert signed_post(stack, {**lookup, "country": ""}).json()["language"] == "en"
