@@ -12,7 +12,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shared import logs, replies
 from shared.catalogue import phrasebook
-from shared.errors import StoreError
 from shared.services import Services
 from shared.settings import Settings
 
@@ -25,19 +24,12 @@ TEMPLATES = Environment(
 
 
 def signed_urls(paths: list[str], services: Services) -> dict[str, str]:
-    """Signed URLs of the pictures Storage will sign. One whose file is gone is left out (a
-    lost file takes that picture off a page, not the page out of service); when none can be
-    signed, Storage itself is failing, and that is the page's error (503)."""
-    urls: dict[str, str] = {}
-    failure: StoreError | None = None
-    for path in paths:
-        try:
-            urls[path] = services.pictures.signed_url(path, SIGNED_URL_S)
-        except StoreError as exc:
-            logs.warning("a picture could not be signed; it is left out", error=exc.message)
-            failure = exc
-    if failure is not None and not urls:
-        raise failure
+    """Signed URLs of the pictures Storage has, in one request. One whose file is gone is left
+    out (a lost file takes that picture off a page, not the page out of service); Storage
+    failing is the page's error (503)."""
+    urls = services.pictures.signed_urls(paths, SIGNED_URL_S)
+    if lost := len(set(paths) - urls.keys()):
+        logs.warning("pictures whose files are gone were left out", pictures=lost)
     return urls
 
 

@@ -704,6 +704,21 @@ class PictureStore:
         )
         return str(answer["signedURL"])
 
+    def signed_urls(self, paths: list[str], expires_s: int) -> dict[str, str]:
+        """Signed URLs for many pictures in one request (a page of them, the wall's poll). A
+        picture Storage does not have is left out [DOC storage createSignedUrls: an item's
+        `error` instead of its URL]; Storage failing altogether is a `StoreError`."""
+        if not paths:
+            return {}
+        answer = guard(
+            "signing the picture URLs", lambda: self._bucket.create_signed_urls(paths, expires_s)
+        )
+        return {
+            str(item["path"]): str(item["signedURL"])
+            for item in answer
+            if not item.get("error") and item.get("signedURL")
+        }
+
     @staticmethod
     def photo_path(token: str, now: datetime | None = None) -> str:
         """Where a person's photo goes (EXIF removed: see photos.py)."""

@@ -468,6 +468,9 @@ class MemoryPictures:
     def signed_url(self, path: str, expires_s: int) -> str:
         return f"https://pictures.test/sign/{path}?expires={expires_s}"
 
+    def signed_urls(self, paths: list[str], expires_s: int) -> dict[str, str]:
+        return {path: self.signed_url(path, expires_s) for path in paths if path in self.files}
+
     def remove(self, paths: list[str]) -> None:
         for path in paths:
             self.removed.append(path)
