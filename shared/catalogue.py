@@ -316,11 +316,14 @@ def is_language(code: str) -> bool:
 def language_named(words: str) -> str | None:
     """The code of the language `words` names: its code ("es"), its name in itself
     ("español", any case or accents) or its English name ("Spanish")."""
-    wanted = fold(words)
-    for book in CATALOGUES.values():
-        if wanted in (book.code.upper(), fold(book.name), fold(book.english_name)):
-            return book.code
-    return None
+    return _LANGUAGE_NAMES.get(fold(words))
+
+
+_LANGUAGE_NAMES = {
+    name: book.code
+    for book in CATALOGUES.values()
+    for name in (book.code.upper(), fold(book.name), fold(book.english_name))
+}
 
 
 def style_aliases() -> dict[str, str]:

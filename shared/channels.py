@@ -142,7 +142,8 @@ def answer_studio(
             media=studio_media(form),
         )
     # The flow's branch says the call's language; the words come back in it.
-    call_language = reply_language((form.get(LANGUAGE_FIELD, ""),), None, settings.default_language)
+    spoken_in = (form.get(LANGUAGE_FIELD, ""),)
+    call_language = reply_language(spoken_in, None, settings.default_language)
     try:
         request = parse_studio_request(form, settings.max_prompt_chars)
     except HiddenNumber:
@@ -152,7 +153,7 @@ def answer_studio(
     except PromptTooLong as exc:
         limit = settings.max_prompt_chars
         return StudioAnswer(False, replies.prompt_too_long(exc.length, limit, call_language))
-    said = (form.get(LANGUAGE_FIELD, ""),) if request.channel is Channel.VOICE else ()
+    said = spoken_in if request.channel is Channel.VOICE else ()
     language = settle_language(request.recipient, request.sender, said, services)
     request = replace(request, language=language)
     if not caller_trusted(request, settings.voice_caller_check):

@@ -420,12 +420,16 @@ def interpret_message(
     return IncomingCommand(Command.PROMPT, prompt=prompt, follow_up=follow_up, languages=languages)
 
 
+# Each catalogue's keyword, to its language.
+_KEYWORDS = {book.words.keyword: book.code for book in CATALOGUES.values()}
+
+
 def keyword_language(text: str, keyword: str, default_language: str) -> tuple[str, int] | None:
     """The language of the keyword `text` starts with, and where the prompt after it starts:
     SMS_KEYWORD is `default_language`'s, each catalogue's keyword its own."""
-    keywords = {book.words.keyword: book.code for book in CATALOGUES.values()}
-    if keyword:
-        keywords.setdefault(keyword.upper(), default_language)
+    keywords = _KEYWORDS
+    if keyword and keyword.upper() not in keywords:
+        keywords = {**keywords, keyword.upper(): default_language}
     for word, language in keywords.items():
         match = re.match(rf"{re.escape(word)}(?:[\s:,.-]+|$)", text, re.IGNORECASE)
         if match is not None:
